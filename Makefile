@@ -1,0 +1,36 @@
+# One-command set-up: every target that needs Python makes .venv first.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Default suite runs on both cores; slow suites are behind `make test-slow`.
+PYTEST := $(BIN)/python -m pytest -n 2 -p no:cacheprovider
+
+.PHONY: install test test-slow bench demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# The CPU build of torch first, so nothing pulls a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	# flwr 1.42 needs a certifi newer than some registries serve; 1.41 works everywhere.
+	$(BIN)/python -m pip install -q flwr==1.41.0
+	$(BIN)/python -m pip install -q -e '.[all]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PYTEST) -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(PYTEST) -m slow tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+demo: $(STAMP)
+	$(BIN)/python -m fl.demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

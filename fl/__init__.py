@@ -1,0 +1,1 @@
+"""Federated learning on top of secure aggregation (needs the ``fl`` extra)."""
