@@ -200,7 +200,8 @@ def test_pure_python_fallback_gives_the_same_results(monkeypatch: pytest.MonkeyP
     spec.loader.exec_module(fallback)
     assert fallback._mpz is int
     shares = fallback.split(b"fallback", 5, 3, rng=random.Random(3).randrange)
-    assert shares == shamir.split(b"fallback", 5, 3, rng=random.Random(3).randrange)
+    reference = shamir.split(b"fallback", 5, 3, rng=random.Random(3).randrange)
+    assert [(s.x, s.y, s.length) for s in shares] == [(s.x, s.y, s.length) for s in reference]
     assert fallback.combine(shares, 3) == b"fallback"
     with pytest.raises(IntegrityError):
         bad = [fallback.Share(s.x, s.y, s.length) for s in shares]
