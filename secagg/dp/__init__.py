@@ -1,0 +1,1 @@
+"""Distributed differential privacy (work in progress; see submodules)."""
