@@ -1,0 +1,611 @@
+"""SecAgg (Bonawitz et al. 2017) and SecAgg+ (Bell et al. 2020): one
+implementation, with the neighbour graph as a parameter.
+
+Stages (Bonawitz et al. 2017, Fig. 4), each one method per side, read top to
+bottom:
+
+0. ADVERTISE_KEYS: client u sends c_pk (share encryption) and s_pk (masks),
+   signed with its Ed25519 identity when identities are configured.
+1. SHARE_KEYS: u Shamir-shares its self-mask seed b_u and the seed of its mask
+   key s_u among its neighbours (threshold t), each pair sealed with AES-GCM
+   under agree(c_u, c_v); the server relays ciphertexts only.
+2. MASKED_INPUT: u sends y_u = encode(x_u) + PRG(b_u) + Σ_v ±PRG(s_uv) mod 2^bits
+   over the neighbours v whose shares reached it (+ if u < v, − if u > v).
+3. CONSISTENCY (active security only): the server sends the survivor set U3,
+   clients sign it, and each client checks t neighbours' signatures on the same
+   U3 before unmasking, so a server cannot show different survivor sets.
+4. UNMASK: u reveals, per neighbour v, the share of b_v if v survived and the
+   share of s_v if it dropped, never both (SECURITY invariant 2). The server
+   rebuilds b_u of survivors and s_v of dropouts and removes the masks.
+
+Who misbehaved: errors about a message's *sender* carry ``client_id`` (the
+peer); ``local=True`` marks a caller bug.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+from typing import Any, Mapping
+
+import numpy as np
+from numpy.typing import NDArray
+
+from secagg import aead, kex, shamir
+from secagg.errors import (
+    AbortError,
+    ConfigError,
+    DecodeError,
+    IntegrityError,
+    ProtocolError,
+    SecAggError,
+    ThresholdError,
+)
+from secagg.masking import apply_masks, remove_masks
+
+from . import messages as m
+from .config import SecAggConfig
+from .session import ABORTED, DONE, AbortReason, AggregateResult, SessionState, Stage
+
+__all__ = ["SecAggServer", "SecAggClient", "mask_context", "share_context"]
+
+SEED_BYTES = 32  # b_u and s_u seeds: 256-bit (PRG and X25519 seed sizes)
+KEY_BYTES = 32  # X25519 public keys
+_ID = struct.Struct("<I")
+
+
+def _context(config: SecAggConfig, purpose: bytes, u: int, v: int) -> bytes:
+    """HKDF context binding a pairwise secret to protocol, session, round,
+    purpose and the unordered pair {u, v} (SECURITY invariant 4)."""
+    lo, hi = (u, v) if u < v else (v, u)
+    return b"|".join(
+        (
+            b"secagg/v1",
+            bytes([m.PROTOCOL_IDS[config.protocol]]),
+            config.session_id,
+            _ID.pack(config.round),
+            purpose,
+            _ID.pack(lo) + _ID.pack(hi),
+        )
+    )
+
+
+def mask_context(config: SecAggConfig, u: int, v: int) -> bytes:
+    """Context for the pairwise mask seed s_uv."""
+    return _context(config, b"mask", u, v)
+
+
+def share_context(config: SecAggConfig, u: int, v: int) -> bytes:
+    """Context for the key that seals u's shares for v."""
+    return _context(config, b"share", u, v)
+
+
+def _advert_transcript(config: SecAggConfig, u: int, c_pk: bytes, s_pk: bytes) -> bytes:
+    return b"secagg/v1/advertise|" + config.session_id + _ID.pack(config.round) + _ID.pack(u) + c_pk + s_pk
+
+
+def _survivors_transcript(config: SecAggConfig, survivors: tuple[int, ...]) -> bytes:
+    ids = np.asarray(survivors, dtype="<u4").tobytes()
+    return b"secagg/v1/consistency|" + config.session_id + _ID.pack(config.round) + ids
+
+
+def _sign(u: int, v: int) -> int:
+    return 1 if u < v else -1
+
+
+class _Party:
+    """What client and server share: header construction and checking."""
+
+    config: SecAggConfig
+
+    def _header(self, stage: Stage, sender: int, receiver: int) -> m.Header:
+        c = self.config
+        return m.Header(m.PROTOCOL_IDS[c.protocol], c.session_id, c.round, stage, sender, receiver)
+
+    def _parse(self, msg: Any) -> m.Message:
+        if isinstance(msg, (bytes, bytearray, memoryview)):
+            limit = self.config.max_message_bytes or m.DEFAULT_MAX_MESSAGE_BYTES
+            return m.decode(bytes(msg), max_bytes=limit)
+        if not isinstance(msg, m.Message):
+            raise ProtocolError("expected a secagg message or its bytes", local=True, type=type(msg).__name__)
+        return msg
+
+    def _check_header(self, msg: m.Message, *, stage: Stage, sender: int, receiver: int, kind: type) -> None:
+        h = msg.header
+        c = self.config
+        if h.protocol != m.PROTOCOL_IDS[c.protocol] or h.session_id != c.session_id or h.round != c.round:
+            raise ProtocolError(
+                "message from another protocol, session or round (replay?)",
+                client_id=sender if sender != m.SERVER_ID else None,
+                round=h.round,
+            )
+        if h.sender != sender or h.receiver != receiver:
+            raise ProtocolError("message sender/receiver does not match", client_id=sender, header_sender=h.sender)
+        if h.stage != stage or not isinstance(msg, kind):
+            raise ProtocolError(
+                f"expected {kind.__name__} at {stage.value}, got {type(msg).__name__} at {h.stage.value}",
+                stage=stage,
+                client_id=sender if sender != m.SERVER_ID else None,
+            )
+
+
+# ====================================================================== client
+
+
+class SecAggClient(_Party):
+    """Client side of SecAgg / SecAgg+ (sans-I/O): ``handle(msg) -> reply | None``.
+
+    ``update`` is a 1-D float array of length ``config.dim``; ``weight`` is n_k,
+    masked with the update (DESIGN clarification 1). ``identity`` is this
+    client's :class:`secagg.kex.IdentityKey` (required in active mode). ``rng``
+    only drives the stochastic rounding of the encoder (seeded simulations);
+    keys, seeds and masks always come from the OS CSPRNG. An honest client that
+    detects misbehaviour raises and stays ABORTED: it never "tries its best".
+    """
+
+    def __init__(
+        self,
+        config: SecAggConfig,
+        client_id: int,
+        update: NDArray[np.floating],
+        *,
+        weight: int = 1,
+        identity: kex.IdentityKey | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        self.config = config
+        if client_id not in config.client_ids:
+            raise ConfigError("unknown client id", local=True, client_id=client_id)
+        self.id = int(client_id)
+        update = np.asarray(update)
+        if update.ndim != 1 or update.shape[0] != config.dim:
+            raise ConfigError("update must be a 1-D array of length config.dim", shape=update.shape, dim=config.dim)
+        if config.active_security and identity is None:
+            raise ConfigError("active security needs this client's identity key", client_id=client_id)
+        if identity is not None and config.identities is not None:
+            if identity.public_bytes != config.identities[self.id]:
+                raise ConfigError("identity does not match the configured public key", client_id=client_id)
+        self.identity = identity
+        self._encoded = config.encoder.encode(update, weight=weight, rng=rng)
+        self.neighbors = config.graph()[self.id]
+        self.state: Stage | SessionState = Stage.ADVERTISE_KEYS
+        self.error: SecAggError | None = None
+        self._peers: dict[int, tuple[bytes, bytes]] = {}  # v -> (c_pk, s_pk)
+        self._held: dict[int, tuple[shamir.Share, shamir.Share]] = {}  # v -> (b_v share, s_v share)
+        self._survivors: tuple[int, ...] | None = None  # U3 signed in active mode
+        self.revealed_self_mask: set[int] = set()
+        self.revealed_mask_key: set[int] = set()
+
+    # -- dispatch
+    def handle(self, msg: Any) -> m.Message | None:
+        """Consume one server message and return the reply (``None`` once done)."""
+        if self.state in (DONE, ABORTED):
+            raise ProtocolError("session is over", client_id=None, state=self.state.value)
+        msg = self._parse(msg)
+        stage = self.state
+        expected = _CLIENT_EXPECTS[stage]
+        if stage is Stage.CONSISTENCY and isinstance(msg, m.UnmaskRequest) and not self.config.active_security:
+            stage, expected = Stage.UNMASK, m.UnmaskRequest
+        self._check_header(msg, stage=stage, sender=m.SERVER_ID, receiver=self.id, kind=expected)
+        try:
+            return getattr(self, "_" + stage.value)(msg)
+        except SecAggError as exc:
+            self.state, self.error = ABORTED, exc
+            raise
+
+    # -- round 0
+    def _advertise_keys(self, msg: m.AdvertiseKeysRequest) -> m.AdvertiseKeys:
+        self._c = kex.generate_keypair()
+        self._s_seed = secrets.token_bytes(SEED_BYTES)
+        self._s = kex.generate_keypair(self._s_seed)
+        self._b_seed = secrets.token_bytes(SEED_BYTES)
+        c_pk, s_pk = self._c.public_bytes, self._s.public_bytes
+        signature = b""
+        if self.identity is not None:
+            signature = self.identity.sign(_advert_transcript(self.config, self.id, c_pk, s_pk))
+        self.state = Stage.SHARE_KEYS
+        return m.AdvertiseKeys(self._header(Stage.ADVERTISE_KEYS, self.id, m.SERVER_ID), c_pk, s_pk, signature)
+
+    # -- round 1
+    def _share_keys(self, msg: m.KeysBroadcast) -> m.EncryptedShares:
+        c, t = self.config, self.config.threshold
+        for v, blob in msg.keys.items():
+            if v not in self.neighbors:
+                raise ProtocolError("server sent keys of a non-neighbour", client_id=v)
+            c_pk, s_pk, sig = blob[:KEY_BYTES], blob[KEY_BYTES : 2 * KEY_BYTES], blob[2 * KEY_BYTES :]
+            if len(s_pk) != KEY_BYTES:
+                raise DecodeError("truncated public keys", client_id=v)
+            if c.identities is not None and (c.active_security or sig):
+                kex.verify(c.identities[v], sig, _advert_transcript(c, v, c_pk, s_pk))
+            if c_pk == s_pk:
+                raise IntegrityError("c_pk and s_pk must differ", client_id=v)
+            self._peers[v] = (c_pk, s_pk)
+        if len(self._peers) < t:
+            raise AbortError(
+                "too few neighbours advertised keys", stage=Stage.SHARE_KEYS, needed=t, got=len(self._peers)
+            )
+        peers = sorted(self._peers)
+        xs = [v + 1 for v in peers]  # x = id + 1: never zero
+        b_shares, s_shares = shamir.split_many([self._b_seed, self._s_seed], len(xs), t, xs=xs)
+        sealed = {}
+        for v, b_share, s_share in zip(peers, b_shares, s_shares):
+            key = kex.agree(self._c, self._peers[v][0], context=share_context(c, self.id, v))
+            plaintext = _ID.pack(self.id) + _ID.pack(v) + _pack_pair(b_share, s_share)
+            aad = self._header(Stage.SHARE_KEYS, self.id, v).aad()
+            sealed[v] = aead.seal(key, plaintext, aad=aad)
+        self.state = Stage.MASKED_INPUT
+        return m.EncryptedShares(self._header(Stage.SHARE_KEYS, self.id, m.SERVER_ID), sealed)
+
+    # -- round 2
+    def _masked_input(self, msg: m.SharesDelivery) -> m.MaskedInput:
+        c = self.config
+        for v, sealed in msg.ciphertexts.items():
+            if v not in self._peers:
+                raise ProtocolError("shares from a client that did not advertise keys to us", client_id=v)
+            key = kex.agree(self._c, self._peers[v][0], context=share_context(c, v, self.id))
+            plaintext = aead.open(key, sealed, aad=self._header(Stage.SHARE_KEYS, v, self.id).aad())
+            if plaintext[:8] != _ID.pack(v) + _ID.pack(self.id):
+                raise IntegrityError("share ciphertext names other parties", client_id=v)
+            self._held[v] = _unpack_pair(plaintext[8:], client_id=v)
+        if len(self._held) < c.threshold:
+            raise AbortError(
+                "too few neighbours shared keys", stage=Stage.MASKED_INPUT, needed=c.threshold, got=len(self._held)
+            )
+        pair_seeds = [
+            (kex.agree(self._s, self._peers[v][1], context=mask_context(c, self.id, v)), _sign(self.id, v))
+            for v in sorted(self._held)
+        ]
+        masked = apply_masks(self._encoded, bits=c.bits, self_seed=self._b_seed, pair_seeds=pair_seeds)
+        self._encoded = None  # the plaintext encoding is no longer needed
+        self.state = Stage.CONSISTENCY if c.active_security else Stage.UNMASK
+        return m.MaskedInput(self._header(Stage.MASKED_INPUT, self.id, m.SERVER_ID), masked)
+
+    # -- round 3 (active security)
+    def _consistency(self, msg: m.ConsistencyRequest) -> m.ConsistencySignature:
+        c = self.config
+        survivors = tuple(msg.survivors)
+        self._check_survivor_count(len(survivors))
+        unknown = (set(survivors) & self.neighbors) - set(self._held)
+        if unknown:
+            raise IntegrityError("survivor set names neighbours that never shared keys", client_id=min(unknown))
+        self._survivors = survivors
+        assert self.identity is not None
+        signature = self.identity.sign(_survivors_transcript(c, survivors))
+        self.state = Stage.UNMASK
+        return m.ConsistencySignature(self._header(Stage.CONSISTENCY, self.id, m.SERVER_ID), signature)
+
+    # -- round 4
+    def _unmask(self, msg: m.UnmaskRequest) -> m.UnmaskShares:
+        c = self.config
+        survivors, dropped = set(msg.survivors), set(msg.dropped)
+        both = survivors & dropped
+        if both:
+            raise IntegrityError(
+                "server asked for both shares of the same client (SECURITY invariant 2)", client_id=min(both)
+            )
+        for v in survivors | dropped:
+            if v not in self._held:
+                raise ProtocolError("asked to unmask a client whose shares we never held", client_id=v)
+        if c.active_security:
+            assert self._survivors is not None
+            signed = set(self._survivors)
+            if not survivors <= signed or dropped & signed:
+                raise IntegrityError("unmask request contradicts the signed survivor set")
+            transcript = _survivors_transcript(c, self._survivors)
+            valid = 0
+            for w, signature in msg.signatures.items():
+                if w not in signed:
+                    raise IntegrityError("signature from a client outside the survivor set", client_id=w)
+                kex.verify(c.identities[w], signature, transcript)  # type: ignore[index]
+                valid += w in self.neighbors
+            if valid < c.threshold:
+                raise AbortError(
+                    "too few neighbours signed the survivor set", stage=Stage.UNMASK, needed=c.threshold, got=valid
+                )
+        self_mask_shares = {v: self._held[v][0].to_bytes() for v in sorted(survivors)}
+        mask_key_shares = {v: self._held[v][1].to_bytes() for v in sorted(dropped)}
+        self.revealed_self_mask |= survivors
+        self.revealed_mask_key |= dropped
+        self.state = DONE
+        return m.UnmaskShares(self._header(Stage.UNMASK, self.id, m.SERVER_ID), self_mask_shares, mask_key_shares)
+
+    def _check_survivor_count(self, count: int) -> None:
+        if count < self.config.min_survivors:
+            raise AbortError(
+                "survivor set smaller than min_survivors: refusing to help unmask",
+                stage=Stage.CONSISTENCY,
+                needed=self.config.min_survivors,
+                got=count,
+            )
+
+
+_CLIENT_EXPECTS = {
+    Stage.ADVERTISE_KEYS: m.AdvertiseKeysRequest,
+    Stage.SHARE_KEYS: m.KeysBroadcast,
+    Stage.MASKED_INPUT: m.SharesDelivery,
+    Stage.CONSISTENCY: m.ConsistencyRequest,
+    Stage.UNMASK: m.UnmaskRequest,
+}
+
+
+def _pack_pair(b_share: shamir.Share, s_share: shamir.Share) -> bytes:
+    b, s = b_share.to_bytes(), s_share.to_bytes()
+    return _ID.pack(len(b)) + b + s
+
+
+def _unpack_pair(data: bytes, *, client_id: int) -> tuple[shamir.Share, shamir.Share]:
+    if len(data) < 4:
+        raise IntegrityError("share pair truncated", client_id=client_id)
+    (n,) = _ID.unpack(data[:4])
+    try:
+        return shamir.Share.from_bytes(data[4 : 4 + n]), shamir.Share.from_bytes(data[4 + n :])
+    except DecodeError as exc:
+        raise IntegrityError(f"malformed share from peer: {exc}", client_id=client_id) from None
+
+
+# ====================================================================== server
+
+
+class SecAggServer(_Party):
+    """Server side of SecAgg / SecAgg+ (sans-I/O).
+
+    ``start()`` -> outbox; ``receive(cid, msg)`` for each reply (typed errors on
+    anything malformed, duplicate, unknown or out of stage; the state is then
+    unchanged); ``close_stage()`` at each deadline -> next outbox; ``result()``
+    once ``state is DONE``. Below ``min_survivors`` (or without t shares for a
+    secret it must rebuild) the round ends ABORTED with ``abort_reason``.
+    """
+
+    def __init__(self, config: SecAggConfig) -> None:
+        self.config = config
+        self.graph = config.graph()
+        self.state: Stage | SessionState = Stage.ADVERTISE_KEYS
+        self.abort_reason: AbortReason | None = None
+        self._started = False
+        self._inbox: dict[Stage, dict[int, m.Message]] = {stage: {} for stage in Stage}
+        self._dropped: dict[str, tuple[int, ...]] = {}
+        self._expected: set[int] = set(config.client_ids)  # who may reply in the current stage
+        self._keys: dict[int, tuple[bytes, bytes]] = {}
+        self._delivered: dict[int, set[int]] = {}  # u -> senders whose shares u holds
+        self._survivors: tuple[int, ...] = ()
+        self._result: AggregateResult | None = None
+
+    # -- driver interface
+    def start(self) -> dict[int, m.Message]:
+        """Round 0: ask every configured client to advertise keys."""
+        if self._started:
+            raise ProtocolError("start() called twice", local=True)
+        self._started = True
+        return {u: m.AdvertiseKeysRequest(self._header(Stage.ADVERTISE_KEYS, m.SERVER_ID, u)) for u in self.config.client_ids}
+
+    def receive(self, client_id: int, msg: Any) -> None:
+        """Consume one reply for the current stage (see class docstring)."""
+        if not self._started or self.state in (DONE, ABORTED):
+            raise ProtocolError("no stage is open", local=True, state=getattr(self.state, "value", None))
+        stage = self.state
+        assert isinstance(stage, Stage)
+        if client_id not in self.config.client_ids:
+            raise ProtocolError("message from an unknown sender", client_id=client_id)
+        msg = self._parse(msg)
+        self._check_header(msg, stage=stage, sender=client_id, receiver=m.SERVER_ID, kind=_SERVER_EXPECTS[stage])
+        if client_id in self._inbox[stage]:
+            raise ProtocolError("duplicate message", client_id=client_id, stage=stage)
+        if client_id not in self._expected:
+            raise ProtocolError("client is not part of this stage (dropped earlier)", client_id=client_id, stage=stage)
+        getattr(self, "_check_" + stage.value)(client_id, msg)
+        self._inbox[stage][client_id] = msg
+
+    def close_stage(self) -> dict[int, m.Message]:
+        """The current stage's deadline passed: missing replies are dropouts."""
+        if not self._started or self.state in (DONE, ABORTED):
+            raise ProtocolError("no stage is open", local=True)
+        stage = self.state
+        assert isinstance(stage, Stage)
+        arrived = set(self._inbox[stage])
+        missing = self._expected - arrived
+        if missing:
+            self._dropped[stage.value] = tuple(sorted(missing))
+        self._expected = arrived
+        return getattr(self, "_close_" + stage.value)()
+
+    def result(self) -> AggregateResult:
+        """The aggregate of the survivors; raises AbortError if the round aborted."""
+        if self.state is ABORTED:
+            assert self.abort_reason is not None
+            raise self.abort_reason.to_error()
+        if self.state is not DONE or self._result is None:
+            raise ProtocolError("round not finished", local=True, state=getattr(self.state, "value", None))
+        return self._result
+
+    # -- helpers
+    def _abort(self, stage: Stage, needed: int, got: int, detail: str = "") -> dict[int, m.Message]:
+        self.state = ABORTED
+        self.abort_reason = AbortReason(stage, needed, got, dict(self._dropped), detail)
+        return {}
+
+    def _need(self, stage: Stage, present: int) -> bool:
+        """True (and ABORTED) when fewer than min_survivors remain."""
+        if present < self.config.min_survivors:
+            self._abort(stage, self.config.min_survivors, present)
+            return True
+        return False
+
+    # -- stage 0: advertise keys
+    def _check_advertise_keys(self, u: int, msg: m.AdvertiseKeys) -> None:
+        if len(msg.c_public) != KEY_BYTES or len(msg.s_public) != KEY_BYTES:
+            raise DecodeError("public keys must be 32 bytes", client_id=u)
+        if len(msg.signature) > 64:
+            raise DecodeError("signature too long", client_id=u)
+        c = self.config
+        if c.identities is not None and (c.active_security or msg.signature):
+            kex.verify(c.identities[u], msg.signature, _advert_transcript(c, u, msg.c_public, msg.s_public))
+
+    def _close_advertise_keys(self) -> dict[int, m.Message]:
+        inbox = self._inbox[Stage.ADVERTISE_KEYS]
+        if self._need(Stage.ADVERTISE_KEYS, len(inbox)):
+            return {}
+        self._keys = {u: (msg.c_public, msg.s_public) for u, msg in inbox.items()}
+        self.state = Stage.SHARE_KEYS
+        outbox = {}
+        for u in sorted(inbox):
+            keys = {v: inbox[v].c_public + inbox[v].s_public + inbox[v].signature for v in self.graph[u] if v in inbox}
+            outbox[u] = m.KeysBroadcast(self._header(Stage.SHARE_KEYS, m.SERVER_ID, u), keys)
+        return outbox
+
+    # -- stage 1: share keys
+    def _check_share_keys(self, u: int, msg: m.EncryptedShares) -> None:
+        allowed = {v for v in self.graph[u] if v in self._keys}
+        extra = set(msg.ciphertexts) - allowed
+        if extra:
+            raise ProtocolError("shares addressed to clients that are not live neighbours", client_id=u)
+        if len(msg.ciphertexts) < self.config.threshold:
+            raise ProtocolError("fewer share ciphertexts than the threshold", client_id=u)
+        if any(len(ct) > _MAX_SHARE_CIPHERTEXT for ct in msg.ciphertexts.values()):
+            raise DecodeError("share ciphertext too large", client_id=u)
+
+    def _close_share_keys(self) -> dict[int, m.Message]:
+        inbox = self._inbox[Stage.SHARE_KEYS]
+        if self._need(Stage.SHARE_KEYS, len(inbox)):
+            return {}
+        incoming: dict[int, dict[int, bytes]] = {u: {} for u in inbox}
+        for v, msg in inbox.items():
+            for u, sealed in msg.ciphertexts.items():
+                if u in incoming:
+                    incoming[u][v] = sealed
+        self._delivered = {u: set(cts) for u, cts in incoming.items()}
+        self.state = Stage.MASKED_INPUT
+        return {u: m.SharesDelivery(self._header(Stage.MASKED_INPUT, m.SERVER_ID, u), cts) for u, cts in incoming.items()}
+
+    # -- stage 2: masked input
+    def _check_masked_input(self, u: int, msg: m.MaskedInput) -> None:
+        c = self.config
+        y = msg.masked
+        dtype = np.dtype(np.uint32 if c.bits <= 32 else np.uint64)
+        if y.dtype != dtype:
+            raise DecodeError("masked vector has the wrong word size", client_id=u, dtype=str(y.dtype))
+        if y.shape != (c.dim + 1,):
+            raise DecodeError(
+                "masked vector has the wrong length (truncated or oversized)", client_id=u, got=y.size, expected=c.dim + 1
+            )
+        if c.bits not in (32, 64) and int(y.max(initial=0)) >> c.bits:
+            raise DecodeError("masked vector has values outside Z_{2^bits}", client_id=u)
+
+    def _close_masked_input(self) -> dict[int, m.Message]:
+        inbox = self._inbox[Stage.MASKED_INPUT]
+        if self._need(Stage.MASKED_INPUT, len(inbox)):
+            return {}
+        self._survivors = tuple(sorted(inbox))
+        if self.config.active_security:
+            self.state = Stage.CONSISTENCY
+            return {
+                u: m.ConsistencyRequest(self._header(Stage.CONSISTENCY, m.SERVER_ID, u), self._survivors)
+                for u in self._survivors
+            }
+        self.state = Stage.UNMASK
+        return self._unmask_requests(self._survivors, signatures=None)
+
+    def _unmask_requests(self, recipients: tuple[int, ...], signatures: dict[int, bytes] | None) -> dict[int, m.Message]:
+        survivors = set(self._survivors)
+        outbox = {}
+        for u in recipients:
+            held = self._delivered.get(u, set())
+            sigs = {} if signatures is None else {w: s for w, s in signatures.items() if w in self.graph[u]}
+            outbox[u] = m.UnmaskRequest(
+                self._header(Stage.UNMASK, m.SERVER_ID, u),
+                tuple(sorted(held & survivors)),
+                tuple(sorted(held - survivors)),
+                sigs,
+            )
+        return outbox
+
+    # -- stage 3: consistency
+    def _check_consistency(self, u: int, msg: m.ConsistencySignature) -> None:
+        kex.verify(self.config.identities[u], msg.signature, _survivors_transcript(self.config, self._survivors))  # type: ignore[index]
+
+    def _close_consistency(self) -> dict[int, m.Message]:
+        inbox = self._inbox[Stage.CONSISTENCY]
+        if len(inbox) < self.config.threshold:
+            return self._abort(Stage.CONSISTENCY, self.config.threshold, len(inbox))
+        self.state = Stage.UNMASK
+        signatures = {u: msg.signature for u, msg in inbox.items()}
+        return self._unmask_requests(tuple(sorted(inbox)), signatures)
+
+    # -- stage 4: unmask
+    def _check_unmask(self, u: int, msg: m.UnmaskShares) -> None:
+        held = self._delivered.get(u, set())
+        survivors = set(self._survivors)
+        if not set(msg.self_mask_shares) <= held & survivors or not set(msg.mask_key_shares) <= held - survivors:
+            raise ProtocolError("unmask shares for clients that were not asked for", client_id=u)
+        for blob in (*msg.self_mask_shares.values(), *msg.mask_key_shares.values()):
+            shamir.Share.from_bytes(blob)  # DecodeError on malformed shares
+
+    def _close_unmask(self) -> dict[int, m.Message]:
+        c = self.config
+        inbox = self._inbox[Stage.UNMASK]
+        survivors = self._survivors
+        dropped_after_sharing = sorted(set(self._delivered) - set(survivors))
+        # Collect shares per secret.
+        b_shares: dict[int, list[shamir.Share]] = {u: [] for u in survivors}
+        s_shares: dict[int, list[shamir.Share]] = {v: [] for v in dropped_after_sharing}
+        for msg in inbox.values():
+            for u, blob in msg.self_mask_shares.items():
+                b_shares[u].append(shamir.Share.from_bytes(blob))
+            for v, blob in msg.mask_key_shares.items():
+                s_shares[v].append(shamir.Share.from_bytes(blob))
+        # Only dropouts whose masks some survivor added need their key rebuilt.
+        owed = {v: [w for w in survivors if v in self._delivered[w]] for v in dropped_after_sharing}
+        needed_s = [v for v in dropped_after_sharing if owed[v]]
+        short = [(u, len(b_shares[u])) for u in survivors if len(b_shares[u]) < c.threshold]
+        short += [(v, len(s_shares[v])) for v in needed_s if len(s_shares[v]) < c.threshold]
+        if short:
+            who, got = min(short, key=lambda item: item[1])
+            return self._abort(
+                Stage.UNMASK, c.threshold, got, f"not enough shares to rebuild the secrets of client {who}"
+            )
+        try:
+            b_seeds = shamir.combine_many([b_shares[u] for u in survivors], c.threshold)
+            s_seeds = shamir.combine_many([s_shares[v] for v in needed_s], c.threshold)
+        except (IntegrityError, ThresholdError) as exc:
+            self._abort(Stage.UNMASK, c.threshold, 0, f"inconsistent shares: {exc}")
+            raise IntegrityError(f"inconsistent Shamir shares: {exc}", stage=Stage.UNMASK) from exc
+        pair_seeds: list[tuple[bytes, int]] = []
+        for v, s_seed in zip(needed_s, s_seeds):
+            s_key = kex.generate_keypair(s_seed)
+            if s_key.public_bytes != self._keys[v][1]:
+                self._abort(Stage.UNMASK, c.threshold, 0, f"rebuilt mask key of client {v} does not match its s_pk")
+                raise IntegrityError("rebuilt mask key does not match the advertised key", client_id=v)
+            for w in owed[v]:
+                seed = kex.agree(s_key, self._keys[w][1], context=mask_context(c, w, v))
+                pair_seeds.append((seed, _sign(w, v)))
+        total = np.zeros(c.dim + 1, dtype=np.uint32 if c.bits <= 32 else np.uint64)
+        for u in survivors:
+            total += self._inbox[Stage.MASKED_INPUT][u].masked  # wraps mod 2^32 / 2^64 by design
+        if c.bits not in (32, 64):
+            total &= total.dtype.type((1 << c.bits) - 1)
+        total = remove_masks(total, bits=c.bits, self_seeds=b_seeds, pair_seeds=pair_seeds)
+        vector_sum, weight_sum = c.encoder.decode_sum(total)
+        aggregate = vector_sum / weight_sum if c.weighted and weight_sum else vector_sum
+        dropped = sorted(set(c.client_ids) - set(survivors))
+        self._result = AggregateResult(
+            aggregate=np.asarray(aggregate, dtype=np.float64),
+            survivors=list(survivors),
+            dropped=dropped,
+            weight_sum=float(weight_sum),
+            weighted=c.weighted,
+            raw_sum=total,
+            extras={"dropped_at": dict(self._dropped), "rebuilt_mask_keys": len(needed_s)},
+        )
+        self.state = DONE
+        return {}
+
+
+_SERVER_EXPECTS = {
+    Stage.ADVERTISE_KEYS: m.AdvertiseKeys,
+    Stage.SHARE_KEYS: m.EncryptedShares,
+    Stage.MASKED_INPUT: m.MaskedInput,
+    Stage.CONSISTENCY: m.ConsistencySignature,
+    Stage.UNMASK: m.UnmaskShares,
+}
+# 4+4 ids, a 4-byte length, two shares of at most 128 bytes, AEAD nonce and tag
+_MAX_SHARE_CIPHERTEXT = 8 + 4 + 2 * 128 + aead.OVERHEAD if hasattr(aead, "OVERHEAD") else 512
