@@ -87,28 +87,28 @@ def test_aggregate_equals_plaintext_sum_slow(case):
 def test_dropout_at_every_stage_is_recovered():
     """Flower halts on a dropout in its first two stages; we must not."""
     rng = np.random.default_rng(1)
-    updates = rng.uniform(-1, 1, size=(12, 50))
+    updates = rng.uniform(-1, 1, size=(20, 50))
     schedule = {0: "advertise_keys", 1: Stage.SHARE_KEYS, 2: "masked_input", 3: Stage.CONSISTENCY, 4: "unmask"}
-    for protocol, k in (("secagg", None), ("secagg+", 8)):
-        result = sim.run(protocol, updates, dropouts=schedule, neighbors=k, threshold=5, seed=3)
-        assert result.survivors == [3, 4, 5, 6, 7, 8, 9, 10, 11]
+    for protocol, k, t in (("secagg", None, 11), ("secagg+", 12, 7)):
+        result = sim.run(protocol, updates, dropouts=schedule, neighbors=k, threshold=t, seed=3)
+        assert result.survivors == list(range(3, 20))
         assert result.dropped == [0, 1, 2]
         np.testing.assert_allclose(result.aggregate, updates[3:].sum(0), atol=1e-5)
 
 
 def test_active_security_round_with_dropouts():
     rng = np.random.default_rng(2)
-    updates = rng.uniform(-1, 1, size=(10, 30))
-    result = sim.run("secagg+", updates, neighbors=6, threshold=4, active_security=True, seed=5,
+    updates = rng.uniform(-1, 1, size=(12, 30))
+    result = sim.run("secagg+", updates, neighbors=8, threshold=5, active_security=True, seed=5,
                      dropouts={0: Stage.MASKED_INPUT, 1: Stage.CONSISTENCY, 2: Stage.UNMASK})
-    assert result.survivors == list(range(1, 10))
+    assert result.survivors == list(range(1, 12))
     np.testing.assert_allclose(result.aggregate, updates[1:].sum(0), atol=1e-5)
 
 
 def test_too_few_survivors_aborts_and_names_who_dropped():
     updates = np.zeros((6, 4))
     with pytest.raises(AbortError) as info:
-        sim.run("secagg", updates, threshold=4, dropouts={0: "masked_input", 1: "masked_input", 2: "masked_input"})
+        sim.run("secagg", updates, threshold=4, min_survivors=4, dropouts={0: "masked_input", 1: "masked_input", 2: "masked_input"})
     err = info.value
     assert err.stage is Stage.MASKED_INPUT and err.needed == 4 and err.got == 3
     assert err.dropped == {"masked_input": (0, 1, 2)}
