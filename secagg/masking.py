@@ -1,0 +1,352 @@
+"""Streaming mask arithmetic shared by client masking and server unmasking.
+
+A client sends ``y = x + PRG(b) + sum_v sign_v * PRG(s_uv)  (mod 2**bits)``
+(Bonawitz et al. 2017, §4, "masked input" round), where ``b`` is its
+self-mask seed and ``s_uv`` the pairwise seed it shares with neighbour ``v``,
+``sign_v = +1`` if ``u < v`` and ``-1`` otherwise, so that pairwise masks
+cancel in the sum. The server removes the self masks of survivors and the
+pairwise masks of dropped clients (§4, "unmasking" round). Every ``PRG`` here
+is :func:`secagg.prg.expand`, byte for byte, whichever backend computes it.
+
+Memory. All three functions write into one output array of the vector's size
+and work through the input ``chunk`` values at a time, so extra memory is
+O(chunk), not O(d × number of seeds). On the CPU the inner step is at most
+``_CPU_PIECE`` values (the accumulator and one keystream piece stay in L2);
+``chunk`` is the upper bound on transient memory, and for the torch backend
+also the number of values moved to and from the device per step.
+
+Backends. ``"numpy"`` draws the keystream from ``cryptography``'s ChaCha20
+straight into a reused buffer (one pass of ChaCha20 per stream, one add).
+``"torch"`` runs :mod:`secagg.prg_torch` on the tensor's device and only
+brings the masked ``uint32``/``uint64`` words back. Both produce identical
+bytes, so CPU and GPU clients can share a round.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from numpy.typing import NDArray
+
+from .errors import ConfigError, require_extra
+from .prg import PRG_NONCE, WORDS_PER_BLOCK, derive_key
+
+__all__ = ["apply_masks", "remove_masks", "masked_sum", "BACKENDS", "DEFAULT_CHUNK"]
+
+BACKENDS = ("auto", "numpy", "torch")
+DEFAULT_CHUNK = 1 << 20  # values per step: 4-8 MiB of transient memory
+# Inner CPU step. Measured (d = 2**20, 9 streams, 2 cores): 2**16 values run at
+# ~1.1x the raw ChaCha20 time, 2**20 at ~1.7x because the working set leaves L2.
+_CPU_PIECE = 1 << 16
+_RANGE_PIECE = 1 << 24  # values per step of the range check on a tensor (128 MiB as int64)
+_MAX_COUNTER = 2**32 - 1  # RFC 8439 block counter limit, as in secagg.prg
+_WORD_MASK = 0xFFFFFFFF
+_SIGN_BIT = 0x80000000
+
+
+# ---------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------
+
+
+def _check_bits(bits: int) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 64:
+        raise ConfigError("bits must be an integer in [1, 64]", bits=bits)
+    return int(bits)
+
+
+def _check_count(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}", **{name: value})
+    return int(value)
+
+
+def _out_dtype(bits: int) -> type[np.unsignedinteger]:
+    return np.uint32 if bits <= 32 else np.uint64
+
+
+def _streams(
+    self_seeds: Sequence[bytes], pair_seeds: Sequence[tuple[bytes, int]], flip: bool
+) -> list[tuple[bytes, int]]:
+    """Seeds -> (ChaCha20 key, sign) pairs; ``flip`` negates every sign (unmasking)."""
+    out = []
+    for seed in self_seeds:
+        out.append((derive_key(seed), -1 if flip else 1))
+    for pair in pair_seeds:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ConfigError("pair_seeds entries must be (seed, sign) pairs", got=type(pair).__name__)
+        seed, sign = pair
+        if isinstance(sign, bool) or sign not in (1, -1):
+            raise ConfigError("pairwise mask sign must be +1 or -1", sign=sign)
+        out.append((derive_key(seed), -int(sign) if flip else int(sign)))
+    return out
+
+
+def _is_tensor(value: object) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def _check_vector(vector: Any, bits: int, name: str) -> None:
+    """1-D integer array or tensor with every value in [0, 2**bits); else ConfigError."""
+    if _is_tensor(vector):
+        torch = sys.modules["torch"]
+        if vector.dtype.is_floating_point or vector.dtype.is_complex or vector.dtype == torch.bool:
+            raise ConfigError(f"{name} must hold encoded integers", dtype=str(vector.dtype))
+        if vector.dtype == getattr(torch, "uint64", None):
+            raise ConfigError(f"{name}: pass uint64 vectors as numpy arrays", dtype=str(vector.dtype))
+        if vector.ndim != 1:
+            raise ConfigError(f"{name} must be 1-D", shape=tuple(vector.shape))
+        if vector.numel() == 0:
+            return
+        low, high = _tensor_range(vector)
+    elif isinstance(vector, np.ndarray):
+        if vector.dtype.kind not in "iu":
+            raise ConfigError(f"{name} must hold encoded integers", dtype=str(vector.dtype))
+        if vector.ndim != 1:
+            raise ConfigError(f"{name} must be 1-D", shape=vector.shape)
+        if vector.size == 0:
+            return
+        low = int(vector.min()) if vector.dtype.kind == "i" else 0
+        high = int(vector.max()) if np.iinfo(vector.dtype).max >> bits else 0
+    else:
+        raise ConfigError(f"{name} must be a numpy array or torch tensor", type=type(vector).__name__)
+    if low < 0 or high >> bits:
+        raise ConfigError(f"{name} values must lie in [0, 2**bits)", bits=bits, min=low, max=high)
+
+
+def _tensor_range(vector: Any) -> tuple[int, int]:
+    """(min, max) of an integer tensor, widened to int64 a bounded piece at a time."""
+    torch = sys.modules["torch"]
+    low, high = 0, 0
+    for start in range(0, vector.numel(), _RANGE_PIECE):
+        lo, hi = torch.aminmax(vector[start : start + _RANGE_PIECE].to(torch.int64))
+        low, high = min(low, int(lo)), max(high, int(hi))
+    return low, high
+
+
+def _check_counter(bits: int, offset: int, length: int) -> None:
+    last_word = (offset + length) * (1 if bits <= 32 else 2) - 1
+    if length and last_word // WORDS_PER_BLOCK > _MAX_COUNTER:
+        raise ConfigError("ChaCha20 block counter would pass 2**32 - 1", offset=offset, length=length)
+
+
+# ---------------------------------------------------------------------------
+# CPU (numpy + cryptography) backend
+# ---------------------------------------------------------------------------
+
+
+def _cpu_encryptor(key: bytes, first_word: int) -> Any:
+    """ChaCha20 keystream positioned at word ``first_word`` of the secagg.prg stream."""
+    block, skip = divmod(first_word, WORDS_PER_BLOCK)
+    # cryptography's 16-byte ChaCha20 nonce is the RFC 8439 counter (LE) || 12-byte nonce.
+    encryptor = Cipher(algorithms.ChaCha20(key, block.to_bytes(4, "little") + PRG_NONCE), None).encryptor()
+    if skip:
+        encryptor.update(bytes(4 * skip))
+    return encryptor
+
+
+def _mask_cpu(
+    out: NDArray[Any], source: Any, streams: list[tuple[bytes, int]], bits: int, offset: int, chunk: int
+) -> None:
+    """out[:] = source + sum(sign * PRG) mod 2**bits, streamed in pieces."""
+    per_value = 1 if bits <= 32 else 2
+    piece = min(chunk, _CPU_PIECE)
+    encryptors = [(_cpu_encryptor(key, offset * per_value), sign) for key, sign in streams]
+    keystream = np.empty(piece, dtype=out.dtype)
+    zeros = memoryview(bytes(keystream.nbytes))
+    mask = out.dtype.type((1 << bits) - 1)
+    full = bits in (32, 64)
+    for start in range(0, out.size, piece):
+        stop = min(start + piece, out.size)
+        acc = out[start:stop]
+        part = source[start:stop]
+        if _is_tensor(part):
+            part = part.detach().to("cpu").numpy()
+        np.copyto(acc, part, casting="unsafe")  # values were range-checked
+        ks = keystream[: stop - start]
+        for encryptor, sign in encryptors:
+            encryptor.update_into(zeros[: ks.nbytes], ks.view(np.uint8))
+            (np.add if sign > 0 else np.subtract)(acc, ks, out=acc)  # wraps mod 2**32 / 2**64
+        if not full:
+            np.bitwise_and(acc, mask, out=acc)
+
+
+# ---------------------------------------------------------------------------
+# torch backend
+# ---------------------------------------------------------------------------
+
+
+def _to_int32_pattern(values: Any) -> Any:
+    """int64 tensor of values in [0, 2**32) -> int32 tensor with the same bits."""
+    torch = sys.modules["torch"]
+    return (values - ((values & _SIGN_BIT) << 1)).to(torch.int32)
+
+
+def _torch_words(key: bytes, first_word: int, n_words: int, device: Any) -> Any:
+    from .prg_torch import keystream_torch
+
+    block, skip = divmod(first_word, WORDS_PER_BLOCK)
+    return keystream_torch(key, PRG_NONCE, block, n_words + skip, device=device)[skip:]
+
+
+def _mask_torch(
+    out: NDArray[Any], source: Any, streams: list[tuple[bytes, int]], bits: int, offset: int, chunk: int
+) -> None:
+    """Torch twin of _mask_cpu: arithmetic in int64 on the device, no overflow anywhere."""
+    torch = require_extra("torch", "fl")
+    device = source.device if _is_tensor(source) else torch.device("cpu")
+    for start in range(0, out.size, chunk):
+        stop = min(start + chunk, out.size)
+        n = stop - start
+        part = source[start:stop]
+        if bits <= 32:
+            acc = _torch_part(part, device)
+            for key, sign in streams:
+                words = _torch_words(key, offset + start, n, device)
+                if sign > 0:
+                    acc.add_(words)
+                else:
+                    acc.sub_(words)
+            acc.bitwise_and_((1 << bits) - 1)  # two's complement: also right for negatives
+            out[start:stop] = _to_int32_pattern(acc).cpu().numpy().view(np.uint32)
+            continue
+        # 33..64 bits: two 32-bit limbs in int64, carries resolved once per chunk.
+        low, high = _torch_limbs(part, device)
+        for key, sign in streams:
+            words = _torch_words(key, 2 * (offset + start), 2 * n, device).view(n, 2)
+            step = low.add_ if sign > 0 else low.sub_
+            step(words[:, 0])
+            step = high.add_ if sign > 0 else high.sub_
+            step(words[:, 1])
+        high.add_(low >> 32)  # arithmetic shift = floor division: exact carry or borrow
+        low.bitwise_and_(_WORD_MASK)
+        high.bitwise_and_((1 << (bits - 32)) - 1)
+        packed = torch.stack([_to_int32_pattern(low), _to_int32_pattern(high)], dim=1)
+        out[start:stop] = packed.cpu().numpy().reshape(-1).view(np.uint64)
+
+
+def _torch_part(part: Any, device: Any) -> Any:
+    torch = sys.modules["torch"]
+    if _is_tensor(part):
+        return part.to(device=device, dtype=torch.int64)
+    return torch.from_numpy(part.astype(np.int64)).to(device)
+
+
+def _torch_limbs(part: Any, device: Any) -> tuple[Any, Any]:
+    torch = sys.modules["torch"]
+    if _is_tensor(part):
+        value = part.to(device=device, dtype=torch.int64)  # range-checked: non-negative
+        return value & _WORD_MASK, value >> 32
+    value = part.astype(np.uint64)
+    low = torch.from_numpy((value & np.uint64(_WORD_MASK)).astype(np.int64)).to(device)
+    high = torch.from_numpy((value >> np.uint64(32)).astype(np.int64)).to(device)
+    return low, high
+
+
+# ---------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------
+
+
+def apply_masks(
+    encoded: Any,
+    *,
+    bits: int,
+    self_seed: bytes | None,
+    pair_seeds: Sequence[tuple[bytes, int]],
+    offset: int = 0,
+    chunk: int = DEFAULT_CHUNK,
+    backend: str = "auto",
+) -> NDArray[np.unsignedinteger]:
+    """Client side: ``(encoded + PRG(self_seed) + Σ sign·PRG(seed)) mod 2**bits``.
+
+    ``encoded`` is a 1-D numpy array or torch tensor (any device) of integers in
+    ``[0, 2**bits)``; ``pair_seeds`` holds ``(seed, sign)`` with sign ``+1`` or
+    ``-1``; ``offset`` (in values) masks a slice that starts ``offset`` values
+    into the PRG streams. Returns a new numpy ``uint32`` (``bits <= 32``) or
+    ``uint64`` array, ready for the wire. ``backend``: ``"numpy"``, ``"torch"``
+    or ``"auto"`` (torch for a tensor). Extra memory is O(chunk).
+
+    Raises :class:`ConfigError` for bits outside 1..64, a float, negative or
+    too-large input, a seed that is not 16 or 32 bytes, a sign other than ±1 or
+    an unknown backend; :class:`MissingExtraError` if torch is needed and absent.
+    """
+    bits = _check_bits(bits)
+    offset = _check_count("offset", offset, 0)
+    chunk = _check_count("chunk", chunk, 1)
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {BACKENDS}", backend=backend)
+    _check_vector(encoded, bits, "encoded")
+    streams = _streams([] if self_seed is None else [self_seed], pair_seeds, flip=False)
+    length = int(encoded.shape[0])
+    _check_counter(bits, offset, length)
+    out = np.empty(length, dtype=_out_dtype(bits))
+    if backend == "torch" or (backend == "auto" and _is_tensor(encoded)):
+        _mask_torch(out, encoded, streams, bits, offset, chunk)
+    else:
+        _mask_cpu(out, encoded, streams, bits, offset, chunk)
+    return out
+
+
+def remove_masks(
+    total: NDArray[np.integer],
+    *,
+    bits: int,
+    self_seeds: Sequence[bytes],
+    pair_seeds: Sequence[tuple[bytes, int]],
+    chunk: int = DEFAULT_CHUNK,
+) -> NDArray[np.unsignedinteger]:
+    """Server side: ``(total - Σ PRG(self_seed) - Σ sign·PRG(seed)) mod 2**bits``.
+
+    ``self_seeds`` are the reconstructed self-mask seeds of survivors;
+    ``pair_seeds`` the ``(seed, sign)`` pairs of dropped clients' masks that
+    survivors still carry, with the sign the *survivor* used. ``total`` is not
+    modified; a new ``uint32``/``uint64`` array is returned. Raises
+    :class:`ConfigError` as :func:`apply_masks` does.
+    """
+    bits = _check_bits(bits)
+    chunk = _check_count("chunk", chunk, 1)
+    if _is_tensor(total):
+        total = total.detach().to("cpu").numpy()
+    _check_vector(total, bits, "total")
+    streams = _streams(self_seeds, pair_seeds, flip=True)
+    _check_counter(bits, 0, int(total.shape[0]))
+    out = np.empty(total.shape[0], dtype=_out_dtype(bits))
+    _mask_cpu(out, total, streams, bits, 0, chunk)
+    return out
+
+
+def masked_sum(vectors: Iterable[NDArray[np.integer]], *, bits: int) -> NDArray[np.unsignedinteger]:
+    """Σ vectors mod 2**bits, one vector in memory at a time (beyond the result).
+
+    Every vector must be 1-D, of the same length, with values in ``[0, 2**bits)``.
+    Raises :class:`ConfigError` on an empty iterable, a length mismatch or a bad
+    vector.
+    """
+    bits = _check_bits(bits)
+    acc: NDArray[Any] | None = None
+    for index, vector in enumerate(vectors):
+        if _is_tensor(vector):
+            vector = vector.detach().to("cpu").numpy()
+        _check_vector(vector, bits, f"vectors[{index}]")
+        if acc is None:
+            acc = np.empty(vector.shape[0], dtype=_out_dtype(bits))
+            np.copyto(acc, vector, casting="unsafe")
+            continue
+        if vector.shape[0] != acc.shape[0]:
+            raise ConfigError("vectors differ in length", index=index, expected=acc.shape[0], got=vector.shape[0])
+        for start in range(0, acc.shape[0], _CPU_PIECE):
+            # Convert a piece to the accumulator's dtype first: uint64 + int64 would
+            # promote to float64 in numpy. Values were range-checked, so this is exact.
+            part = vector[start : start + _CPU_PIECE].astype(acc.dtype, copy=False)
+            np.add(acc[start : start + _CPU_PIECE], part, out=acc[start : start + _CPU_PIECE])
+    if acc is None:
+        raise ConfigError("masked_sum needs at least one vector")
+    if bits not in (32, 64):
+        np.bitwise_and(acc, acc.dtype.type((1 << bits) - 1), out=acc)
+    return acc
