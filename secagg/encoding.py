@@ -1,0 +1,363 @@
+"""Fixed-point encoding of weighted updates into Z_{2^bits}, with an overflow proof.
+
+A client with update ``x`` (floats, length d) and weight ``w`` (its number of
+examples, an integer in ``[0, max_weight]``) sends ``d + 1`` elements of
+``Z_{2^bits}``:
+
+1. **clip** ``x``: ``norm="linf"`` clamps each coordinate to ``[-clip, clip]``;
+   ``norm="l2"`` rescales ``x`` to L2 norm ``clip`` if it is longer. Clipping is
+   the documented mechanism, and it is counted: :meth:`FixedPointEncoder.clip_count`
+   and ``last_clipped``.
+2. **scale** by ``scale * w`` (float64): ``v = x_clipped * (scale * w)``.
+3. **round stochastically**: ``q = floor(v) + Bernoulli(v - floor(v))``, so
+   ``E[q] = v`` (unbiased). The coin flips come from a CSPRNG-seeded numpy
+   generator unless an ``rng`` is passed (simulations and tests).
+4. append ``w`` and **map** each signed integer to ``Z_{2^bits}`` in two's complement.
+
+The server adds encodings modulo ``2**bits`` and :meth:`~FixedPointEncoder.decode_sum`
+returns ``(sum_k w_k x_k, sum_k w_k)``. The integer sum is exact; dividing it by
+``scale`` rounds once to float64.
+
+Overflow proof (SECURITY.md invariant 6). Let ``M = ceil(fl(clip * fl(scale * max_weight)))``.
+IEEE rounding is monotone, so every ``|v| <= M`` and therefore ``|q| <= M``.
+The sum of ``n <= max_clients`` encodings has coordinates in ``[-n M, n M]`` and
+a weight sum in ``[0, n max_weight]``; both fit the signed range
+``[-2^(bits-1), 2^(bits-1) - 1]`` when ``max_clients * max(M, max_weight) <= 2^(bits-1) - 1``.
+:func:`plan_bits` returns the smallest such width, and the encoder refuses any
+configuration that violates it (:class:`OverflowRiskError`), so a sum of at
+most ``max_clients`` encodings never wraps. Weights above ``max_weight`` are a
+:class:`ConfigError`, never clipped. (With DP noise the sum can wrap by design;
+that is planned in ``secagg.dp``, not here.)
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .errors import ConfigError, IntegrityError, OverflowRiskError
+
+__all__ = ["FixedPointEncoder", "plan_bits", "min_bits", "MAX_BITS", "NORMS"]
+
+MAX_BITS = 64  # sums live in uint64 at most; wider rings would need object arrays
+NORMS = ("linf", "l2")
+MIN_SCALE = 1.0  # a derived scale below 1 cannot even represent integers: refuse
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer", **{name: value})
+    return int(value)
+
+
+def _positive_float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{name} must be a positive finite number", **{name: value})
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive finite number", **{name: value})
+    return value
+
+
+def _magnitude_bound(clip: float, scale: float, max_weight: int) -> int:
+    """Largest |q| one client can produce: ceil(fl(clip * fl(scale * max_weight))).
+
+    An infinite product (absurd scales) returns 2**1024, which no width admits.
+    """
+    bound = clip * (scale * float(max_weight))
+    return math.ceil(bound) if math.isfinite(bound) else 1 << 1024
+
+
+def _signed_limit(bits: int) -> int:
+    return (1 << (bits - 1)) - 1
+
+
+def _fits(bits: int, max_clients: int, clip: float, scale: float, max_weight: int) -> bool:
+    worst = max(_magnitude_bound(clip, scale, max_weight), max_weight)
+    return max_clients * worst <= _signed_limit(bits)
+
+
+def plan_bits(max_clients: int, clip: float, precision: float, *, max_weight: int = 1) -> int:
+    """Smallest bit width whose ring holds the sum of ``max_clients`` encodings.
+
+    ``precision`` is the quantisation step (``1 / scale``). The width covers
+    ``sum_k w_k q_k`` (each ``|q| <= ceil(max_weight * clip / precision)``,
+    stochastic rounding included) and ``sum_k w_k <= max_clients * max_weight``,
+    in two's complement. Raises :class:`OverflowRiskError` if more than 64 bits
+    are needed, :class:`ConfigError` for non-positive, NaN or infinite inputs.
+    """
+    max_clients = _positive_int(max_clients, "max_clients")
+    max_weight = _positive_int(max_weight, "max_weight")
+    clip = _positive_float(clip, "clip")
+    precision = _positive_float(precision, "precision")
+    scale = 1.0 / precision
+    if not math.isfinite(scale):
+        raise OverflowRiskError("precision is too small to scale by", precision=precision)
+    worst = max(_magnitude_bound(clip, scale, max_weight), max_weight)
+    bits = (max_clients * worst).bit_length() + 1  # +1 for the sign
+    if bits > MAX_BITS:
+        raise OverflowRiskError(
+            f"the sum needs {bits} bits, more than {MAX_BITS}: raise precision, lower clip, "
+            "max_clients or max_weight",
+            bits=bits,
+            max_clients=max_clients,
+            clip=clip,
+            precision=precision,
+            max_weight=max_weight,
+        )
+    return bits
+
+
+def min_bits(max_clients: int, clip: float, *, max_weight: int = 1) -> int:
+    """Smallest width for which ``FixedPointEncoder(clip, bits, max_clients)`` is valid.
+
+    Raises :class:`OverflowRiskError` if no width up to 64 bits works.
+    """
+    clip = _positive_float(clip, "clip")
+    start = plan_bits(max_clients, clip, min(1.0, clip), max_weight=max_weight)
+    for bits in range(start, MAX_BITS + 1):
+        try:
+            FixedPointEncoder(clip, bits, max_clients, max_weight=max_weight)
+        except OverflowRiskError:
+            continue
+        return bits
+    raise OverflowRiskError("no bit width up to 64 holds this configuration", clip=clip)
+
+
+class FixedPointEncoder:
+    """Clip, scale, stochastically round and map updates into ``Z_{2^bits}``.
+
+    ``FixedPointEncoder(clip, bits, max_clients, *, max_weight=1, norm="linf", scale=None)``
+    uses the largest scale for which the worst case (every client at ``+clip``
+    or ``-clip`` with weight ``max_weight``) cannot wrap, unless ``scale`` is
+    given. Raises :class:`OverflowRiskError` if the given scale overflows, or
+    if the derived scale is below 1 or coarser than ``clip``;
+    :class:`ConfigError` for invalid arguments. See the module docstring for
+    the encoding and the overflow proof.
+    """
+
+    def __init__(
+        self,
+        clip: float,
+        bits: int,
+        max_clients: int,
+        *,
+        max_weight: int = 1,
+        norm: str = "linf",
+        scale: float | None = None,
+    ) -> None:
+        self._clip = _positive_float(clip, "clip")
+        self._max_clients = _positive_int(max_clients, "max_clients")
+        self._max_weight = _positive_int(max_weight, "max_weight")
+        bits = _positive_int(bits, "bits")
+        if not 2 <= bits <= MAX_BITS:
+            raise ConfigError("bits must be in [2, 64]", bits=bits)
+        self._bits = bits
+        if norm not in NORMS:
+            raise ConfigError("norm must be 'linf' or 'l2'", norm=norm)
+        self._norm = norm
+        if self._max_clients * self._max_weight > _signed_limit(bits):
+            raise OverflowRiskError(
+                "the weight sum alone does not fit: raise bits or lower max_clients/max_weight",
+                bits=bits,
+                max_clients=max_clients,
+                max_weight=max_weight,
+            )
+        if scale is None:
+            self._scale = self._largest_scale()
+        else:
+            self._scale = _positive_float(scale, "scale")
+            if not _fits(bits, self._max_clients, self._clip, self._scale, self._max_weight):
+                raise OverflowRiskError(
+                    "this scale lets the sum wrap: use plan_bits() for the width",
+                    bits=bits,
+                    scale=scale,
+                )
+        self.last_clipped = 0
+
+    def _largest_scale(self) -> float:
+        limit = _signed_limit(self._bits) // self._max_clients
+        scale = limit / (self._clip * self._max_weight)
+        if not math.isfinite(scale):
+            raise OverflowRiskError("clip is too small to scale into the ring", clip=self._clip)
+        # Float rounding may put the bound a few ulps over the limit: step down.
+        while scale > 0 and not _fits(self._bits, self._max_clients, self._clip, scale, self._max_weight):
+            scale = float(np.nextafter(scale, 0.0))
+        if scale < MIN_SCALE or scale * self._clip < 1.0:
+            raise OverflowRiskError(
+                f"{self._bits} bits leave no useful precision for clip={self._clip}, "
+                f"max_clients={self._max_clients}, max_weight={self._max_weight}; use more bits",
+                bits=self._bits,
+                scale=scale,
+            )
+        return scale
+
+    @classmethod
+    def for_precision(
+        cls,
+        clip: float,
+        precision: float,
+        max_clients: int,
+        *,
+        max_weight: int = 1,
+        norm: str = "linf",
+    ) -> FixedPointEncoder:
+        """Encoder with step ``precision`` and the smallest safe width (:func:`plan_bits`)."""
+        bits = plan_bits(max_clients, clip, precision, max_weight=max_weight)
+        return cls(clip, bits, max_clients, max_weight=max_weight, norm=norm, scale=1.0 / precision)
+
+    # -- read-only configuration ------------------------------------------------
+    bits = property(lambda self: self._bits, doc="Width of the ring Z_{2^bits}.")
+    modulus = property(lambda self: 1 << self._bits, doc="2**bits.")
+    scale = property(lambda self: self._scale, doc="Fixed-point scale (values per unit).")
+    precision = property(lambda self: 1.0 / self._scale, doc="Quantisation step, 1/scale.")
+    clip = property(lambda self: self._clip, doc="Clipping bound (L-inf or L2).")
+    norm = property(lambda self: self._norm, doc="'linf' or 'l2'.")
+    max_clients = property(lambda self: self._max_clients, doc="Most encodings summed.")
+    max_weight = property(lambda self: self._max_weight, doc="Largest admissible weight.")
+
+    @property
+    def dtype(self) -> type[np.unsignedinteger]:
+        """``np.uint32`` for ``bits <= 32``, else ``np.uint64``."""
+        return np.uint32 if self._bits <= 32 else np.uint64
+
+    def __repr__(self) -> str:
+        return (
+            f"FixedPointEncoder(clip={self._clip!r}, bits={self._bits}, max_clients={self._max_clients}, "
+            f"max_weight={self._max_weight}, norm={self._norm!r}, scale={self._scale!r})"
+        )
+
+    # -- encoding ---------------------------------------------------------------
+    def _check_vector(self, x: ArrayLike) -> NDArray[np.float64]:
+        arr = np.asarray(x)
+        if arr.ndim != 1 or arr.dtype.kind not in "fiu":
+            raise ConfigError("x must be a 1-D real array", shape=arr.shape, dtype=str(arr.dtype))
+        arr = arr.astype(np.float64, copy=False)
+        if not np.isfinite(arr).all():
+            raise ConfigError("x contains NaN or infinity", bad=int((~np.isfinite(arr)).sum()))
+        return arr
+
+    def _check_weight(self, weight: Any) -> int:
+        if isinstance(weight, bool) or not isinstance(weight, (int, np.integer)):
+            raise ConfigError("weight must be an integer", weight=weight)
+        if not 0 <= weight <= self._max_weight:
+            raise ConfigError(
+                "weight must be in [0, max_weight]; it is never clipped",
+                weight=int(weight),
+                max_weight=self._max_weight,
+            )
+        return int(weight)
+
+    def _clip_vector(self, x: NDArray[np.float64]) -> tuple[NDArray[np.float64], int]:
+        c = self._clip
+        if self._norm == "linf":
+            clipped = int(np.count_nonzero(np.abs(x) > c))
+            return (np.clip(x, -c, c) if clipped else x), clipped
+        norm = float(np.linalg.norm(x))
+        if norm <= c:
+            return x, 0
+        # Rescale, then clamp away the ulps by which a coordinate could exceed c.
+        return np.clip(x * (c / norm), -c, c), 1
+
+    def clip_count(self, x: ArrayLike) -> int:
+        """Coordinates that encoding would clip (L-inf), or 1 if L2 would rescale x, else 0."""
+        return self._clip_vector(self._check_vector(x))[1]
+
+    def quantize(
+        self, x: ArrayLike, weight: int = 1, rng: np.random.Generator | None = None
+    ) -> NDArray[np.int64]:
+        """Signed integers before the modular map: ``d`` rounded values, then the weight.
+
+        Each ``|value| <= M`` (module docstring). Sets ``last_clipped``. Raises
+        :class:`ConfigError` for NaN/inf, a non-1-D input, or a weight that is
+        not an integer in ``[0, max_weight]``.
+        """
+        arr = self._check_vector(x)
+        weight = self._check_weight(weight)
+        clipped, self.last_clipped = self._clip_vector(arr)
+        scaled = clipped * (self._scale * float(weight))
+        if rng is None:
+            rng = np.random.Generator(np.random.PCG64(secrets.randbits(128)))
+        floor = np.floor(scaled)
+        out = np.empty(arr.size + 1, dtype=np.int64)
+        out[:-1] = floor
+        out[:-1] += rng.random(arr.size) < (scaled - floor)
+        out[-1] = weight
+        return out
+
+    def to_modular(self, ints: ArrayLike) -> NDArray[np.unsignedinteger]:
+        """Map signed integers in ``[-2^(bits-1), 2^(bits-1))`` to ``Z_{2^bits}`` (two's complement).
+
+        Raises :class:`OverflowRiskError` for a value outside that range (it
+        would wrap) and :class:`ConfigError` for a non-integer array.
+        """
+        arr = np.asarray(ints)
+        if arr.dtype.kind not in "iu":
+            raise ConfigError("to_modular needs an integer array", dtype=str(arr.dtype))
+        if arr.size:
+            low, high = int(arr.min()), int(arr.max())
+            if low < -(1 << (self._bits - 1)) or high > _signed_limit(self._bits):
+                raise OverflowRiskError(
+                    "value outside the signed range of the ring", bits=self._bits, min=low, max=high
+                )
+        wide = arr.astype(np.int64, copy=False).view(np.uint64) if arr.dtype.kind == "i" else arr.astype(np.uint64)
+        if self._bits < 64:
+            wide = wide & np.uint64((1 << self._bits) - 1)
+        return wide.astype(self.dtype)
+
+    def from_modular(self, y: ArrayLike) -> NDArray[np.int64]:
+        """Map ring elements back to signed integers in ``[-2^(bits-1), 2^(bits-1))``.
+
+        Any integer representative is accepted (it is reduced mod ``2**bits``).
+        Raises :class:`ConfigError` for a non-integer array.
+        """
+        arr = np.asarray(y)
+        if arr.dtype.kind not in "iu":
+            raise ConfigError("from_modular needs an integer array", dtype=str(arr.dtype))
+        wide = arr.astype(np.uint64)  # signed inputs wrap mod 2**64, a multiple of 2**bits
+        if self._bits < 64:
+            wide &= np.uint64((1 << self._bits) - 1)
+            half = np.uint64(1 << (self._bits - 1))
+            # Two's complement: set the high bits when the sign bit is set.
+            wide |= np.where(wide >= half, ~np.uint64((1 << self._bits) - 1), np.uint64(0))
+        return wide.view(np.int64)
+
+    def encode(
+        self, x: ArrayLike, *, weight: int = 1, rng: np.random.Generator | None = None
+    ) -> NDArray[np.unsignedinteger]:
+        """Encode ``x`` with ``weight`` as ``d + 1`` ring elements of ``.dtype``.
+
+        ``to_modular(quantize(x, weight, rng))``; see :meth:`quantize` for errors.
+        """
+        return self.to_modular(self.quantize(x, weight, rng))
+
+    # -- decoding ---------------------------------------------------------------
+    def decode_sum(self, y: ArrayLike) -> tuple[NDArray[np.float64], int]:
+        """From the modular sum of at most ``max_clients`` encodings, return
+        ``(sum_k w_k x_k, sum_k w_k)``.
+
+        The integer sum is exact; the division by ``scale`` rounds once to
+        float64. Raises :class:`IntegrityError` if the decoded weight sum lies
+        outside ``[0, max_clients * max_weight]`` (the input is not such a sum).
+        """
+        ints = self.from_modular(y)
+        if ints.ndim != 1 or ints.size < 1:
+            raise ConfigError("y must be a 1-D array of length d + 1", shape=ints.shape)
+        weight_sum = int(ints[-1])
+        if not 0 <= weight_sum <= self._max_clients * self._max_weight:
+            raise IntegrityError(
+                "decoded weight sum is out of range: not a sum of at most max_clients encodings",
+                weight_sum=weight_sum,
+            )
+        return ints[:-1].astype(np.float64) / self._scale, weight_sum
+
+    def decode_mean(self, y: ArrayLike) -> NDArray[np.float64]:
+        """Weighted mean ``sum_k w_k x_k / sum_k w_k``; :class:`ConfigError` if the weights sum to 0."""
+        total, weight_sum = self.decode_sum(y)
+        if weight_sum == 0:
+            raise ConfigError("weights sum to zero: the mean is undefined")
+        return total / weight_sum

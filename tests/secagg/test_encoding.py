@@ -1,0 +1,242 @@
+"""Tests for secagg.encoding: clipping, stochastic rounding, Z_{2^b} and the overflow proof."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from secagg.encoding import FixedPointEncoder, min_bits, plan_bits
+from secagg.errors import ConfigError, IntegrityError, OverflowRiskError
+from secagg.testing.strategies import encoders, update_vectors
+
+EPS = 2.0**-52
+
+
+class _AlwaysRoundUp:
+    """Adversarial 'generator': every coin says round up (the worst case for overflow)."""
+
+    def random(self, size: int) -> np.ndarray:
+        return np.zeros(size)
+
+
+class _NeverRoundUp:
+    def random(self, size: int) -> np.ndarray:
+        return np.ones(size)
+
+
+def _modular_sum(enc: FixedPointEncoder, encodings: list[np.ndarray]) -> np.ndarray:
+    total = np.zeros(encodings[0].shape, dtype=np.uint64)
+    for e in encodings:
+        total += e.astype(np.uint64)  # uint64 addition wraps mod 2**64, a multiple of 2**bits
+    return total
+
+
+def _times_mod(enc: FixedPointEncoder, encoding: np.ndarray, n: int) -> np.ndarray:
+    """n copies of one encoding summed mod 2**bits, computed exactly with Python ints."""
+    return np.array([(int(v) * n) % enc.modulus for v in encoding], dtype=np.uint64)
+
+
+@given(
+    max_clients=st.integers(1, 10**6),
+    clip=st.floats(1e-3, 1e3),
+    precision=st.floats(1e-7, 1.0),
+    max_weight=st.integers(1, 10**4),
+    sign=st.sampled_from([1.0, -1.0]),
+)
+def test_plan_bits_never_admits_an_overflow(
+    max_clients: int, clip: float, precision: float, max_weight: int, sign: float
+) -> None:
+    try:
+        bits = plan_bits(max_clients, clip, precision, max_weight=max_weight)
+    except OverflowRiskError:
+        assume(False)
+    enc = FixedPointEncoder.for_precision(clip, precision, max_clients, max_weight=max_weight)
+    assert enc.bits == bits and enc.scale == 1.0 / precision
+    limit = 2 ** (bits - 1) - 1
+    # Worst case: every client at +clip (or -clip) with the largest weight, rounding up.
+    for rng in (_AlwaysRoundUp(), _NeverRoundUp()):
+        q = enc.quantize(np.full(3, sign * clip), max_weight, rng)  # type: ignore[arg-type]
+        assert max_clients * int(np.abs(q).max()) <= limit
+        total, weight_sum = enc.decode_sum(_times_mod(enc, enc.to_modular(q), max_clients))
+        assert weight_sum == max_clients * max_weight
+        assert np.array_equal(total, (q[:-1] * max_clients).astype(np.float64) / enc.scale)
+        assert np.all(sign * total >= 0)  # no wrap-around flipped the sign
+    # Minimality: one bit fewer could wrap in that worst case.
+    worst = max(math.ceil(clip * (enc.scale * max_weight)), max_weight)
+    assert max_clients * worst > 2 ** (bits - 2) - 1
+
+
+@given(enc=encoders(max_clients=st.integers(1, 20), max_weight=st.integers(1, 50)), data=st.data())
+def test_encode_sum_decode_is_exact_and_within_bound(enc: FixedPointEncoder, data: st.DataObject) -> None:
+    n = data.draw(st.integers(1, enc.max_clients))
+    d = data.draw(st.integers(1, 16))
+    xs = [data.draw(update_vectors(dim=d, max_abs=2 * enc.clip, dtype=np.float64)) for _ in range(n)]
+    ws = [data.draw(st.integers(0, enc.max_weight)) for _ in range(n)]
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32)))
+    qs = [enc.quantize(x, w, rng) for x, w in zip(xs, ws)]
+    encodings = [enc.to_modular(q) for q in qs]
+    assert all(e.dtype == enc.dtype and int(e.max()) < enc.modulus for e in encodings)
+    y = _modular_sum(enc, encodings)
+    exact = np.sum(qs, axis=0)  # no int64 overflow: |sum| <= max_clients * M < 2**63
+    assert np.array_equal(enc.from_modular(y), exact)
+    total, weight_sum = enc.decode_sum(y)
+    assert weight_sum == sum(ws)
+    assert np.array_equal(total, exact[:-1].astype(np.float64) / enc.scale)
+    # Within n * precision of the true weighted sum of clipped vectors.
+    if enc.norm == "linf":
+        clipped = [np.clip(x, -enc.clip, enc.clip) for x in xs]
+    else:
+        clipped = [x * min(1.0, enc.clip / n2) if (n2 := np.linalg.norm(x)) > 0 else x for x in xs]
+    true = np.sum([w * c for w, c in zip(ws, clipped)], axis=0)
+    slack = n * enc.precision + 8 * n * enc.clip * enc.max_weight * EPS + np.abs(true) * 4 * EPS
+    assert np.all(np.abs(total - true) <= slack)
+
+
+@given(enc=encoders(), data=st.data())
+def test_from_modular_inverts_to_modular(enc: FixedPointEncoder, data: st.DataObject) -> None:
+    half = 2 ** (enc.bits - 1)
+    ints = np.array(data.draw(st.lists(st.integers(-half, half - 1), min_size=1, max_size=20)), dtype=np.int64)
+    assert np.array_equal(enc.from_modular(enc.to_modular(ints)), ints)
+
+
+def test_to_modular_refuses_values_that_would_wrap() -> None:
+    enc = FixedPointEncoder(1.0, 8, 1)
+    with pytest.raises(OverflowRiskError):
+        enc.to_modular(np.array([128]))
+    with pytest.raises(OverflowRiskError):
+        enc.to_modular(np.array([-129]))
+    assert list(enc.to_modular(np.array([-128, 127, -1]))) == [128, 127, 255]
+    with pytest.raises(ConfigError):
+        enc.to_modular(np.array([0.5]))
+
+
+def test_stochastic_rounding_is_unbiased() -> None:
+    enc = FixedPointEncoder(10.0, 32, 1, scale=1.0)
+    rng = np.random.default_rng(0)
+    samples = 200_000
+    q = enc.quantize(np.full(samples, 2.3), 1, rng)[:-1]
+    assert set(np.unique(q)) == {2, 3}
+    sigma = math.sqrt(0.3 * 0.7 / samples)
+    assert abs(q.mean() - 2.3) < 5 * sigma
+    # Negative values too: floor is towards -inf.
+    q = enc.quantize(np.full(samples, -2.3), 1, rng)[:-1]
+    assert set(np.unique(q)) == {-3, -2}
+    assert abs(q.mean() + 2.3) < 5 * sigma
+
+
+def test_default_rng_is_fresh_each_call() -> None:
+    enc = FixedPointEncoder(1.0, 32, 10, scale=2.0)
+    x = np.full(1000, 0.25)  # scaled 0.5: a fair coin per coordinate
+    assert not np.array_equal(enc.encode(x), enc.encode(x))
+
+
+@pytest.mark.parametrize("weight", [-1, 4, 2.0, float("nan"), True, np.float64(1.0), "1"])
+def test_bad_weight_is_config_error_never_clipped(weight: object) -> None:
+    enc = FixedPointEncoder(1.0, 32, 10, max_weight=3)
+    with pytest.raises(ConfigError):
+        enc.encode(np.zeros(3), weight=weight)  # type: ignore[arg-type]
+
+
+def test_numpy_integer_weight_and_float32_input_are_accepted() -> None:
+    enc = FixedPointEncoder(1.0, 32, 10, max_weight=3)
+    out = enc.encode(np.array([0.5, -0.5], dtype=np.float32), weight=np.int64(3))
+    assert out.dtype == np.uint32 and out.shape == (3,) and out[-1] == 3
+
+
+@pytest.mark.parametrize(
+    "x", [np.array([1.0, np.nan]), np.array([np.inf]), np.zeros((2, 2)), np.array([1 + 1j]), np.array(["a"])]
+)
+def test_bad_vectors_are_config_errors(x: np.ndarray) -> None:
+    enc = FixedPointEncoder(1.0, 32, 10)
+    with pytest.raises(ConfigError):
+        enc.encode(x)
+
+
+def test_linf_clipping_is_counted() -> None:
+    enc = FixedPointEncoder(1.0, 32, 10)
+    x = np.array([0.5, 2.0, -3.0, 1.0])
+    assert enc.clip_count(x) == 2
+    total, _ = enc.decode_sum(enc.encode(x, rng=np.random.default_rng(1)))
+    assert enc.last_clipped == 2
+    assert np.all(np.abs(total - [0.5, 1.0, -1.0, 1.0]) <= enc.precision)
+
+
+def test_l2_clipping_rescales_and_is_counted() -> None:
+    enc = FixedPointEncoder(1.0, 32, 10, norm="l2")
+    x = np.array([3.0, 4.0])
+    assert enc.clip_count(x) == 1 and enc.clip_count(x / 10) == 0
+    total, _ = enc.decode_sum(enc.encode(x, rng=np.random.default_rng(1)))
+    assert enc.last_clipped == 1
+    assert np.allclose(total, [0.6, 0.8], atol=2 * enc.precision)
+    enc.encode(x / 10)
+    assert enc.last_clipped == 0
+
+
+def test_weighted_mean() -> None:
+    enc = FixedPointEncoder(10.0, 40, 4, max_weight=100)
+    rng = np.random.default_rng(2)
+    xs, ws = [np.array([1.0, 2.0]), np.array([3.0, -2.0])], [10, 30]
+    y = _modular_sum(enc, [enc.encode(x, weight=w, rng=rng) for x, w in zip(xs, ws)])
+    assert np.allclose(enc.decode_mean(y), [2.5, -1.0], atol=1e-6)
+    with pytest.raises(ConfigError):
+        enc.decode_mean(enc.encode(np.ones(2), weight=0))
+
+
+def test_decode_rejects_impossible_weight_sum() -> None:
+    enc = FixedPointEncoder(1.0, 16, 4, max_weight=2)
+    with pytest.raises(IntegrityError):
+        enc.decode_sum(enc.to_modular(np.array([0, -1])))
+    with pytest.raises(IntegrityError):
+        enc.decode_sum(enc.to_modular(np.array([0, 9])))
+
+
+def test_properties_and_derived_scale_is_largest_safe() -> None:
+    enc = FixedPointEncoder(2.0, 32, 100, max_weight=5)
+    assert enc.modulus == 2**32 and enc.dtype == np.uint32 and enc.bits == 32
+    assert enc.precision == 1.0 / enc.scale
+    limit = 2**31 - 1
+    assert 100 * math.ceil(2.0 * (enc.scale * 5)) <= limit
+    bigger = float(np.nextafter(enc.scale, np.inf)) * (1 + 1e-9)
+    assert 100 * math.ceil(2.0 * (bigger * 5)) > limit
+    assert FixedPointEncoder(1.0, 33, 1).dtype == np.uint64
+    with pytest.raises(OverflowRiskError):
+        FixedPointEncoder(2.0, 32, 100, max_weight=5, scale=enc.scale * 1.01)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(0, 1.0, 0.1), (10, 0.0, 0.1), (10, 1.0, 0.0), (10, float("nan"), 0.1), (10, 1.0, float("inf")), (10, -1.0, 0.1), (1.5, 1.0, 0.1)],
+)
+def test_plan_bits_rejects_bad_inputs(args: tuple) -> None:
+    with pytest.raises(ConfigError):
+        plan_bits(*args)
+
+
+def test_plan_bits_raises_when_64_bits_are_not_enough() -> None:
+    with pytest.raises(OverflowRiskError):
+        plan_bits(10**6, 1e6, 1e-9, max_weight=10**4)
+    assert plan_bits(1, 1.0, 1.0) == 2  # |q| <= 1 fits in 2 bits
+
+
+def test_too_few_bits_is_overflow_risk() -> None:
+    with pytest.raises(OverflowRiskError):
+        FixedPointEncoder(1.0, 8, 1000)  # weight sum alone needs 11 bits
+    with pytest.raises(OverflowRiskError):
+        FixedPointEncoder(100.0, 12, 1000)  # scale would fall below 1
+    with pytest.raises(ConfigError):
+        FixedPointEncoder(1.0, 65, 1)
+    with pytest.raises(ConfigError):
+        FixedPointEncoder(1.0, 32, 1, norm="l1")
+
+
+@given(max_clients=st.integers(1, 10**5), clip=st.floats(1e-3, 1e3), max_weight=st.integers(1, 10**4))
+def test_min_bits_is_the_smallest_valid_width(max_clients: int, clip: float, max_weight: int) -> None:
+    bits = min_bits(max_clients, clip, max_weight=max_weight)
+    FixedPointEncoder(clip, bits, max_clients, max_weight=max_weight)
+    if bits > 2:
+        with pytest.raises(OverflowRiskError):
+            FixedPointEncoder(clip, bits - 1, max_clients, max_weight=max_weight)
