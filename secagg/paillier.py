@@ -37,6 +37,7 @@ so protocols authenticate ciphertexts in transit.
 
 from __future__ import annotations
 
+import atexit
 import secrets
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ __all__ = [
     "decrypt_raw",
     "add",
     "NoisePool",
+    "warm_up",
     "PackingPlan",
     "encrypt_packed",
     "decrypt_packed",
@@ -219,14 +221,37 @@ def _pool_chunk(n: int, p: int, q: int, count: int) -> list[int]:
     return out
 
 
+_EXECUTORS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _executor(workers: int) -> ProcessPoolExecutor:
+    """A process pool kept for the life of the process (start-up costs ~1 s).
+
+    spawn, not fork: callers may hold threads (torch, TenSEAL) in the parent.
+    """
+    ex = _EXECUTORS.get(workers)
+    if ex is None:
+        ex = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+        _EXECUTORS[workers] = ex
+        atexit.register(ex.shutdown, wait=False, cancel_futures=True)
+    return ex
+
+
+def warm_up(workers: int) -> None:
+    """Start the worker processes now, so that later timings exclude start-up."""
+    if _check_workers(workers) > 1:
+        ex = _executor(workers)
+        for f in [ex.submit(_pool_chunk, 15, 0, 0, 0) for _ in range(workers)]:
+            f.result()
+
+
 def _map_chunks(fn: Any, jobs: list[tuple[Any, ...]], workers: int) -> list[Any]:
     """Run ``fn(*job)`` for each job, in a process pool when ``workers > 1``."""
     if workers <= 1 or len(jobs) <= 1:
         return [fn(*job) for job in jobs]
-    # spawn, not fork: callers may hold threads (torch, TenSEAL) in the parent.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as ex:
-        futures = [ex.submit(fn, *job) for job in jobs]
-        return [f.result() for f in futures]
+    ex = _executor(workers)
+    futures = [ex.submit(fn, *job) for job in jobs]
+    return [f.result() for f in futures]
 
 
 def _check_workers(workers: int) -> int:

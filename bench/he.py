@@ -1,0 +1,268 @@
+"""HE aggregation benchmark: packed Paillier (ours) vs phe, threshold Paillier, CKKS.
+
+All figures are per 1M parameters, extrapolated from a sample measured in this
+run, with n = 10 clients and 16-bit values (Paillier) as in issue #4. The
+references run in the same process so that ratios survive the noise of a
+shared machine:
+
+* ``naive phe``: ``phe`` encrypts one value per ciphertext (sample of values);
+* ``probe phe``: he_probe-style packing (same plan) with ``phe``'s own
+  ``encrypt``/``decrypt`` per packed ciphertext;
+* ``ours``: :mod:`secagg.paillier` (CRT noise pool, one mulmod online, CRT
+  decryption in 1 and 2 worker processes);
+* CKKS: :mod:`secagg.ckks` real mode (32 B/param, error ≤ 1e-6) and packed
+  mode (2 values/slot, 16 B/param, 16-bit quantisation), against raw TenSEAL
+  with its common default (N = 8192, [60, 40, 40, 60], 2^40).
+
+Run ``python bench/he.py [--quick] [--json out.json] [--safe-primes FILE]``.
+Prints one JSON document, then a table. Timings are not asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from secagg import ckks as C  # noqa: E402
+from secagg import paillier as P  # noqa: E402
+from secagg import paillier_threshold as T  # noqa: E402
+
+PER = 1_000_000
+N_CLIENTS = 10
+VALUE_BITS = 16
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def bench_paillier(quick: bool, key_bits: int) -> dict[str, Any]:
+    import phe
+
+    t_keygen, (pk, sk) = _timed(lambda: P.generate_keypair(key_bits))
+    plan = P.PackingPlan.for_bits(N_CLIENTS, VALUE_BITS, key_bits)
+    cts_per_m = plan.n_ciphertexts(PER)
+    n_ct = 64 if quick else 192  # sample ciphertexts per client (≥ 64 so 2 workers split)
+    length = n_ct * plan.slots
+    rng = np.random.default_rng(0)
+    vectors = [rng.integers(-plan.bound, plan.bound + 1, length) for _ in range(N_CLIENTS)]
+    scale = cts_per_m / n_ct
+    out: dict[str, Any] = {"key_bits": key_bits, "keygen_s": t_keygen, "slot_bits": plan.slot_bits,
+                           "values_per_ciphertext": plan.slots, "ciphertexts_per_1M": cts_per_m,
+                           "sample_ciphertexts": n_ct}
+
+    # ours: pool precompute (CRT, 1 and 2 workers), online encrypt, add, decrypt
+    t_start, _ = _timed(lambda: P.warm_up(2))  # worker start-up, once per process
+    out["worker_startup_s"] = t_start
+    pool = P.NoisePool(pk, sk)
+    t_pool1, _ = _timed(lambda: pool.fill(n_ct))
+    t_pool2, _ = _timed(lambda: pool.fill(n_ct, workers=2))
+    generic = P.NoisePool(pk)
+    n_gen = max(4, n_ct // 16)
+    t_gen, _ = _timed(lambda: generic.fill(n_gen))
+    pool.fill(n_ct * (N_CLIENTS - 2), workers=2)
+    t_online = 0.0
+    cts = []
+    for v in vectors:
+        dt, c = _timed(lambda v=v: P.encrypt_packed(pk, plan, v, pool))
+        t_online += dt
+        cts.append(P.ciphertexts_to_bytes(pk, c))
+    t_online /= N_CLIENTS
+
+    def server_add() -> list[int]:
+        acc = P.ciphertexts_from_bytes(pk, cts[0])
+        for blob in cts[1:]:
+            acc = P.sum_ciphertexts(pk, [acc, P.ciphertexts_from_bytes(pk, blob)])
+        return acc
+
+    t_add, total = _timed(server_add)
+    t_add /= N_CLIENTS - 1
+    t_dec1, got = _timed(lambda: P.decrypt_packed(sk, plan, total, length, N_CLIENTS, workers=1))
+    t_dec2, got2 = _timed(lambda: P.decrypt_packed(sk, plan, total, length, N_CLIENTS, workers=2))
+    exact = np.sum(vectors, axis=0)
+    assert np.array_equal(got, exact) and np.array_equal(got2, exact)
+    out["ours"] = {
+        "pool_precompute_s": t_pool1 * scale, "pool_precompute_2workers_s": t_pool2 * scale,
+        "pool_precompute_no_factors_s": t_gen / n_gen * cts_per_m,
+        "online_encrypt_s": t_online * scale,
+        "total_encrypt_s": (t_pool1 + t_online) * scale,
+        "total_encrypt_2workers_s": (t_pool2 + t_online) * scale,
+        "server_add_per_client_s": t_add * scale,
+        "decrypt_unpack_1worker_s": t_dec1 * scale, "decrypt_unpack_2workers_s": t_dec2 * scale,
+        "wire_bytes_per_param": pk.ciphertext_bytes / plan.slots,
+    }
+
+    # references in the same run
+    ref_pk = phe.PaillierPublicKey(pk.n)
+    ref_sk = phe.PaillierPrivateKey(ref_pk, sk.p, sk.q)
+    n_naive = 8 if quick else 30
+    vals = [int(x) for x in vectors[0][:n_naive]]
+    t_nenc, ncts = _timed(lambda: [ref_pk.encrypt(x) for x in vals])
+    t_nadd, _ = _timed(lambda: [a + b for a, b in zip(ncts, ncts)])
+    t_ndec, _ = _timed(lambda: [ref_sk.decrypt(c) for c in ncts])
+    out["naive_phe"] = {"encrypt_s": t_nenc / n_naive * PER, "server_add_per_client_s": t_nadd / n_naive * PER,
+                        "decrypt_s": t_ndec / n_naive * PER,
+                        "wire_bytes_per_param": pk.ciphertext_bytes}
+    n_probe = 8 if quick else 30
+    packed = plan.pack(vectors[0][: n_probe * plan.slots])
+    t_penc, pcts = _timed(lambda: [ref_pk.encrypt(m) for m in packed])
+    t_padd, _ = _timed(lambda: [a + b for a, b in zip(pcts, pcts)])
+    t_pdec, _ = _timed(lambda: plan.unpack([ref_sk.decrypt(c) for c in pcts], n_probe * plan.slots, 1))
+    out["probe_packed_phe"] = {"encrypt_s": t_penc / n_probe * cts_per_m,
+                               "server_add_per_client_s": t_padd / n_probe * cts_per_m,
+                               "decrypt_unpack_s": t_pdec / n_probe * cts_per_m,
+                               "wire_bytes_per_param": pk.ciphertext_bytes / plan.slots}
+    return out
+
+
+def bench_threshold(quick: bool, safe_primes: str | None) -> dict[str, Any]:
+    if safe_primes and not quick:
+        store = T.SafePrimeStore(safe_primes)
+        primes = store.take_pair(1024) if store.available(1024) >= 2 else None
+    else:
+        primes = None
+    bits = 2048 if primes else (512 if quick else 1024)
+    t_deal, (pub, shares) = _timed(lambda: T.deal(6, N_CLIENTS, bits=bits, primes=primes))
+    pk = pub.paillier
+    plan = P.PackingPlan.for_bits(N_CLIENTS, VALUE_BITS, bits)
+    cts_per_m = plan.n_ciphertexts(PER)
+    n_ct = 4 if quick else 12
+    pool = P.NoisePool(pk)
+    pool.fill(n_ct)
+    cts = P.encrypt_packed(pk, plan, np.zeros(n_ct * plan.slots, dtype=np.int64), pool)
+    t_part, parts = _timed(lambda: [T.partial_decrypt(pub, s, cts) for s in shares[: pub.threshold]])
+    t_ver, _ = _timed(lambda: [T.verify_partial(pub, cts, p) for p in parts])
+    t_comb, ms = _timed(lambda: T.combine(pub, cts, parts, verify=False))
+    assert np.array_equal(plan.unpack(ms, n_ct * plan.slots, 1), np.zeros(n_ct * plan.slots))
+    s = cts_per_m / n_ct
+    return {"key_bits": bits, "t": pub.threshold, "parties": pub.parties,
+            "deal_s_with_cached_primes" if primes else "deal_s_including_safe_primes": t_deal,
+            "partial_decrypt_with_proof_per_party_s": t_part / pub.threshold * s,
+            "verify_per_party_s": t_ver / pub.threshold * s,
+            "combine_s": t_comb * s, "values_per_ciphertext": plan.slots,
+            "wire_bytes_per_param": pk.ciphertext_bytes / plan.slots}
+
+
+def _ckks_row(params: C.CkksParams, length: int, quick: bool) -> dict[str, Any]:
+    holder = C.CkksKeyHolder(params)
+    server = C.CkksServerContext(params, holder.server_context_bytes())
+    rng = np.random.default_rng(1)
+    ups = [rng.uniform(-params.clip, params.clip, length) for _ in range(N_CLIENTS)]
+    t_enc = 0.0
+    blobs = []
+    for u in ups:
+        dt, b = _timed(lambda u=u: list(holder.encrypt(C.encode_update(params, u, 1))))
+        t_enc += dt
+        blobs.append(b)
+    acc = C.Accumulator(server, length)
+    t_add, _ = _timed(lambda: [acc.add(b) for b in blobs])
+    agg = acc.result()
+    t_dec, slots = _timed(lambda: holder.decrypt(agg, acc.sizes))
+    t_decode, (total, _) = _timed(lambda: C.decode_sum(params, slots, length, N_CLIENTS))
+    s = PER / length
+    return {"mode": "packed" if params.packed else "real", "values_per_slot": params.values_per_slot or 1,
+            "encrypt_s": t_enc / N_CLIENTS * s, "server_deserialize_add_per_client_s": t_add / N_CLIENTS * s,
+            "decrypt_s": (t_dec + t_decode) * s,
+            "max_abs_error_10_sum": float(np.max(np.abs(total - np.sum(ups, axis=0)))),
+            "stated_error_bound": params.error_bound,
+            "bytes_per_param": sum(len(b) for b in blobs[0]) / length}
+
+
+def _tenseal_default(length: int) -> dict[str, Any]:
+    import tenseal as ts
+
+    ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=8192, coeff_mod_bit_sizes=[60, 40, 40, 60],
+                     n_threads=1)
+    ctx.global_scale = 2.0 ** 40
+    rng = np.random.default_rng(1)
+    ups = [rng.uniform(-1, 1, length) for _ in range(N_CLIENTS)]
+    t_enc, blobs = _timed(lambda: [[ts.ckks_vector(ctx, u[i:i + 4096]).serialize()
+                                    for i in range(0, length, 4096)] for u in ups])
+    agg = None
+    for b in blobs:
+        vs = [ts.ckks_vector_from(ctx, x) for x in b]
+        agg = vs if agg is None else [a + v for a, v in zip(agg, vs)]
+    out = np.concatenate([np.array(a.decrypt()) for a in agg])
+    return {"encrypt_s": t_enc / N_CLIENTS * PER / length,
+            "max_abs_error_10_sum": float(np.max(np.abs(out - np.sum(ups, axis=0)))),
+            "bytes_per_param": sum(len(x) for x in blobs[0]) / length}
+
+
+def bench_ckks(quick: bool) -> dict[str, Any]:
+    length = 20_480 if quick else 204_800
+    real = C.choose_ckks_params(N_CLIENTS)
+    packed = C.choose_ckks_params(N_CLIENTS, 2e-4, allow_coarse=True)
+    return {"sample_params": length, "real": _ckks_row(real, length, quick),
+            "packed": _ckks_row(packed, length, quick), "tenseal_default": _tenseal_default(length)}
+
+
+def _table(res: dict[str, Any]) -> str:
+    p, o = res["paillier"], res["paillier"]["ours"]
+    nv, pr = p["naive_phe"], p["probe_packed_phe"]
+    lines = [f"per 1M params, n={N_CLIENTS}, {VALUE_BITS}-bit values, Paillier {p['key_bits']}-bit",
+             f"{'metric':40s} {'ours':>10s} {'probe phe':>10s} {'naive phe':>10s}",
+             f"{'client encrypt online (s)':40s} {o['online_encrypt_s']:10.2f} {pr['encrypt_s']:10.1f} "
+             f"{nv['encrypt_s']:10.0f}",
+             f"{'  pool precompute 1 / 2 workers (s)':40s} {o['pool_precompute_s']:10.1f} "
+             f"{o['pool_precompute_2workers_s']:10.1f}",
+             f"{'  total 1 / 2 workers (s)':40s} {o['total_encrypt_s']:10.1f} {o['total_encrypt_2workers_s']:10.1f}",
+             f"{'server add per client (s)':40s} {o['server_add_per_client_s']:10.3f} "
+             f"{pr['server_add_per_client_s']:10.3f} {nv['server_add_per_client_s']:10.1f}",
+             f"{'decrypt+unpack 1 worker (s)':40s} {o['decrypt_unpack_1worker_s']:10.1f} "
+             f"{pr['decrypt_unpack_s']:10.1f} {nv['decrypt_s']:10.0f}",
+             f"{'decrypt+unpack 2 workers (s)':40s} {o['decrypt_unpack_2workers_s']:10.1f}",
+             f"{'wire bytes/param':40s} {o['wire_bytes_per_param']:10.2f} {pr['wire_bytes_per_param']:10.2f} "
+             f"{nv['wire_bytes_per_param']:10.0f}"]
+    t = res["threshold"]
+    lines.append(f"threshold {t['t']}-of-{t['parties']} ({t['key_bits']}-bit): partial+proof/party "
+                 f"{t['partial_decrypt_with_proof_per_party_s']:.0f} s, verify/party {t['verify_per_party_s']:.1f} s,"
+                 f" combine {t['combine_s']:.1f} s")
+    c = res["ckks"]
+    lines.append(f"{'CKKS':22s} {'enc s':>7s} {'add/cl s':>9s} {'dec s':>7s} {'max err':>9s} {'B/param':>8s}")
+    for name in ("real", "packed", "tenseal_default"):
+        r = c[name]
+        lines.append(f"{name:22s} {r['encrypt_s']:7.2f} {r.get('server_deserialize_add_per_client_s', float('nan')):9.3f} "
+                     f"{r.get('decrypt_s', float('nan')):7.2f} {r['max_abs_error_10_sum']:9.1e} "
+                     f"{r['bytes_per_param']:8.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small samples, 1024-bit Paillier (smoke run)")
+    ap.add_argument("--json", help="also write the JSON here")
+    ap.add_argument("--safe-primes", help="SafePrimeStore file with cached 1024-bit safe primes")
+    ap.add_argument("--skip", action="append", default=[], choices=["paillier", "threshold", "ckks"])
+    args = ap.parse_args(argv)
+    res: dict[str, Any] = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+                           "quick": args.quick, "n_clients": N_CLIENTS}
+    if "paillier" not in args.skip:
+        res["paillier"] = bench_paillier(args.quick, 1024 if args.quick else 2048)
+    if "threshold" not in args.skip:
+        res["threshold"] = bench_threshold(args.quick, args.safe_primes)
+    if "ckks" not in args.skip:
+        res["ckks"] = bench_ckks(args.quick)
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    if not args.skip:
+        print(_table(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
