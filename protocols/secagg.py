@@ -173,7 +173,7 @@ class SecAggClient(_Party):
         self.state: Stage | SessionState = Stage.ADVERTISE_KEYS
         self.error: SecAggError | None = None
         self._peers: dict[int, tuple[bytes, bytes]] = {}  # v -> (c_pk, s_pk)
-        self._share_keys: dict[int, bytes] = {}  # v -> AEAD key for shares between us and v
+        self._pair_keys: dict[int, bytes] = {}  # v -> AEAD key for shares between us and v
         self._held: dict[int, tuple[shamir.Share, shamir.Share]] = {}  # v -> (b_v share, s_v share)
         self._survivors: tuple[int, ...] | None = None  # U3 signed in active mode
         self.revealed_self_mask: set[int] = set()
@@ -233,7 +233,7 @@ class SecAggClient(_Party):
         sealed = {}
         for v, b_share, s_share in zip(peers, b_shares, s_shares):
             # One key per unordered pair seals both directions; the AAD names sender and receiver.
-            key = self._share_keys[v] = kex.agree(self._c, self._peers[v][0], context=share_context(c, self.id, v))
+            key = self._pair_keys[v] = kex.agree(self._c, self._peers[v][0], context=share_context(c, self.id, v))
             plaintext = _ID.pack(self.id) + _ID.pack(v) + _pack_pair(b_share, s_share)
             aad = self._header(Stage.SHARE_KEYS, self.id, v).aad()
             sealed[v] = aead.seal(key, plaintext, aad=aad)
@@ -247,7 +247,7 @@ class SecAggClient(_Party):
             if v not in self._peers:
                 raise ProtocolError("shares from a client that did not advertise keys to us", client_id=v)
             plaintext = aead.open(
-                self._share_keys[v], sealed, aad=self._header(Stage.SHARE_KEYS, v, self.id).aad()
+                self._pair_keys[v], sealed, aad=self._header(Stage.SHARE_KEYS, v, self.id).aad()
             )
             if plaintext[:8] != _ID.pack(v) + _ID.pack(self.id):
                 raise IntegrityError("share ciphertext names other parties", client_id=v)
