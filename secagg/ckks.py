@@ -62,8 +62,11 @@ __all__ = [
     "choose_ckks_params",
     "CkksKeyHolder",
     "CkksServerContext",
+    "integer_params",
     "encode_update",
     "decode_sum",
+    "pack_integers",
+    "unpack_integers",
     "Accumulator",
     "tag_chunk",
     "open_chunk",
@@ -106,15 +109,11 @@ class CkksParams:
     value_bits: int = 0
     slot_bits: int = 0
     error_bound: float = 0.0
+    bound: int = 0  # packed mode: largest |integer| one client puts in a field
 
     @property
     def packed(self) -> bool:
         return self.values_per_slot > 0
-
-    @property
-    def bound(self) -> int:
-        """Largest |quantised weighted value| (packed mode)."""
-        return (2 ** (self.value_bits - 1) - 1) * self.max_weight
 
     @property
     def quantum(self) -> float:
@@ -167,7 +166,7 @@ def choose_ckks_params(n_clients: int, precision: float = PRECISION_LIMIT, *, cl
             vps = signal_bits // slot_bits
             if vps >= 2:
                 return CkksParams(n_clients, float(clip), max_weight, packed_scale, vps,
-                                  value_bits, slot_bits, n_clients * max_weight * quantum / 2)
+                                  value_bits, slot_bits, n_clients * max_weight * quantum / 2, bound)
             break
     magnitude = n_clients * max_weight * max(clip, 1.0)
     if magnitude * 2.0 ** REAL_SCALE_BITS >= 2.0 ** MAX_SCALED_BITS:
@@ -177,6 +176,21 @@ def choose_ckks_params(n_clients: int, precision: float = PRECISION_LIMIT, *, cl
         raise ConfigError("no CKKS setting meets this precision", precision=precision,
                           best=error)
     return CkksParams(n_clients, float(clip), max_weight, REAL_SCALE_BITS, 0, error_bound=error)
+
+
+def integer_params(n_clients: int, bound: int) -> CkksParams:
+    """Packed parameters that carry integers in ``[-bound, bound]`` *exactly*
+    (for example a shared fixed-point encoder's output): the n-client sum is
+    recovered bit for bit. Raises ``OverflowRiskError`` if one field cannot hold
+    the sum."""
+    if not isinstance(n_clients, int) or n_clients < 1 or not isinstance(bound, int) or bound < 1:
+        raise ConfigError("n_clients and bound must be positive ints")
+    scale = math.ceil(math.log2(2 * PACKED_SIGMAS * _noise_units(n_clients)))
+    slot_bits = (2 * bound * n_clients).bit_length()
+    vps = (MAX_SCALED_BITS - scale) // slot_bits
+    if vps < 1:
+        raise OverflowRiskError("a CKKS slot cannot hold the n-client integer sum", slot_bits=slot_bits)
+    return CkksParams(n_clients, 1.0, 1, scale, vps, 0, slot_bits, 0.0, bound)
 
 
 def _make_context(params: CkksParams, n_threads: int) -> Any:
@@ -332,10 +346,21 @@ def encode_update(params: CkksParams, update: NDArray[np.floating], weight: int 
         if not np.all(np.isfinite(x)) or (x.size and float(np.max(np.abs(x))) > params.clip):
             raise ConfigError("update outside [-clip, clip] or not finite", clip=params.clip)
         return np.concatenate([x * float(weight), [float(weight)]])
-    q = np.concatenate([_quantise(params, x) * int(weight), [int(weight)]]) + params.bound
+    return pack_integers(params, np.concatenate([_quantise(params, x) * int(weight), [int(weight)]]))
+
+
+def pack_integers(params: CkksParams, ints: NDArray[np.integer]) -> NDArray[np.float64]:
+    """Slot values carrying ``ints`` (each in ±bound) ``values_per_slot`` at a time.
+
+    Raises ``OverflowRiskError`` for an integer outside ±bound."""
+    if not params.packed:
+        raise ConfigError("pack_integers needs packed parameters")
+    q = np.asarray(ints, dtype=np.int64)
+    if q.size and (int(q.min()) < -params.bound or int(q.max()) > params.bound):
+        raise OverflowRiskError("integer outside the planned bound", bound=params.bound)
     vps, s = params.values_per_slot, params.slot_bits
-    padded = np.full(params.n_slots(x.size) * vps, params.bound, dtype=np.int64)
-    padded[: q.size] = q
+    padded = np.full(-(-q.size // vps) * vps, params.bound, dtype=np.int64)
+    padded[: q.size] = q + params.bound
     shifts = np.int64(1) << (np.arange(vps, dtype=np.int64) * s)
     return (padded.reshape(-1, vps) * shifts).sum(axis=1).astype(np.float64)
 
@@ -353,7 +378,20 @@ def decode_sum(params: CkksParams, slots: NDArray[np.float64], length: int,
         raise ConfigError("wrong number of slots for length", length=length)
     if not params.packed:
         return slots[:length].copy(), float(slots[length])
+    sums = unpack_integers(params, slots, length + 1, n_contributors)
+    return sums[:length].astype(np.float64) * params.quantum, float(sums[length])
+
+
+def unpack_integers(params: CkksParams, slots: NDArray[np.float64], count: int,
+                    n_contributors: int) -> NDArray[np.int64]:
+    """The exact integer sums of ``n_contributors`` packed vectors of ``count`` items.
+
+    Raises ``IntegrityError`` when a slot is not within 0.25 of an integer or a
+    field exceeds what the contributors can sum to (noise or tampering)."""
+    slots = np.asarray(slots, dtype=np.float64)
     vps, s = params.values_per_slot, params.slot_bits
+    if not params.packed or slots.size != -(-count // vps):
+        raise ConfigError("wrong number of slots for count", count=count)
     rounded = np.rint(slots)
     if not np.all(np.abs(slots - rounded) <= 0.25) or np.any(rounded < 0) \
             or np.any(rounded >= 2.0 ** (vps * s)):
@@ -361,12 +399,11 @@ def decode_sum(params: CkksParams, slots: NDArray[np.float64], length: int,
     ints = rounded.astype(np.int64)
     mask = (np.int64(1) << s) - 1
     fields = (ints[:, None] >> (np.arange(vps, dtype=np.int64) * s)) & mask
-    fields = fields.reshape(-1)[: length + 1]
+    fields = fields.reshape(-1)[:count]
     offset = n_contributors * params.bound
     if fields.size and int(fields.max()) > 2 * offset:
         raise IntegrityError("packed field exceeds what the contributors can sum to")
-    sums = fields - offset
-    return sums[:length].astype(np.float64) * params.quantum, float(sums[length])
+    return fields - offset
 
 
 def _mac(key: bytes, associated_data: bytes, blob: bytes) -> bytes:

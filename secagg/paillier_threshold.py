@@ -225,7 +225,8 @@ def deal(threshold: int, parties: int, *, bits: int = 2048, primes: tuple[int, i
     if primes is None:
         p = generate_safe_prime(bits // 2, progress=progress)
         q = generate_safe_prime(bits // 2, progress=progress)
-        while q == p:
+        # n must have exactly `bits` bits, so packing plans sized for `bits` fit below n
+        while q == p or (p * q).bit_length() != bits:
             q = generate_safe_prime(bits // 2, progress=progress)
     else:
         p, q = primes
