@@ -84,8 +84,8 @@ def run(
     model: str = typer.Option("logreg", help="logreg or mlp"),
     rounds: int = typer.Option(15, min=1, help="federated rounds"),
     local_steps: int = typer.Option(100, min=1, help="local SGD steps per round"),
-    client_lr: Optional[float] = typer.Option(None, help="client learning rate (default 1e-3)"),
-    server_lr: Optional[float] = typer.Option(None, help="server learning rate (default 1, adaptive 0.03)"),
+    client_lr: Optional[float] = typer.Option(None, help="client learning rate (default 1e-3; FedSGD 0.1)"),
+    server_lr: Optional[float] = typer.Option(None, help="server learning rate (default 1; FedAdam/FedYogi 0.03, FedAdagrad 0.1)"),
     mu: Optional[float] = typer.Option(None, help="FedProx proximal weight (default 0.01)"),
     batch_size: int = typer.Option(4, min=1),
     clients_per_round: Optional[int] = typer.Option(None, min=1, help="sample this many clients per round"),
@@ -113,12 +113,11 @@ def run(
                                   "(protocols.dp / secagg.dp are missing); run without --dp-epsilon")
             raise ConfigError("distributed DP is installed but not yet wired into `secagg run`; "
                               "run without --dp-epsilon")
-        from .algorithms import DEFAULT_CLIENT_LR
         from .trainer import TrainConfig
 
         config = TrainConfig(
             dataset=dataset, model=model, strategy=strategy, protocol=protocol, rounds=rounds,
-            local_steps=local_steps, client_lr=DEFAULT_CLIENT_LR if client_lr is None else client_lr,
+            local_steps=local_steps, client_lr=client_lr,
             batch_size=batch_size, mu=mu, server_lr=server_lr, clients_per_round=clients_per_round,
             dropout_rate=dropout_rate, seed=seed,
             dataset_options=_dataset_options(dataset, n_clients, partition, alpha),

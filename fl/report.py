@@ -122,6 +122,7 @@ def plot_run(out_dir: Path, rounds: Sequence[Mapping[str, Any]], *, title: str =
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     xs = [r["round"] for r in rounds]
     centres = list(rounds[0]["centre_accuracy"]) if rounds else []
@@ -130,6 +131,7 @@ def plot_run(out_dir: Path, rounds: Sequence[Mapping[str, Any]], *, title: str =
         ax.plot(xs, [r["centre_accuracy"][name] for r in rounds], marker="o", ms=3, label=name)
     ax.plot(xs, [r["mean_centre_accuracy"] for r in rounds], "k--", lw=2, label="mean over centres")
     ax.set(xlabel="round", ylabel="test accuracy", title=title or "accuracy per centre", ylim=(0, 1.02))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from secagg.errors import AbortError, ConfigError
 
 from .aggregation import DELTA_CLIP, DELTA_PRECISION, PROTOCOLS, ProtocolAggregator, make_encoder
-from .algorithms import DEFAULT_BATCH_SIZE, DEFAULT_CLIENT_LR, STRATEGIES, local_train, make_strategy
+from .algorithms import DEFAULT_BATCH_SIZE, STRATEGIES, local_train, make_strategy
 from .datasets import FederatedDataset, load_dataset
 from .models import MODELS, get_flat_params, make_model, set_flat_params
 
@@ -77,7 +77,7 @@ class TrainConfig:
     protocol: str = "secagg+"
     rounds: int = 15
     local_steps: int = 100
-    client_lr: float = DEFAULT_CLIENT_LR
+    client_lr: float | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     mu: float | None = None
     server_lr: float | None = None
