@@ -232,12 +232,12 @@ class FixedPointEncoder:
         )
 
     # -- encoding ---------------------------------------------------------------
-    def _check_vector(self, x: ArrayLike) -> NDArray[np.float64]:
+    def _check_vector(self, x: ArrayLike) -> NDArray[np.floating[Any] | np.integer[Any]]:
+        """1-D real array, finite; kept in its own dtype (float32 checks are cheaper)."""
         arr = np.asarray(x)
         if arr.ndim != 1 or arr.dtype.kind not in "fiu":
             raise ConfigError("x must be a 1-D real array", shape=arr.shape, dtype=str(arr.dtype))
-        arr = arr.astype(np.float64, copy=False)
-        if not np.isfinite(arr).all():
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise ConfigError("x contains NaN or infinity", bad=int((~np.isfinite(arr)).sum()))
         return arr
 
@@ -252,20 +252,50 @@ class FixedPointEncoder:
             )
         return int(weight)
 
-    def _clip_vector(self, x: NDArray[np.float64]) -> tuple[NDArray[np.float64], int]:
+    def _l2_factor(self, arr: NDArray[Any]) -> float | None:
+        """c / ||x||_2 if x must be rescaled, else None."""
+        wide = arr.astype(np.float64, copy=False)
+        norm = float(np.linalg.norm(wide))
+        if not math.isfinite(norm):  # finite entries whose squares overflow
+            peak = float(np.abs(wide).max())
+            norm = peak * float(np.linalg.norm(wide / peak))
+        return self._clip / norm if norm > self._clip else None
+
+    def _count_clipped(self, arr: NDArray[Any]) -> int:
+        if self._norm == "l2":
+            return 0 if self._l2_factor(arr) is None else 1
         c = self._clip
-        if self._norm == "linf":
-            clipped = int(np.count_nonzero(np.abs(x) > c))
-            return (np.clip(x, -c, c) if clipped else x), clipped
-        norm = float(np.linalg.norm(x))
-        if norm <= c:
-            return x, 0
-        # Rescale, then clamp away the ulps by which a coordinate could exceed c.
-        return np.clip(x * (c / norm), -c, c), 1
+        # Two 1-byte-per-entry passes: cheaper than abs() into a float temporary.
+        return int(np.count_nonzero(arr > c)) + int(np.count_nonzero(arr < -c))
 
     def clip_count(self, x: ArrayLike) -> int:
         """Coordinates that encoding would clip (L-inf), or 1 if L2 would rescale x, else 0."""
-        return self._clip_vector(self._check_vector(x))[1]
+        return self._count_clipped(self._check_vector(x))
+
+    def _scaled(self, arr: NDArray[Any], weight: int) -> NDArray[np.float64]:
+        """fl(clip(x) * fl(scale * weight)) as a fresh float64 array; sets last_clipped.
+
+        For L-inf, clamping the scaled value to +-fl(clip * k) is bit-identical to
+        scaling the clamped value (IEEE rounding is monotone), and saves a pass.
+        """
+        k = self._scale * float(weight)
+        c = self._clip
+        if self._norm == "linf":
+            self.last_clipped = self._count_clipped(arr)
+            scaled = np.multiply(arr, k, dtype=np.float64)
+            if self.last_clipped:
+                ck = c * k
+                np.clip(scaled, -ck, ck, out=scaled)
+            return scaled
+        factor = self._l2_factor(arr)
+        self.last_clipped = 0 if factor is None else 1
+        if factor is None:
+            return np.multiply(arr, k, dtype=np.float64)
+        # Rescale, clamp away the ulps by which a coordinate could exceed c, then scale.
+        scaled = np.multiply(arr, factor, dtype=np.float64)
+        np.clip(scaled, -c, c, out=scaled)
+        scaled *= k
+        return scaled
 
     def quantize(
         self, x: ArrayLike, weight: int = 1, rng: np.random.Generator | None = None
@@ -278,14 +308,15 @@ class FixedPointEncoder:
         """
         arr = self._check_vector(x)
         weight = self._check_weight(weight)
-        clipped, self.last_clipped = self._clip_vector(arr)
-        scaled = clipped * (self._scale * float(weight))
+        scaled = self._scaled(arr, weight)
         if rng is None:
             rng = np.random.Generator(np.random.PCG64(secrets.randbits(128)))
         floor = np.floor(scaled)
+        frac = np.subtract(scaled, floor, out=scaled)
+        # Round up with probability frac: E[q] = floor + frac = v (unbiased).
+        floor += rng.random(arr.size) < frac
         out = np.empty(arr.size + 1, dtype=np.int64)
         out[:-1] = floor
-        out[:-1] += rng.random(arr.size) < (scaled - floor)
         out[-1] = weight
         return out
 
@@ -304,10 +335,23 @@ class FixedPointEncoder:
                 raise OverflowRiskError(
                     "value outside the signed range of the ring", bits=self._bits, min=low, max=high
                 )
-        wide = arr.astype(np.int64, copy=False).view(np.uint64) if arr.dtype.kind == "i" else arr.astype(np.uint64)
+        out = self._wrap(arr)
+        return out.copy() if np.may_share_memory(out, arr) else out
+
+    def _wrap(self, arr: NDArray[np.integer[Any]]) -> NDArray[np.unsignedinteger]:
+        if arr.dtype.kind == "i":
+            wide = arr.astype(np.int64, copy=False).view(np.uint64)
+        else:
+            wide = arr.astype(np.uint64, copy=False)
+        if self._bits <= 32:
+            # Truncating to uint32 keeps the low 32 bits (= mod 2**32); then mask.
+            small = wide.astype(np.uint32)
+            if self._bits < 32:
+                small &= np.uint32((1 << self._bits) - 1)
+            return small
         if self._bits < 64:
-            wide = wide & np.uint64((1 << self._bits) - 1)
-        return wide.astype(self.dtype)
+            return wide & np.uint64((1 << self._bits) - 1)
+        return wide  # may be a view of arr: to_modular copies, encode owns its input
 
     def from_modular(self, y: ArrayLike) -> NDArray[np.int64]:
         """Map ring elements back to signed integers in ``[-2^(bits-1), 2^(bits-1))``.
@@ -318,13 +362,14 @@ class FixedPointEncoder:
         arr = np.asarray(y)
         if arr.dtype.kind not in "iu":
             raise ConfigError("from_modular needs an integer array", dtype=str(arr.dtype))
-        wide = arr.astype(np.uint64)  # signed inputs wrap mod 2**64, a multiple of 2**bits
+        wide = arr.astype(np.uint64)  # a copy; signed inputs wrap mod 2**64, a multiple of 2**bits
+        values = wide.view(np.int64)
         if self._bits < 64:
-            wide &= np.uint64((1 << self._bits) - 1)
-            half = np.uint64(1 << (self._bits - 1))
-            # Two's complement: set the high bits when the sign bit is set.
-            wide |= np.where(wide >= half, ~np.uint64((1 << self._bits) - 1), np.uint64(0))
-        return wide.view(np.int64)
+            # Shift the b-bit residue to the top, then sign-extend with an arithmetic shift.
+            shift = np.uint64(64 - self._bits)
+            np.left_shift(wide, shift, out=wide)
+            np.right_shift(values, np.int64(64 - self._bits), out=values)
+        return values
 
     def encode(
         self, x: ArrayLike, *, weight: int = 1, rng: np.random.Generator | None = None
@@ -333,7 +378,8 @@ class FixedPointEncoder:
 
         ``to_modular(quantize(x, weight, rng))``; see :meth:`quantize` for errors.
         """
-        return self.to_modular(self.quantize(x, weight, rng))
+        # quantize() output is within +-M by construction: skip to_modular's range scan.
+        return self._wrap(self.quantize(x, weight, rng))
 
     # -- decoding ---------------------------------------------------------------
     def decode_sum(self, y: ArrayLike) -> tuple[NDArray[np.float64], int]:

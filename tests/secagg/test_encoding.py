@@ -240,3 +240,23 @@ def test_min_bits_is_the_smallest_valid_width(max_clients: int, clip: float, max
     if bits > 2:
         with pytest.raises(OverflowRiskError):
             FixedPointEncoder(clip, bits - 1, max_clients, max_weight=max_weight)
+
+
+@given(enc=encoders(max_clients=st.integers(1, 50)), data=st.data())
+def test_quantize_matches_the_documented_definition(enc: FixedPointEncoder, data: st.DataObject) -> None:
+    """Steps 1-3 of the module docstring, written out plainly, give the same integers."""
+    x = data.draw(update_vectors(dim=st.integers(1, 20), max_abs=3 * enc.clip, dtype=np.float32))
+    w = data.draw(st.integers(0, enc.max_weight))
+    seed = data.draw(st.integers(0, 2**32))
+    got = enc.quantize(x, w, np.random.default_rng(seed))
+    x64 = x.astype(np.float64)
+    if enc.norm == "linf":
+        clipped = np.clip(x64, -enc.clip, enc.clip)
+    else:
+        norm = np.linalg.norm(x64)
+        clipped = np.clip(x64 * (enc.clip / norm), -enc.clip, enc.clip) if norm > enc.clip else x64
+    v = clipped * (enc.scale * float(w))
+    u = np.random.default_rng(seed).random(x.size)
+    expected = np.floor(v) + (u < v - np.floor(v))
+    assert np.array_equal(got[:-1], expected.astype(np.int64)) and got[-1] == w
+    assert enc.last_clipped == enc.clip_count(x)
