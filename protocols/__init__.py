@@ -1,5 +1,12 @@
-"""Sans-I/O secure-aggregation protocols: the safe layer most users touch."""
+"""Sans-I/O secure-aggregation protocols: the safe layer most users touch.
 
+>>> from protocols import sim
+>>> result = sim.run("secagg+", updates, dropouts={3: "share_keys"})  # doctest: +SKIP
+"""
+
+from .config import SecAggConfig, SecAggParams, choose_params
+from .plaintext import PlaintextClient, PlaintextConfig, PlaintextServer
+from .secagg import SecAggClient, SecAggServer
 from .session import (
     ABORTED,
     DONE,
@@ -11,6 +18,7 @@ from .session import (
     Stage,
     as_stage,
 )
+from . import sim
 
 __all__ = [
     "Stage",
@@ -22,4 +30,13 @@ __all__ = [
     "AggregateResult",
     "ServerSession",
     "ClientSession",
+    "SecAggConfig",
+    "SecAggParams",
+    "choose_params",
+    "SecAggServer",
+    "SecAggClient",
+    "PlaintextConfig",
+    "PlaintextServer",
+    "PlaintextClient",
+    "sim",
 ]
