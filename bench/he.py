@@ -9,7 +9,8 @@ shared machine:
 * ``probe phe``: he_probe-style packing (same plan) with ``phe``'s own
   ``encrypt``/``decrypt`` per packed ciphertext;
 * ``ours``: :mod:`secagg.paillier` (CRT noise pool, one mulmod online, CRT
-  decryption in 1 and 2 worker processes);
+  decryption in 1 and 2 worker processes), plus the opt-in DJN pools
+  (fixed-base comb, with and without the factors);
 * CKKS: :mod:`secagg.ckks` real mode (32 B/param, error ≤ 1e-6) and packed
   mode (2 values/slot, 16 B/param, 16-bit quantisation), against raw TenSEAL
   with its common default (N = 8192, [60, 40, 40, 60], 2^40).
@@ -73,6 +74,13 @@ def bench_paillier(quick: bool, key_bits: int) -> dict[str, Any]:
     generic = P.NoisePool(pk)
     n_gen = max(4, n_ct // 16)
     t_gen, _ = _timed(lambda: generic.fill(n_gen))
+    djn = {}
+    for label, secret in (("factors", sk), ("no_factors", None)):
+        dpool = P.NoisePool(pk, secret, method="djn")
+        t_table, _ = _timed(lambda: dpool.fill(1))  # builds the comb table once
+        t_elems, _ = _timed(lambda: dpool.fill(n_ct))
+        djn[f"pool_precompute_djn_{label}_s"] = t_table + t_elems / n_ct * cts_per_m
+        djn[f"djn_table_{label}_s"] = t_table
     pool.fill(n_ct * (N_CLIENTS - 2), workers=2)
     t_online = 0.0
     cts = []
@@ -97,6 +105,7 @@ def bench_paillier(quick: bool, key_bits: int) -> dict[str, Any]:
     out["ours"] = {
         "pool_precompute_s": t_pool1 * scale, "pool_precompute_2workers_s": t_pool2 * scale,
         "pool_precompute_no_factors_s": t_gen / n_gen * cts_per_m,
+        **djn,
         "online_encrypt_s": t_online * scale,
         "total_encrypt_s": (t_pool1 + t_online) * scale,
         "total_encrypt_2workers_s": (t_pool2 + t_online) * scale,
@@ -219,6 +228,9 @@ def _table(res: dict[str, Any]) -> str:
              f"{'  pool precompute 1 / 2 workers (s)':40s} {o['pool_precompute_s']:10.1f} "
              f"{o['pool_precompute_2workers_s']:10.1f}",
              f"{'  total 1 / 2 workers (s)':40s} {o['total_encrypt_s']:10.1f} {o['total_encrypt_2workers_s']:10.1f}",
+             f"{'  pool, no factors: standard / DJN (s)':40s} {o['pool_precompute_no_factors_s']:10.1f} "
+             f"{o['pool_precompute_djn_no_factors_s']:10.1f}",
+             f"{'  pool, factors, DJN (1 worker, s)':40s} {o['pool_precompute_djn_factors_s']:10.1f}",
              f"{'server add per client (s)':40s} {o['server_add_per_client_s']:10.3f} "
              f"{pr['server_add_per_client_s']:10.3f} {nv['server_add_per_client_s']:10.1f}",
              f"{'decrypt+unpack 1 worker (s)':40s} {o['decrypt_unpack_1worker_s']:10.1f} "

@@ -312,6 +312,12 @@ def partial_decrypt(pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int]
     return PartialDecryption(share.index, values, e, z, a, b)
 
 
+def _response_limit(pub: ThresholdPublicKey) -> int:
+    """Upper bound on an honest z = r + e·Δ·s_i (also caps the verifier's work)."""
+    k = pub.n.bit_length()
+    return 1 << (max(3 * k + CHALLENGE_BITS + SLACK_BITS, CHALLENGE_BITS + pub.delta.bit_length() + 2 * k) + 1)
+
+
 def verify_partial(pub: ThresholdPublicKey, cts: Sequence[int], partial: PartialDecryption) -> None:
     """Check a partial decryption's proof; ``IntegrityError(party=i)`` if it fails."""
     _check_cts(pub, cts)
@@ -321,7 +327,7 @@ def verify_partial(pub: ThresholdPublicKey, cts: Sequence[int], partial: Partial
     n2 = pub.nsquare
     if len(partial.values) != len(cts) or any(not 0 < x < n2 for x in partial.values) \
             or not 0 < partial.commitment_a < n2 or not 0 < partial.commitment_b < n2 \
-            or partial.response < 0:
+            or not 0 <= partial.response < _response_limit(pub):
         raise IntegrityError("malformed partial decryption", party=i)
     gmpy2 = _gmpy2()
     big, small = _composites(pub, i, cts, partial.values)

@@ -68,6 +68,17 @@ def test_dropout_before_input_is_excluded(scheme):
     assert np.array_equal(res.raw_sum, base.raw_sum)
 
 
+@pytest.mark.parametrize("scheme", ["paillier", "paillier-threshold"])
+def test_djn_pools_agree_with_plaintext(scheme):
+    ups = _updates(3, 40)
+    enc = sim.default_encoder(ups)
+    cfg = he.HeConfig((0, 1, 2), 40, enc, scheme, key_bits=256 if "threshold" in scheme else 512,
+                      pool_method="djn")
+    rng = lambda i: np.random.Generator(np.random.PCG64([4, i]))  # noqa: E731
+    res = sim.drive(he.HeServer(cfg), {i: he.HeClient(cfg, i, ups[i], rng=rng(i)) for i in range(3)})
+    assert np.array_equal(res.raw_sum, sim.run_plaintext(ups, seed=4).raw_sum)
+
+
 def test_threshold_tolerates_n_minus_t_dropouts_at_decryption():
     ups = _updates(5, 20)
     # t = 3 of 5: two parties may vanish after sending their input

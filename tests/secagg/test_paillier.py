@@ -77,6 +77,32 @@ def test_pool_elements_decrypt_and_are_single_use(keypair, with_secret):
         pool.take()
 
 
+@pytest.mark.parametrize("with_secret", [True, False])
+def test_djn_pool_elements_are_n_th_residues_and_decrypt(keypair, with_secret):
+    import math
+
+    pk, sk = keypair
+    pool = P.NoisePool(pk, sk if with_secret else None, method="djn")
+    pool.fill(4)
+    lam = math.lcm(sk.p - 1, sk.q - 1)
+    items = [pool.take() for _ in range(4)]
+    assert len(set(items)) == 4
+    for rn in items:
+        assert pow(rn, lam, pk.nsquare) == 1  # an n-th residue: (r^n)^lambda = 1 mod n^2
+        assert P.decrypt_raw(sk, P.encrypt_raw(pk, 77, rn)) == 77
+
+
+def test_djn_comb_matches_powmod_and_phe(keypair):
+    pk, _ = keypair
+    h = (-pow(12345, 2, pk.n)) % pk.n
+    table = P._comb_table(pow(h, pk.n, pk.nsquare), pk.nsquare, 256)
+    for alpha in (0, 1, 255, 256, secrets.randbits(256)):
+        rn = int(P._comb_pow(table, alpha, pk.nsquare))
+        r = pow(h, alpha, pk.n)
+        assert rn == pow(h, pk.n * alpha, pk.nsquare)
+        assert P.encrypt_raw(pk, 5, rn) == phe.PaillierPublicKey(pk.n).raw_encrypt(5, r_value=r)
+
+
 def test_pool_fill_with_two_workers(keypair):
     pk, sk = keypair
     pool = P.NoisePool(pk, sk)
