@@ -264,7 +264,9 @@ class FixedPointEncoder:
     def _count_clipped(self, arr: NDArray[Any]) -> int:
         if self._norm == "l2":
             return 0 if self._l2_factor(arr) is None else 1
-        c = self._clip
+        # np.float64, not a Python float: NumPy 2 would compare a float32 array
+        # against a Python float in float32 and miss values just above clip.
+        c = np.float64(self._clip)
         # Two 1-byte-per-entry passes: cheaper than abs() into a float temporary.
         return int(np.count_nonzero(arr > c)) + int(np.count_nonzero(arr < -c))
 
@@ -283,9 +285,9 @@ class FixedPointEncoder:
         if self._norm == "linf":
             self.last_clipped = self._count_clipped(arr)
             scaled = np.multiply(arr, k, dtype=np.float64)
-            if self.last_clipped:
-                ck = c * k
-                np.clip(scaled, -ck, ck, out=scaled)
+            # Clamp unconditionally: the overflow proof must not rest on the count.
+            ck = c * k
+            np.clip(scaled, -ck, ck, out=scaled)
             return scaled
         factor = self._l2_factor(arr)
         self.last_clipped = 0 if factor is None else 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -58,8 +59,11 @@ def test_plan_bits_never_admits_an_overflow(
     assert enc.bits == bits and enc.scale == 1.0 / precision
     limit = 2 ** (bits - 1) - 1
     # Worst case: every client at +clip (or -clip) with the largest weight, rounding up.
-    for rng in (_AlwaysRoundUp(), _NeverRoundUp()):
-        q = enc.quantize(np.full(3, sign * clip), max_weight, rng)  # type: ignore[arg-type]
+    # float32 inputs too: float32(clip) may round above clip.
+    near = [np.float32(clip), np.nextafter(np.float32(clip), np.float32(np.inf))]
+    inputs = [np.full(3, sign * clip), np.full(3, sign * 10 * clip)] + [np.full(3, sign * v) for v in near]
+    for rng, x in itertools.product((_AlwaysRoundUp(), _NeverRoundUp()), inputs):
+        q = enc.quantize(x, max_weight, rng)  # type: ignore[arg-type]
         assert max_clients * int(np.abs(q).max()) <= limit
         total, weight_sum = enc.decode_sum(_times_mod(enc, enc.to_modular(q), max_clients))
         assert weight_sum == max_clients * max_weight
