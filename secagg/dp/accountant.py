@@ -117,10 +117,18 @@ def rdp_to_epsilon(orders: Sequence[float], rdp: Sequence[float], delta: float) 
 
 
 def round_rdp(plan: DDPPlan, *, n_shares: int, sampling_rate: float, orders: Sequence[int] = RDP_ORDERS) -> NDArray[np.float64]:
-    """RDP of one round of ``plan``'s mechanism when ``n_shares`` noise shares are in the sum."""
+    """RDP of one round of ``plan``'s mechanism when ``n_shares`` noise shares are in the sum.
+
+    Results are cached per (plan, n_shares, rate, orders): a budget checked
+    every round recomputes nothing.
+    """
     if isinstance(n_shares, bool) or not isinstance(n_shares, (int, np.integer)) or n_shares < 1:
         raise ConfigError("n_shares must be a positive integer", n_shares=n_shares)
-    n = int(n_shares)
+    return _round_rdp(plan, int(n_shares), float(sampling_rate), tuple(orders)).copy()
+
+
+@functools.lru_cache(maxsize=1024)
+def _round_rdp(plan: DDPPlan, n: int, sampling_rate: float, orders: tuple[int, ...]) -> NDArray[np.float64]:
     d = plan.dim
     if plan.mechanism == "ddgauss":
         tau = plan.tau(n)

@@ -35,6 +35,7 @@ assert len(_NOISE_NONCE) == NONCE_BYTES
 # many small requests (the sampler's rejection loops) do not each pay a call
 # into OpenSSL.
 _BUFFER_WORDS = 1 << 18
+_FIRST_REFILL_WORDS = 1 << 10
 
 
 class RandomWords:
@@ -57,6 +58,7 @@ class RandomWords:
         self._counter = 0  # next ChaCha20 block
         self._buffer = np.empty(0, dtype=np.uint64)
         self._pos = 0
+        self._refill_words = _FIRST_REFILL_WORDS
 
     @property
     def is_csprng(self) -> bool:
@@ -84,7 +86,10 @@ class RandomWords:
             self._pos = n
             return self._buffer[:n].copy()
         if self._buffer.size - self._pos < n:
-            self._refill(_BUFFER_WORDS)
+            # Start small (a short-lived source may need a few words) and double up to the cap.
+            size = max(n, self._refill_words)
+            self._refill_words = min(2 * size, _BUFFER_WORDS)
+            self._refill(size)
         out = self._buffer[self._pos : self._pos + n].copy()
         self._pos += n
         return out

@@ -1,0 +1,134 @@
+"""DistributedDPEncoder: FixedPointEncoder's interface, planned noise, wrap-around accounting."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from secagg.dp import DistributedDPEncoder, count_wraps
+from secagg.errors import ConfigError, IntegrityError, OverflowRiskError
+
+Z = 6.0
+
+
+def make(mechanism: str = "ddgauss", *, dim: int = 2**14, n: int = 10, bits: int = 16, **kw) -> DistributedDPEncoder:
+    return DistributedDPEncoder.create(dim=dim, n_clients=n, min_survivors=kw.pop("min_survivors", n - 2), l2_clip=1.0,
+                                       noise_multiplier=kw.pop("z", 1.0), bits=bits, rotation_seed=os.urandom(16),
+                                       mechanism=mechanism, **kw)
+
+
+def modular_sum(enc: DistributedDPEncoder, encodings: list[np.ndarray]) -> np.ndarray:
+    total = np.zeros(enc.encoded_length, dtype=np.uint64)
+    for e in encodings:
+        assert e.dtype == enc.dtype and e.shape == (enc.encoded_length,)
+        assert int(e.max()) < enc.modulus
+        total = (total + e.astype(np.uint64)) % np.uint64(enc.modulus)
+    return total.astype(enc.dtype)
+
+
+def clipped(x: np.ndarray, c: float = 1.0) -> np.ndarray:
+    return x * min(1.0, c / float(np.linalg.norm(x)))
+
+
+@pytest.mark.parametrize("mechanism", ["ddgauss", "skellam"])
+def test_round_trip_error_has_the_planned_variance(mechanism: str) -> None:
+    enc = make(mechanism)
+    rng = np.random.default_rng(11)
+    xs = [rng.normal(size=enc.dim) * (0.02 if i % 2 else 0.002) for i in range(enc.max_clients)]  # half get clipped
+    signed = [enc.encode_signed(x, rng=rng) for x in xs]
+    total, weight_sum = enc.decode_sum(modular_sum(enc, [enc.to_modular(s) for s in signed]))
+    assert weight_sum == enc.max_clients
+    # Planned wrap rate 6.3e-5 per coordinate: about one wrap in 16k; each costs ~0.4 % of the variance.
+    assert count_wraps(np.sum(signed, axis=0), enc.bits) <= 10
+    err = total - np.sum([clipped(x) for x in xs], axis=0)
+    planned = enc.noise_variance(enc.max_clients)
+    rounding = enc.max_clients * 0.25 / enc.scale**2  # at most, per coordinate
+    assert abs(err.mean()) <= Z * math.sqrt((planned + rounding) / err.size)
+    se = planned * math.sqrt(2 / err.size)
+    assert planned - Z * se <= err.var() <= planned + rounding + Z * se
+
+
+def test_noise_is_calibrated_to_min_survivors() -> None:
+    enc = make(n=10, min_survivors=8)
+    # 8 shares carry central noise z * c (z = 1, c = 1): variance 1 per coordinate.
+    assert enc.noise_variance(8) == pytest.approx(1.0, rel=1e-12)
+    assert enc.plan.local_stddev == pytest.approx(1 / math.sqrt(8))
+
+
+def wrap_rate_check(dim: int, n: int, trials: int) -> None:
+    enc = make(dim=dim, n=n, bits=12, min_survivors=n)
+    spike = np.zeros(enc.dim)
+    spike[0] = 1.0  # every client pushes its whole norm into one direction: the signal term's worst case
+    wraps = 0
+    for _ in range(trials):
+        wraps += count_wraps(np.sum([enc.encode_signed(spike) for _ in range(n)], axis=0), enc.bits)
+    coords = trials * enc.padded_dim
+    assert enc.plan.wrap_probability <= 1e-4
+    # Consistent with a wrap rate of at most 1e-4 (Z = 6 above the Poisson mean).
+    assert wraps <= coords * 1e-4 + Z * math.sqrt(coords * 1e-4), (wraps, coords)
+
+
+def test_worst_case_spiky_inputs_stay_within_the_planned_wrap_rate() -> None:
+    wrap_rate_check(dim=2**12, n=10, trials=4)
+
+
+@pytest.mark.slow
+def test_worst_case_spiky_inputs_wrap_rate_large_sample() -> None:
+    wrap_rate_check(dim=2**17, n=10, trials=16)  # 2.1e6 coordinates
+
+
+def test_interface_matches_the_fixed_point_encoder() -> None:
+    small, wide = make(bits=16, dim=100, n=4, min_survivors=4), make(bits=40, dim=100, n=4, min_survivors=4)
+    assert small.dtype is np.uint32 and wide.dtype is np.uint64
+    assert small.modulus == 2**16 and small.bits == 16 and small.max_weight == 1
+    assert small.encoded_length == 129 and small.padded_dim == 128
+    y = small.encode(np.ones(100) * 0.01, weight=1)
+    assert y.dtype == np.uint32 and y.shape == (129,) and int(y[-1]) == 1
+    mean = small.decode_mean(modular_sum(small, [y]))
+    assert mean.shape == (100,)
+
+
+def test_weighted_contribution_is_clipped_and_weight_is_summed() -> None:
+    enc = make(dim=64, n=4, min_survivors=4, max_weight=5, z=0.01, bits=30)
+    x = np.full(64, 0.01)  # norm 0.08; weight 5 -> 0.4 < clip
+    total, w = enc.decode_sum(modular_sum(enc, [enc.encode(x, weight=5), enc.encode(x, weight=2)]))
+    assert w == 7
+    assert np.allclose(total, 7 * x, atol=Z * math.sqrt(enc.noise_variance(2)) + 2 / enc.scale)
+
+
+def test_encodings_are_fresh_unless_seeded() -> None:
+    enc = make(dim=256, n=4, min_survivors=4)
+    x = np.full(256, 0.01)
+    assert not np.array_equal(enc.encode(x), enc.encode(x))
+    assert np.array_equal(enc.encode(x, rng=np.random.default_rng(1)), enc.encode(x, rng=np.random.default_rng(1)))
+
+
+def test_rotation_seed_changes_per_round() -> None:
+    enc = make(dim=256, n=4, min_survivors=4)
+    nxt = enc.for_round(os.urandom(16))
+    assert nxt.plan == enc.plan and nxt.rotation_seed != enc.rotation_seed
+
+
+def test_bad_inputs_raise_typed_errors() -> None:
+    enc = make(dim=100, n=4, min_survivors=4)
+    with pytest.raises(ConfigError):
+        enc.encode(np.ones(99))
+    with pytest.raises(ConfigError):
+        enc.encode(np.full(100, np.nan))
+    with pytest.raises(ConfigError):
+        enc.encode(np.ones(100), weight=2)
+    with pytest.raises(ConfigError):
+        enc.decode_sum(np.zeros(100, dtype=np.uint32))
+    bad = np.zeros(enc.encoded_length, dtype=np.uint32)
+    bad[-1] = 9  # more weight than 4 clients can contribute
+    with pytest.raises(IntegrityError):
+        enc.decode_sum(bad)
+    with pytest.raises(ConfigError):
+        make(dim=100, n=1000, bits=6)  # 2^(2 bits) < n k^2
+    with pytest.raises(OverflowRiskError):
+        make("skellam", dim=100, n=4, min_survivors=4, bits=8, max_weight=100)
+    with pytest.raises(ConfigError):
+        DistributedDPEncoder(enc.plan, dim=100, rotation_seed=b"short")
