@@ -233,7 +233,9 @@ def _mask_torch(
 def _torch_part(part: Any, device: Any) -> Any:
     torch = sys.modules["torch"]
     if _is_tensor(part):
-        return part.to(device=device, dtype=torch.int64)
+        # copy=True: an int64 tensor already on the device would otherwise be the
+        # caller's own storage, and the in-place adds below would overwrite it.
+        return part.to(device=device, dtype=torch.int64, copy=True)
     return torch.from_numpy(part.astype(np.int64)).to(device)
 
 
