@@ -33,22 +33,24 @@ BASELINE_BATCH = 4  # FLamby BATCH_SIZE
 _TAG_POOLED, _TAG_LOCAL = 11, 12
 
 
-def _recipe(n_rows: int) -> LocalConfig:
-    steps = BASELINE_EPOCHS * math.ceil(n_rows / BASELINE_BATCH)
+def _recipe(n_rows: int, epochs: int) -> LocalConfig:
+    steps = epochs * math.ceil(n_rows / BASELINE_BATCH)
     return LocalConfig(steps=steps, lr=BASELINE_LR, batch_size=BASELINE_BATCH, optimizer="adam")
 
 
-def train_pooled(dataset: FederatedDataset, *, model: str = "logreg", seed: int = 42) -> dict[str, Any]:
+def train_pooled(dataset: FederatedDataset, *, model: str = "logreg", seed: int = 42,
+                 epochs: int = BASELINE_EPOCHS) -> dict[str, Any]:
     """Train on the pooled training set; return :func:`fl.trainer.evaluate`'s dict."""
     torch.manual_seed(seed)
     net = make_model(model, dataset.n_features, sim_seed=derive_seed(seed, 0))
     gen = torch.Generator().manual_seed(derive_seed(seed, _TAG_POOLED))
-    local_train(net, dataset.pooled_x_train, dataset.pooled_y_train, _recipe(len(dataset.pooled_y_train)),
+    local_train(net, dataset.pooled_x_train, dataset.pooled_y_train, _recipe(len(dataset.pooled_y_train), epochs),
                 generator=gen)
     return evaluate(net, dataset)
 
 
-def train_local_only(dataset: FederatedDataset, *, model: str = "logreg", seed: int = 42) -> dict[str, Any]:
+def train_local_only(dataset: FederatedDataset, *, model: str = "logreg", seed: int = 42,
+                     epochs: int = BASELINE_EPOCHS) -> dict[str, Any]:
     """Each centre trains alone; scored on its own test set (plus FLamby's best-local figure)."""
     torch.manual_seed(seed)
     own: dict[str, float] = {}
@@ -56,7 +58,7 @@ def train_local_only(dataset: FederatedDataset, *, model: str = "logreg", seed: 
     for k, centre in enumerate(dataset.centres):
         net = make_model(model, dataset.n_features, sim_seed=derive_seed(seed, 0))
         gen = torch.Generator().manual_seed(derive_seed(seed, _TAG_LOCAL, k))
-        local_train(net, centre.x_train, centre.y_train, _recipe(centre.n_train), generator=gen)
+        local_train(net, centre.x_train, centre.y_train, _recipe(centre.n_train, epochs), generator=gen)
         scores = evaluate(net, dataset)
         own[centre.name] = scores["centre_accuracy"][centre.name]
         best_local = max(best_local, scores["mean_centre_accuracy"])

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .aggregation import SECURE_PROTOCOLS
-from .baselines import train_local_only, train_pooled
+from .baselines import BASELINE_EPOCHS, train_local_only, train_pooled
 from .datasets import FederatedDataset, load_dataset
 from .report import build_report, comparison_markdown, write_report
 from .trainer import TrainConfig, Trainer
@@ -85,9 +85,11 @@ def run_comparison(
     command: str = "",
     on_step: Callable[[str], None] | None = None,
     aggregator_for: Callable[[TrainConfig], Any] | None = None,
+    baseline_epochs: int = BASELINE_EPOCHS,
 ) -> dict[str, Any]:
     """Pooled, local-only, plaintext FedAvg and every strategy through each secure protocol.
 
+    ``baseline_epochs`` is the pooled/local-only training length (FLamby: 50).
     Writes ``compare.md`` and ``compare.json`` into ``out_dir``; returns the JSON dict.
     """
     out = Path(out_dir)
@@ -100,9 +102,9 @@ def run_comparison(
             on_step(msg)
 
     note("pooled")
-    rows.append(_summary("pooled", "–", [{"final": train_pooled(dataset, model=base.model, seed=s)} for s in seeds]))
+    rows.append(_summary("pooled", "–", [{"final": train_pooled(dataset, model=base.model, seed=s, epochs=baseline_epochs)} for s in seeds]))
     note("local-only")
-    local = [train_local_only(dataset, model=base.model, seed=s) for s in seeds]
+    local = [train_local_only(dataset, model=base.model, seed=s, epochs=baseline_epochs) for s in seeds]
     rows.append(_summary("local-only (own centre)", "–", [{"final": r} for r in local]))
     best_local = [r["best_local_mean_centre_accuracy"] for r in local]
 
