@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import random
 
-import gmpy2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,6 +18,7 @@ secret_bytes = st.binary(min_size=1, max_size=shamir.MAX_SECRET_BYTES)
 
 
 def test_prime_is_prime_and_just_above_2_256() -> None:
+    gmpy2 = pytest.importorskip("gmpy2")  # the `he` extra; core code does not need it
     assert gmpy2.is_prime(shamir.PRIME, 50)
     assert shamir.PRIME == gmpy2.next_prime(2**256)
     assert shamir.PRIME.bit_length() == 257
