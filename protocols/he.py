@@ -43,7 +43,6 @@ packing, ``secagg.ckks.integer_params``), so the result equals
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import struct
@@ -57,6 +56,8 @@ from secagg import aead, kex
 from secagg.errors import ConfigError, DecodeError, IntegrityError, ProtocolError, ThresholdError
 
 from . import messages as m
+from .he_messages import (HeAdvertise, HeDecrypted, HeDecryptRequest, HeInput, HeKeyDelivery, HeKeyForward,
+                          HeKeyRequest, HeKeysBroadcast, HePartial, chunk_mac, pack_ints, unpack_ints)
 from .session import ABORTED, DONE, AbortReason, AggregateResult, SessionState, Stage
 
 __all__ = ["SCHEMES", "HeConfig", "HeServer", "HeClient", "register"]
@@ -132,126 +133,6 @@ class HeConfig:
                           *(_U32.pack(i) for i in ids)])
 
 
-# ---------------------------------------------------------------- messages (kinds 32-63)
-def _message(kind: int):
-    def wrap(cls: type) -> type:
-        return m.register(kind)(dataclass(frozen=True)(cls))
-    return wrap
-
-
-@_message(32)
-class HeKeyRequest(m.Message):
-    """Server -> client: the session begins; the server's X25519 public key."""
-    header: m.Header
-    server_public: bytes
-    BODY = (("server_public", m.FieldKind.BYTES),)
-
-
-@_message(33)
-class HeAdvertise(m.Message):
-    """Client -> server: the client's X25519 public key for this session."""
-    header: m.Header
-    public: bytes
-    BODY = (("public", m.FieldKind.BYTES),)
-
-
-@_message(34)
-class HeKeysBroadcast(m.Message):
-    """Server -> key holder: every live client's X25519 public key."""
-    header: m.Header
-    keys: dict
-    BODY = (("keys", m.FieldKind.BYTES_MAP),)
-
-
-@_message(35)
-class HeKeyDelivery(m.Message):
-    """Key holder -> server: the HE public key and one sealed secret per client."""
-    header: m.Header
-    public_key: bytes
-    sealed: dict
-    BODY = (("public_key", m.FieldKind.BYTES), ("sealed", m.FieldKind.BYTES_MAP))
-
-
-@_message(36)
-class HeKeyForward(m.Message):
-    """Server -> client: HE public key, the holder's X25519 key, this client's sealed secret."""
-    header: m.Header
-    public_key: bytes
-    holder_public: bytes
-    sealed: bytes
-    parties: tuple
-    BODY = (("public_key", m.FieldKind.BYTES), ("holder_public", m.FieldKind.BYTES),
-            ("sealed", m.FieldKind.BYTES), ("parties", m.FieldKind.IDS))
-
-
-@_message(37)
-class HeInput(m.Message):
-    """Client -> server: encrypted chunks (index -> bytes) and their HMAC tag."""
-    header: m.Header
-    chunks: dict
-    tag: bytes
-    BODY = (("chunks", m.FieldKind.BYTES_MAP), ("tag", m.FieldKind.BYTES))
-
-
-@_message(38)
-class HeDecryptRequest(m.Message):
-    """Server -> client: the aggregate chunks, their tag, and who was summed."""
-    header: m.Header
-    chunks: dict
-    tag: bytes
-    survivors: tuple
-    BODY = (("chunks", m.FieldKind.BYTES_MAP), ("tag", m.FieldKind.BYTES), ("survivors", m.FieldKind.IDS))
-
-
-@_message(39)
-class HeDecrypted(m.Message):
-    """Client -> server (shared key): the integer sums in Z_{2^bits}."""
-    header: m.Header
-    sums: np.ndarray
-    BODY = (("sums", m.FieldKind.ARRAY),)
-
-
-@_message(40)
-class HePartial(m.Message):
-    """Client -> server (threshold): partial decryptions and their proof."""
-    header: m.Header
-    values: bytes
-    proof: bytes
-    BODY = (("values", m.FieldKind.BYTES), ("proof", m.FieldKind.BYTES))
-
-
-# ---------------------------------------------------------------- small codecs
-def _pack_ints(*xs: int) -> bytes:
-    out = []
-    for x in xs:
-        raw = int(x).to_bytes((int(x).bit_length() + 7) // 8 or 1, "big")
-        out.append(_U32.pack(len(raw)) + raw)
-    return b"".join(out)
-
-
-def _unpack_ints(data: bytes, count: int | None = None) -> list[int]:
-    out, pos = [], 0
-    while pos < len(data):
-        if len(data) - pos < 4:
-            raise DecodeError("truncated integer list")
-        (n,) = _U32.unpack_from(data, pos)
-        if n > len(data) - pos - 4:
-            raise DecodeError("truncated integer list")
-        out.append(int.from_bytes(data[pos + 4:pos + 4 + n], "big"))
-        pos += 4 + n
-    if count is not None and len(out) != count:
-        raise DecodeError("wrong number of integers", expected=count, got=len(out))
-    return out
-
-
-def _mac(key: bytes, aad: bytes, chunks: dict) -> bytes:
-    h = hmac.new(key, aad, hashlib.sha256)
-    for k in sorted(chunks):
-        h.update(_U32.pack(k) + _U32.pack(len(chunks[k])))
-        h.update(chunks[k])
-    return h.digest()
-
-
 def _header(config: HeConfig, stage: Stage, sender: int, receiver: int) -> m.Header:
     return m.Header(config.protocol_id, config.session_id, config.round, stage, sender, receiver)
 
@@ -281,11 +162,11 @@ class _Scheme:
             return holder.server_context_bytes(), {u: secret for u in parties}
         if c.scheme == "paillier":
             pk, sk = self.paillier.generate_keypair(c.key_bits)
-            return _pack_ints(pk.n), {u: _pack_ints(sk.p, sk.q) for u in parties}
+            return pack_ints(pk.n), {u: pack_ints(sk.p, sk.q) for u in parties}
         from secagg import paillier_threshold as T
         pub, shares = T.deal(c.threshold, len(parties), bits=c.key_bits)  # type: ignore[arg-type]
-        public = _pack_ints(pub.n, pub.threshold, pub.parties, pub.v, *pub.verification_keys)
-        return public, {u: _pack_ints(s.index, s.share) for u, s in zip(parties, shares)}
+        public = pack_ints(pub.n, pub.threshold, pub.parties, pub.v, *pub.verification_keys)
+        return public, {u: pack_ints(s.index, s.share) for u, s in zip(parties, shares)}
 
     def load_public(self, data: bytes) -> Any:
         """The HE public key from the key holder; ``DecodeError`` if malformed.
@@ -293,7 +174,7 @@ class _Scheme:
         c = self.config
         if c.scheme == "ckks":
             return self.ckks.CkksServerContext(self.params, data)
-        ints = _unpack_ints(data)
+        ints = unpack_ints(data)
         try:
             if c.scheme == "paillier":
                 if len(ints) != 1 or ints[0].bit_length() != c.key_bits:
@@ -428,7 +309,7 @@ class HeServer:
     def _on_input(self, u: int, msg: Any) -> bool:
         if u not in self._parties or not isinstance(msg, HeInput):
             raise ProtocolError("unexpected input", client_id=u)
-        if not hmac.compare_digest(msg.tag, _mac(self._mac_key(u), msg.header.aad(), msg.chunks)):
+        if not hmac.compare_digest(msg.tag, chunk_mac(self._mac_key(u), msg.header.aad(), msg.chunks)):
             raise IntegrityError("input tag does not verify", client_id=u)
         c, s = self.config, self.scheme
         if c.scheme == "ckks":
@@ -462,7 +343,7 @@ class HeServer:
         out = {}
         for u in ask:
             h = _header(c, Stage.UNMASK, m.SERVER_ID, u)
-            out[u] = HeDecryptRequest(h, self._agg_chunks, _mac(self._mac_key(u), h.aad(), self._agg_chunks),
+            out[u] = HeDecryptRequest(h, self._agg_chunks, chunk_mac(self._mac_key(u), h.aad(), self._agg_chunks),
                                       tuple(self._survivors))
         return out
 
@@ -483,8 +364,8 @@ class HeServer:
         if not isinstance(msg, HePartial):
             raise ProtocolError("expected a partial decryption", client_id=u)
         index = self._parties.index(u) + 1
-        e, z, a, b = _unpack_ints(msg.proof, 4)
-        values = tuple(_unpack_ints(msg.values))
+        e, z, a, b = unpack_ints(msg.proof, 4)
+        values = tuple(unpack_ints(msg.values))
         partial = T.PartialDecryption(index, values, e, z, a, b)
         try:
             T.verify_partial(self._public, self._sum, partial)
@@ -601,13 +482,13 @@ class HeClient:
         else:
             self._public = s.load_public(msg.public_key)
             if c.scheme == "paillier":
-                p, q = _unpack_ints(secret, 2)
+                p, q = unpack_ints(secret, 2)
                 self._secret = s.paillier.PaillierSecretKey(self._public, p, q)
                 pk = self._public
                 pool = s.paillier.NoisePool(pk, self._secret, method=c.pool_method)
             else:
                 from secagg import paillier_threshold as T
-                index, share = _unpack_ints(secret, 2)
+                index, share = unpack_ints(secret, 2)
                 self._secret = T.KeyShare(index, share)
                 pk = self._public.paillier
                 pool = s.paillier.NoisePool(pk, method=c.pool_method)  # no factors here
@@ -615,14 +496,14 @@ class HeClient:
             cts = s.paillier.encrypt_packed(pk, s.plan, self._ints, pool)
             chunks = {0: s.paillier.ciphertexts_to_bytes(pk, cts)}
         h = self._reply_header(Stage.MASKED_INPUT)
-        return HeInput(h, chunks, _mac(self._mac_key(), h.aad(), chunks))
+        return HeInput(h, chunks, chunk_mac(self._mac_key(), h.aad(), chunks))
 
     def _mac_key(self) -> bytes:
         return kex.agree(self._kx, self._server_public, context=self.config.context(b"mac", self.id))
 
     def _decrypt(self, msg: HeDecryptRequest) -> m.Message:
         c, s = self.config, self.scheme
-        if not hmac.compare_digest(msg.tag, _mac(self._mac_key(), msg.header.aad(), msg.chunks)):
+        if not hmac.compare_digest(msg.tag, chunk_mac(self._mac_key(), msg.header.aad(), msg.chunks)):
             raise IntegrityError("aggregate tag does not verify")
         if not set(msg.survivors) <= set(self._parties) or not msg.survivors:
             raise ProtocolError("survivor set is not a subset of the parties")
@@ -644,8 +525,8 @@ class HeClient:
             return HeDecrypted(h, c.encoder.to_modular(ints))
         from secagg import paillier_threshold as T
         part = T.partial_decrypt(self._public, self._secret, cts)
-        return HePartial(h, _pack_ints(*part.values),
-                         _pack_ints(part.challenge, part.response, part.commitment_a, part.commitment_b))
+        return HePartial(h, pack_ints(*part.values),
+                         pack_ints(part.challenge, part.response, part.commitment_a, part.commitment_b))
 
 
 # ---------------------------------------------------------------- sim registration

@@ -17,7 +17,6 @@ pytest.importorskip("tenseal")
 from protocols import he, sim  # noqa: E402
 from protocols import messages as m  # noqa: E402
 from protocols.session import DONE, Stage  # noqa: E402
-from secagg.encoding import FixedPointEncoder  # noqa: E402
 
 SCHEMES = list(he.SCHEMES)
 
@@ -170,9 +169,9 @@ def test_bad_partial_decryption_is_attributed():
     outbox = server.close_stage()
     assert server.state is Stage.UNMASK
     good = {u: clients[u].handle(msg.to_bytes()) for u, msg in outbox.items()}
-    vals = he._unpack_ints(good[2].values)
+    vals = he.unpack_ints(good[2].values)
     vals[0] = vals[0] * 4 % (cfg_n := server._public.n) ** 2
-    forged = he.HePartial(good[2].header, he._pack_ints(*vals), good[2].proof)
+    forged = he.HePartial(good[2].header, he.pack_ints(*vals), good[2].proof)
     with pytest.raises(IntegrityError) as err:
         server.receive(2, forged.to_bytes())
     assert err.value.client_id == 2 and err.value.party == 3 and cfg_n
