@@ -36,6 +36,7 @@ __all__ = [
     "ProtocolAggregator",
     "make_encoder",
     "sim_available",
+    "FloatMeanAggregator",
 ]
 
 SECURE_PROTOCOLS = ("secagg", "secagg+")
@@ -139,3 +140,27 @@ class ProtocolAggregator:
     def plaintext_twin(self) -> "ProtocolAggregator":
         """The plaintext baseline of this protocol: same encoder, parameters and dropout semantics."""
         return dataclasses.replace(self, plaintext=True)
+
+
+@dataclass
+class FloatMeanAggregator:
+    """INSECURE float weighted mean with no protocol and no encoding.
+
+    Only for :mod:`fl.demo` when ``protocols.sim`` is not installed; it
+    returns the same result shape as :class:`ProtocolAggregator` (dropouts
+    before the masked-input stage are excluded, no bytes are counted).
+    """
+
+    encoder: Any = None
+
+    def __call__(self, updates: Mapping[int, NDArray[np.float32]], weights: Mapping[int, int], *,
+                 dropouts: Mapping[int, str] | None = None, seed: int | None = None) -> Any:
+        from protocols.session import AggregateResult
+
+        from .algorithms import weighted_mean
+
+        lost = {c for c, s in (dropouts or {}).items() if s in ("advertise_keys", "share_keys", "masked_input")}
+        survivors = sorted(c for c in updates if c not in lost)
+        mean = weighted_mean([updates[c] for c in survivors], [weights[c] for c in survivors])
+        return AggregateResult(aggregate=mean, survivors=survivors, dropped=sorted(lost & set(updates)),
+                               weight_sum=float(sum(weights[c] for c in survivors)), weighted=True)

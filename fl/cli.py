@@ -22,7 +22,7 @@ from rich.table import Table
 
 from secagg.errors import ConfigError, SecAggError
 
-__all__ = ["app", "main", "dp_available"]
+__all__ = ["app", "main", "dp_available", "run_with_progress"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Secure aggregation for federated learning.")
@@ -131,7 +131,7 @@ def run(
             _run_compare(config, out)
             return
         out_dir = out if out is not None else Path("runs") / f"{dataset}-{protocol}-{strategy}-s{seed}"
-        _run_one(config, out_dir, resume=resume, quiet=quiet)
+        run_with_progress(config, out_dir, resume=resume, quiet=quiet)
     except SecAggError as exc:
         raise _fail(exc) from None
 
@@ -142,7 +142,9 @@ def _set_threads() -> None:
     torch.set_num_threads(1)  # tiny models: one thread is fastest and keeps runs reproducible
 
 
-def _run_one(config: Any, out_dir: Path, *, resume: bool, quiet: bool) -> None:
+def run_with_progress(config: Any, out_dir: Path, *, resume: bool = False, quiet: bool = False,
+                      aggregator: Any = None) -> dict[str, Any]:
+    """Run one experiment with a rich progress bar and per-round table; return its report."""
     from .experiment import run_experiment
 
     if not quiet:
@@ -157,7 +159,7 @@ def _run_one(config: Any, out_dir: Path, *, resume: bool, quiet: bool) -> None:
             progress.update(task, completed=record["round"],
                             status=f"acc {record['mean_centre_accuracy']:.3f} loss {record['loss']:.3f}")
 
-        report = run_experiment(config, out_dir, resume=resume, on_round=on_round)
+        report = run_experiment(config, out_dir, resume=resume, on_round=on_round, aggregator=aggregator)
     if not quiet:
         console.print(_round_table(report["rounds"]))
         final = report["final"]
@@ -165,6 +167,7 @@ def _run_one(config: Any, out_dir: Path, *, resume: bool, quiet: bool) -> None:
                       + "  ".join(f"{k}: {v:.3f}" for k, v in final["centre_accuracy"].items()))
     console.print(f"report: {report['paths']['report']}")
     console.print(f"plots:  {report['paths']['accuracy_plot']}, {report['paths']['costs_plot']}")
+    return report
 
 
 def _run_compare(config: Any, out: Optional[Path]) -> None:

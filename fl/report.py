@@ -146,7 +146,7 @@ def plot_run(out_dir: Path, rounds: Sequence[Mapping[str, Any]], *, title: str =
     ax1.legend(fontsize=8)
     ax2.bar(xs, [r.get("train_seconds", 0.0) for r in rounds], label="local training")
     ax2.bar(xs, [r.get("aggregate_seconds", 0.0) for r in rounds],
-            bottom=[r.get("train_seconds", 0.0) for r in rounds], label="secure aggregation")
+            bottom=[r.get("train_seconds", 0.0) for r in rounds], label="aggregation (protocol)")
     ax2.set(xlabel="round", ylabel="seconds", title="time per round")
     ax2.legend(fontsize=8)
     fig.tight_layout()
