@@ -13,6 +13,9 @@ Measured in one run, so ratios survive the noise of a shared machine:
   (pycryptodome ``Shamir`` over GF(2^128) in 16-byte chunks) when importable.
   Goal: split + combine at n = 100 under 5 ms. Flower at n = 1000 takes
   minutes, so it runs only with ``--flower-1000``.
+* ``encoding``: :meth:`FixedPointEncoder.encode` and ``decode_sum`` of a float32
+  vector, as a ratio to ``expand`` of the same length (the mask the client adds
+  to it), so the encoding's share of a round can be read off.
 
 Run ``python bench/primitives.py [--quick] [--json out.json] [--flower-1000]``.
 Prints one JSON document, then a table. Timings are not asserted.
@@ -38,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms  # noqa: E402
 
 from secagg import prg, shamir  # noqa: E402
+from secagg.encoding import FixedPointEncoder  # noqa: E402
 
 PRG_GOAL_RATIO = 1.1
 SHAMIR_GOAL_MS = 5.0  # split + combine, n = 100, t = 51 (issue #2)
@@ -175,6 +179,31 @@ def bench_shamir(quick: bool, flower_1000: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_encoding(quick: bool) -> list[dict[str, Any]]:
+    rows = []
+    repeats = 3 if quick else 7
+    x = np.random.default_rng(0).standard_normal(10**6).astype(np.float32)
+    seed = b"\x11" * 32
+    for bits, norm in [(32, "linf")] if quick else [(32, "linf"), (32, "l2"), (64, "linf")]:
+        enc = FixedPointEncoder(1.0, bits, 1000, max_weight=100, norm=norm)
+        y = enc.encode(x, weight=50)
+        t_mask = _best(lambda: prg.expand(seed, x.size + 1, bits), repeats)
+        t_enc = _best(lambda: enc.encode(x, weight=50), repeats)
+        t_dec = _best(lambda: enc.decode_sum(y), repeats)
+        rows.append(
+            {
+                "d": x.size,
+                "bits": bits,
+                "norm": norm,
+                "encode_ms": 1e3 * t_enc,
+                "decode_sum_ms": 1e3 * t_dec,
+                "expand_ms": 1e3 * t_mask,
+                "encode_over_expand": t_enc / t_mask,
+            }
+        )
+    return rows
+
+
 def _table(result: dict[str, Any]) -> str:
     lines = ["expand vs raw cryptography ChaCha20 (best of repeats)"]
     lines.append(f"{'words':>10} {'bits':>4} {'raw ms':>8} {'ours ms':>8} {'ns/word':>8} {'ratio':>6}")
@@ -197,6 +226,14 @@ def _table(result: dict[str, Any]) -> str:
             f"{r['ours_no_gmpy2_total_ms']:>9.2f} {r['ours_combine_all_checked_ms']:>9.2f} "
             f"{r['ours_combine_many_per_secret_ms']:>9.3f} {flower} {speed}"
         )
+    lines.append("")
+    lines.append("FixedPointEncoder, d = 1M float32 (ms)")
+    lines.append(f"{'bits':>5} {'norm':>5} {'encode':>8} {'decode':>8} {'expand':>8} {'enc/exp':>8}")
+    for r in result["encoding"]:
+        lines.append(
+            f"{r['bits']:>5} {r['norm']:>5} {r['encode_ms']:>8.2f} {r['decode_sum_ms']:>8.2f} "
+            f"{r['expand_ms']:>8.2f} {r['encode_over_expand']:>8.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -212,6 +249,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "prg": bench_prg(args.quick),
         "shamir": bench_shamir(args.quick, args.flower_1000),
+        "encoding": bench_encoding(args.quick),
     }
     text = json.dumps(result, indent=2)
     print(text)

@@ -41,7 +41,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .errors import ConfigError, IntegrityError, OverflowRiskError
 
-__all__ = ["FixedPointEncoder", "plan_bits", "min_bits", "MAX_BITS", "NORMS"]
+__all__ = ["FixedPointEncoder", "plan_bits", "min_bits", "MAX_BITS", "MIN_SCALE", "NORMS"]
 
 MAX_BITS = 64  # sums live in uint64 at most; wider rings would need object arrays
 NORMS = ("linf", "l2")
