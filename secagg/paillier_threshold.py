@@ -28,8 +28,9 @@ and ``z = r + e·Δ·s_i`` where ``e`` = SHA-256 of the transcript::
     DLEQ_DOMAIN || for x in (n, i, v, v_i, C, C_i, a, b): len(x) (4 bytes BE) || x (BE)
 
 The verifier checks ``C^z = a·C_i^e`` and ``v^z = b·v_i^e`` mod n².
-``ρ_j`` is ``SHA-256(RHO_DOMAIN || n || i || all c_j || all c_ij)`` expanded
-by counter. A failing proof raises :class:`IntegrityError` naming ``party``.
+``ρ_j`` is the first 16 bytes of ``SHA-256(seed || j as 8 bytes BE)`` with
+``seed = SHA-256(RHO_DOMAIN || n || i || k || c_1..c_k || c_i1..c_ik)``, every
+integer encoded as above (4-byte length, then big-endian bytes). A failing proof raises :class:`IntegrityError` naming ``party``.
 
 Ciphertexts are ordinary Paillier ciphertexts for ``n`` with g = n + 1, so
 :mod:`secagg.paillier` encrypts and packs for this key (without the factors:
@@ -238,9 +239,24 @@ def deal(threshold: int, parties: int, *, bits: int = 2048, primes: tuple[int, i
     n, m = p * q, ((p - 1) // 2) * ((q - 1) // 2)
     if math.gcd(n, m) != 1:
         raise ConfigError("gcd(n, m) must be 1")
+    coeffs = [secrets.randbelow(n * m) for _ in range(threshold - 1)]
+    while True:
+        r = secrets.randbelow(n * n)
+        if math.gcd(r, n) == 1:
+            break
+    return _deal_with(p, q, parties, coeffs, r)
+
+
+def _deal_with(p: int, q: int, parties: int, coeffs: Sequence[int],
+               r: int) -> tuple[ThresholdPublicKey, list[KeyShare]]:
+    """Deterministic core of :func:`deal` (known-answer tests): ``coeffs`` are
+    f's coefficients of degree 1..t−1, ``v = r² mod n²``."""
+    gmpy2 = _gmpy2()
+    n, m = p * q, ((p - 1) // 2) * ((q - 1) // 2)
     nm, n2 = n * m, n * n
     d = m * int(gmpy2.invert(m, n))  # d ≡ 0 mod m, d ≡ 1 mod n
-    coeffs = [d] + [secrets.randbelow(nm) for _ in range(threshold - 1)]
+    coeffs = [d, *coeffs]
+    threshold = len(coeffs)
     shares = []
     for i in range(1, parties + 1):
         acc = 0
@@ -248,10 +264,6 @@ def deal(threshold: int, parties: int, *, bits: int = 2048, primes: tuple[int, i
             acc = (acc * i + a) % nm
         shares.append(KeyShare(i, acc))
     delta = math.factorial(parties)
-    while True:
-        r = secrets.randbelow(n2)
-        if math.gcd(r, n) == 1:
-            break
     v = r * r % n2
     vks = tuple(int(gmpy2.powmod(v, delta * s.share, n2)) for s in shares)
     return ThresholdPublicKey(n, threshold, parties, v, vks), shares
@@ -297,6 +309,13 @@ def _check_cts(pub: ThresholdPublicKey, cts: Sequence[int]) -> None:
 
 def partial_decrypt(pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int]) -> PartialDecryption:
     """Party ``share.index``'s partial decryptions ``c^{2Δ s_i}`` with a proof."""
+    return _partial_decrypt_with(pub, share, cts,
+                                 secrets.randbits(3 * pub.n.bit_length() + CHALLENGE_BITS + SLACK_BITS))
+
+
+def _partial_decrypt_with(pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int],
+                          r: int) -> PartialDecryption:
+    """Deterministic core of :func:`partial_decrypt` with prover nonce ``r``."""
     _check_cts(pub, cts)
     if not 1 <= share.index <= pub.parties:
         raise ConfigError("share index out of range", index=share.index)
@@ -305,7 +324,6 @@ def partial_decrypt(pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int]
     exp = 2 * pub.delta * share.share
     values = tuple(int(gmpy2.powmod(c, exp, n2)) for c in cts)
     big, small = _composites(pub, share.index, cts, values)
-    r = secrets.randbits(3 * pub.n.bit_length() + CHALLENGE_BITS + SLACK_BITS)
     a, b = int(gmpy2.powmod(big, r, n2)), int(gmpy2.powmod(pub.v, r, n2))
     e = _challenge(pub, share.index, big, small, a, b)
     z = r + e * pub.delta * share.share

@@ -132,3 +132,25 @@ def test_safe_prime_generator_and_store(tmp_path):
     assert T.combine(pub, cts, [T.partial_decrypt(pub, s, cts) for s in shares[1:]]) == [11]
     with pytest.raises(ConfigError):
         store.take_pair(64)
+
+
+def test_known_answer_tiny_safe_primes():
+    """Every intermediate, including the Fiat–Shamir transcript, matches an
+    independent plain-Python reference (tests/vectors/paillier_threshold_kat.json)."""
+    from tests.vectors import load
+
+    kat = load("paillier_threshold_kat")
+    pub, shares = T._deal_with(kat["p"], kat["q"], kat["parties"], kat["coefficients"], kat["r_v"])
+    assert pub.n == kat["n"] and pub.v == kat["v"] and pub.threshold == kat["threshold"]
+    assert [s.share for s in shares] == kat["shares"]
+    assert list(pub.verification_keys) == kat["verification_keys"]
+    c = P.encrypt_raw(pub.paillier, kat["plaintext"], P.obfuscator(pub.paillier, kat["r_enc"]))
+    assert c == kat["ciphertext"]
+    parts = []
+    for ref in kat["partials"]:
+        part = T._partial_decrypt_with(pub, shares[ref["index"] - 1], [c], ref["nonce"])
+        assert (part.values[0], part.challenge, part.response, part.commitment_a, part.commitment_b) == (
+            ref["value"], ref["challenge"], ref["response"], ref["commitment_a"], ref["commitment_b"])
+        T.verify_partial(pub, [c], part)
+        parts.append(part)
+    assert T.combine(pub, [c], parts) == [kat["combined"]] == [kat["plaintext"]]
