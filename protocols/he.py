@@ -524,7 +524,7 @@ class HeClient:
             ints = s.paillier.decrypt_packed(self._secret, s.plan, cts, c.dim + 1, k, workers=c.workers)
             return HeDecrypted(h, c.encoder.to_modular(ints))
         from secagg import paillier_threshold as T
-        part = T.partial_decrypt(self._public, self._secret, cts)
+        part = T.partial_decrypt(self._public, self._secret, cts, workers=c.workers)
         return HePartial(h, pack_ints(*part.values),
                          pack_ints(part.challenge, part.response, part.commitment_a, part.commitment_b))
 

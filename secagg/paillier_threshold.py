@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from secagg.errors import ConfigError, IntegrityError, ThresholdError, require_extra
-from secagg.paillier import MIN_KEY_BITS, PaillierPublicKey
+from secagg.paillier import (MIN_KEY_BITS, _PARALLEL_MIN_ITEMS, PaillierPublicKey, _check_workers,
+                             _map_chunks)
 
 __all__ = [
     "ThresholdPublicKey",
@@ -307,14 +308,22 @@ def _check_cts(pub: ThresholdPublicKey, cts: Sequence[int]) -> None:
         raise ConfigError("ciphertexts must be ints in [1, n²)")
 
 
-def partial_decrypt(pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int]) -> PartialDecryption:
-    """Party ``share.index``'s partial decryptions ``c^{2Δ s_i}`` with a proof."""
+def partial_decrypt(pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int], *,
+                    workers: int = 1) -> PartialDecryption:
+    """Party ``share.index``'s partial decryptions ``c^{2Δ s_i}`` with a proof;
+    the exponentiations run in ``workers`` processes."""
     return _partial_decrypt_with(pub, share, cts,
-                                 secrets.randbits(3 * pub.n.bit_length() + CHALLENGE_BITS + SLACK_BITS))
+                                 secrets.randbits(3 * pub.n.bit_length() + CHALLENGE_BITS + SLACK_BITS),
+                                 workers=workers)
+
+
+def _powmod_chunk(exp: int, mod: int, cts: list[int]) -> list[int]:
+    gmpy2 = _gmpy2()
+    return [int(gmpy2.powmod(c, exp, mod)) for c in cts]
 
 
 def _partial_decrypt_with(pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int],
-                          r: int) -> PartialDecryption:
+                          r: int, *, workers: int = 1) -> PartialDecryption:
     """Deterministic core of :func:`partial_decrypt` with prover nonce ``r``."""
     _check_cts(pub, cts)
     if not 1 <= share.index <= pub.parties:
@@ -322,7 +331,11 @@ def _partial_decrypt_with(pub: ThresholdPublicKey, share: KeyShare, cts: Sequenc
     gmpy2 = _gmpy2()
     n2 = pub.nsquare
     exp = 2 * pub.delta * share.share
-    values = tuple(int(gmpy2.powmod(c, exp, n2)) for c in cts)
+    cts = list(cts)
+    workers = _check_workers(workers) if len(cts) >= _PARALLEL_MIN_ITEMS else 1
+    step = -(-len(cts) // workers)
+    jobs = [(exp, n2, cts[i:i + step]) for i in range(0, len(cts), step)]
+    values = tuple(v for chunk in _map_chunks(_powmod_chunk, jobs, workers) for v in chunk)
     big, small = _composites(pub, share.index, cts, values)
     a, b = int(gmpy2.powmod(big, r, n2)), int(gmpy2.powmod(pub.v, r, n2))
     e = _challenge(pub, share.index, big, small, a, b)

@@ -47,6 +47,14 @@ def test_every_t_subset_decrypts(dealt):
     assert T.combine(pub, cts, partials) == ms
 
 
+def test_partial_decryption_with_two_workers(dealt):
+    pub, shares = dealt
+    ms = [secrets.randbelow(pub.n) for _ in range(P._PARALLEL_MIN_ITEMS)]
+    cts = _encrypt(pub, ms)
+    parts = [T.partial_decrypt(pub, s, cts, workers=2) for s in shares[: pub.threshold]]
+    assert T.combine(pub, cts, parts) == ms
+
+
 def test_t_minus_one_cannot_decrypt(dealt):
     pub, shares = dealt
     cts = _encrypt(pub, [42])
