@@ -3,7 +3,7 @@
 Two context roles:
 
 * :class:`CkksKeyHolder` holds the secret key (clients, in the shared-key
-  trust model) and encrypts and decrypts;
+  trust model) and encrypts (secret-key, SYMMETRIC mode) and decrypts;
 * :class:`CkksServerContext` is built from :meth:`CkksKeyHolder.server_context_bytes`
   (parameters only: no secret key, no public key, no Galois or relinearisation
   keys) and can only deserialize and add. Its constructor asserts that no
@@ -195,8 +195,11 @@ def integer_params(n_clients: int, bound: int) -> CkksParams:
 
 def _make_context(params: CkksParams, n_threads: int) -> Any:
     ts = _ts()
+    # SYMMETRIC: only secret-key holders ever encrypt (the server only adds), and
+    # secret-key encryption is ~20% faster with less noise; same ciphertext size.
     ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=POLY_MODULUS_DEGREE,
-                     coeff_mod_bit_sizes=list(COEFF_MOD_BIT_SIZES), n_threads=n_threads)
+                     coeff_mod_bit_sizes=list(COEFF_MOD_BIT_SIZES), n_threads=n_threads,
+                     encryption_type=ts.ENCRYPTION_TYPE.SYMMETRIC)
     ctx.global_scale = 2.0 ** params.scale_bits
     return ctx
 
