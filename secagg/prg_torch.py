@@ -109,7 +109,7 @@ def _quarter_rounds(a: Any, b: Any, c: Any, d: Any, wide: bool) -> None:
 
 
 def _block_rows(state: "torch.Tensor") -> "torch.Tensor":
-    """Eager ChaCha20 block function: (16, nb) input state -> (16, nb) keystream words."""
+    """Eager ChaCha20 block function: (16, nb) input state -> (nb, 16) keystream words (a view)."""
     torch = _torch()
     wide = state.dtype == torch.int64
     a, b, c, d = (state[4 * i : 4 * i + 4].clone() for i in range(4))
@@ -122,39 +122,47 @@ def _block_rows(state: "torch.Tensor") -> "torch.Tensor":
     out = torch.cat([a, b, c, d]).add_(state)
     if wide:
         out.bitwise_and_(_WORD_MASK)
-    return out
+    return out.T
 
 
-def _block_words(state: "torch.Tensor") -> "torch.Tensor":
-    """Word-by-word ChaCha20 block function, written for torch.compile to fuse."""
-    torch = _torch()
-    wide = state.dtype == torch.int64
+def _make_block_words(torch: Any) -> Any:
+    """Word-by-word ChaCha20 block function, for torch.compile to fuse into one kernel.
 
-    def rotl(v: Any, n: int) -> Any:
-        if wide:
-            t = v << n
-            return (t | (t >> 32)) & _WORD_MASK
-        return (v << n) | ((v >> (32 - n)) & ((1 << n) - 1))
+    Built by a factory so that the traced function reaches torch through a
+    closure, not through the lazy import (which dynamo would not trace).
+    """
 
-    def add(x: Any, y: Any) -> Any:
-        return (x + y) & _WORD_MASK if wide else x + y
+    def block_words(state: "torch.Tensor") -> "torch.Tensor":
+        """(16, nb) input state -> (nb, 16) keystream words."""
+        wide = state.dtype == torch.int64
 
-    s = [state[i] for i in range(16)]
+        def rotl(v: Any, n: int) -> Any:
+            if wide:
+                t = v << n
+                return (t | (t >> 32)) & _WORD_MASK
+            return (v << n) | ((v >> (32 - n)) & ((1 << n) - 1))
 
-    def qr(a: int, b: int, c: int, d: int) -> None:
-        s[a] = add(s[a], s[b])
-        s[d] = rotl(s[d] ^ s[a], 16)
-        s[c] = add(s[c], s[d])
-        s[b] = rotl(s[b] ^ s[c], 12)
-        s[a] = add(s[a], s[b])
-        s[d] = rotl(s[d] ^ s[a], 8)
-        s[c] = add(s[c], s[d])
-        s[b] = rotl(s[b] ^ s[c], 7)
+        def add(x: Any, y: Any) -> Any:
+            return (x + y) & _WORD_MASK if wide else x + y
 
-    for _ in range(_DOUBLE_ROUNDS):
-        qr(0, 4, 8, 12), qr(1, 5, 9, 13), qr(2, 6, 10, 14), qr(3, 7, 11, 15)
-        qr(0, 5, 10, 15), qr(1, 6, 11, 12), qr(2, 7, 8, 13), qr(3, 4, 9, 14)
-    return torch.stack([add(s[i], state[i]) for i in range(16)])
+        s = [state[i] for i in range(16)]
+
+        def qr(a: int, b: int, c: int, d: int) -> None:
+            s[a] = add(s[a], s[b])
+            s[d] = rotl(s[d] ^ s[a], 16)
+            s[c] = add(s[c], s[d])
+            s[b] = rotl(s[b] ^ s[c], 12)
+            s[a] = add(s[a], s[b])
+            s[d] = rotl(s[d] ^ s[a], 8)
+            s[c] = add(s[c], s[d])
+            s[b] = rotl(s[b] ^ s[c], 7)
+
+        for _ in range(_DOUBLE_ROUNDS):
+            qr(0, 4, 8, 12), qr(1, 5, 9, 13), qr(2, 6, 10, 14), qr(3, 7, 11, 15)
+            qr(0, 5, 10, 15), qr(1, 6, 11, 12), qr(2, 7, 8, 13), qr(3, 4, 9, 14)
+        return torch.stack([add(s[i], state[i]) for i in range(16)], dim=1)
+
+    return block_words
 
 
 def _kernel(device: "torch.device", compile: bool | None) -> Any:
@@ -165,7 +173,8 @@ def _kernel(device: "torch.device", compile: bool | None) -> Any:
         return _block_rows
     fn = _compiled.get(device.type)
     if fn is None:
-        fn = _torch().compile(_block_words, dynamic=None)
+        torch = _torch()
+        fn = torch.compile(_make_block_words(torch), dynamic=None)
         _compiled[device.type] = fn
     return fn
 
@@ -282,7 +291,7 @@ def _keystream_words(
             warnings.warn(f"torch.compile ChaCha20 failed ({exc!r}); using eager kernel", RuntimeWarning)
             _compiled[device.type] = kernel = _block_rows
             block = kernel(state)
-        out[start : start + nb] = block.T
+        out[start : start + nb] = block
     return out.reshape(-1)[:n_words]
 
 

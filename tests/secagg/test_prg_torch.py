@@ -91,6 +91,17 @@ def test_multi_call_streams_cross_the_kernel_batch_boundary(monkeypatch: pytest.
                           keystream(key, nonce, 2**31 - 20, 16 * 50 + 3))
 
 
+@pytest.mark.parametrize("arith", ARITHS)
+def test_word_by_word_kernel_matches_when_run_eagerly(arith: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The formulation that torch.compile fuses, checked without the ~90 s compile."""
+    import secagg.prg_torch as prg_torch
+
+    monkeypatch.setattr(prg_torch, "_kernel", lambda device, compile: prg_torch._make_block_words(torch))
+    key, nonce = bytes(range(1, 33)), bytes(range(12))
+    got = keystream_torch(key, nonce, 2**31 - 2, 16 * 9 + 1, arith=arith)
+    assert np.array_equal(to_numpy(got, 32), keystream(key, nonce, 2**31 - 2, 16 * 9 + 1))
+
+
 @pytest.mark.parametrize(
     "call",
     [
