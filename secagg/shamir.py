@@ -108,10 +108,16 @@ class Share:
         return share
 
 
+def _is_int(value: object) -> bool:
+    return type(value) is int or (isinstance(value, int) and not isinstance(value, bool))
+
+
 def _valid(share: Share) -> bool:
     x, y, length = share.x, share.y, share.length
     return (
-        all(isinstance(v, int) and not isinstance(v, bool) for v in (x, y, length))
+        _is_int(x)
+        and _is_int(y)
+        and _is_int(length)
         and 1 <= x <= MAX_X
         and 0 <= y < PRIME
         and 1 <= length <= MAX_SECRET_BYTES
@@ -198,13 +204,41 @@ def split(
 
 
 class _Plan:
-    """Coefficients reused for every share list at one x-set: Lagrange weights
-    at 0 over the first ``t`` points, and one random parity check over all."""
+    """Coefficients reused for every share list at one x-set ``S`` (m points).
 
-    def __init__(self, xs: tuple[int, ...], t: int) -> None:
+    Both come from the barycentric weights ``v_i = 1 / prod_{j != i}(x_i - x_j)``:
+
+    * Lagrange weights at 0 over all of ``S``,
+      ``lambda_i = (-1)^(m-1) * v_i * prod_{j != i} x_j``. Once the check below
+      passes, all m points lie on the sharing polynomial, so interpolating
+      through all of them gives the same value at 0.
+    * One random parity check ``c_i = v_i * (x_i + r)^(m-t-1)``. For any f of
+      degree < t, ``sum_i v_i g(x_i) f(x_i) = 0`` whenever ``deg g <= m - t - 1``
+      (it is the leading coefficient of a degree-(m-1) interpolation), and the
+      sums for ``g = x^k`` all vanish only for points on such an f (the dual of a
+      Reed-Solomon code). For points off every such f, the check is a non-zero
+      polynomial of degree <= m - t - 1 in the secret random ``r``, so it
+      passes with probability at most ``(m - t) / p``.
+    """
+
+    def __init__(self, xs: Sequence[int], t: int, weights: Sequence[int]) -> None:
+        m = len(xs)
         self.t = t
-        self.lagrange = _lagrange_at_zero(xs[:t])
-        self.check = _random_parity_check(xs, t) if len(xs) > t else None
+        # prod_{j != i} x_j from prefix and suffix products mod p (no division).
+        prefix = [_mpz(1)]
+        for x in xs[:-1]:
+            prefix.append(prefix[-1] * x % _P)
+        others = [_mpz(0)] * m
+        suffix = _mpz(1)
+        for i in range(m - 1, -1, -1):
+            others[i] = prefix[i] * suffix % _P
+            suffix = suffix * xs[i] % _P
+        sign = 1 if m % 2 == 1 else PRIME - 1
+        self.lagrange = [sign * o % _P * v % _P for o, v in zip(others, weights)]
+        self.check: list[int] | None = None
+        if m > t:
+            r = _mpz(_secrets.randbelow(PRIME))
+            self.check = [v * pow(x + r, m - t - 1, _P) % _P for x, v in zip(xs, weights)]
 
 
 def _denominators(xs: Sequence[int]) -> list[int]:
@@ -229,33 +263,31 @@ def _batch_inverse(values: Sequence[int]) -> list[int]:
     return out
 
 
-def _lagrange_at_zero(xs: Sequence[int]) -> list[int]:
-    # lambda_i = prod_{j != i} x_j / (x_j - x_i) = (prod_j x_j / x_i) / ((-1)^(k-1) prod_{j != i}(x_i - x_j))
-    total = math.prod(xs)
-    sign = -1 if len(xs) % 2 == 0 else 1
-    inverses = _batch_inverse(_denominators(xs))
-    return [(sign * (total // xi)) % _P * inv % _P for xi, inv in zip(xs, inverses)]
+def _barycentric(xs: Sequence[int]) -> list[int]:
+    """v_i = 1 / prod_{j != i}(x_i - x_j) mod p: O(m^2) small-integer products."""
+    return _batch_inverse(_denominators(xs))
 
 
-def _random_parity_check(xs: Sequence[int], t: int) -> list[int]:
-    """Vector c with sum(c_i * f(x_i)) == 0 for every f of degree < t.
+class _Universe:
+    """Barycentric weights over the union U of all x-sets in one combine_many call.
 
-    With barycentric weights v_i = 1 / prod_{j != i}(x_i - x_j), the sums
-    sum_i v_i x_i^k f(x_i) vanish for k < m - t exactly when the points lie on
-    such an f (the dual of a Reed-Solomon code). We combine those m - t checks
-    with powers of a secret random r: c_i = v_i * sum_{k < m-t} (r x_i)^k.
+    For S inside U, ``v_i(S) = v_i(U) * prod_{j in U, j not in S}(x_i - x_j)``:
+    when S misses few points of U (a complete graph with a few dropouts), that
+    is O(m * missing) per secret instead of O(m^2).
     """
-    m = len(xs)
-    while True:
-        r = _mpz(_secrets.randbelow(PRIME - 2) + 2)
-        if all((r * x) % _P != 1 for x in xs):
-            break
-    weights = _batch_inverse(_denominators(xs))
-    rxs = [r * x % _P for x in xs]
-    ratios = _batch_inverse([(rx - 1) % _P for rx in rxs])
-    return [
-        v * (pow(rx, m - t, _P) - 1) % _P * q % _P for v, rx, q in zip(weights, rxs, ratios)
-    ]
+
+    def __init__(self, xs: set[int]) -> None:
+        self.xs = sorted(xs)
+        self._weights: dict[int, int] | None = None
+
+    def weights(self, subset: Sequence[int]) -> list[int]:
+        if self._weights is None:
+            self._weights = dict(zip(self.xs, _barycentric(self.xs)))
+        members = set(subset)
+        missing = [x for x in self.xs if x not in members]
+        if not missing:
+            return [self._weights[x] for x in subset]
+        return [self._weights[x] * (math.prod([x - j for j in missing]) % PRIME) % _P for x in subset]
 
 
 def _reconstruct(shares: Sequence[Share], plan: _Plan) -> bytes:
@@ -266,7 +298,7 @@ def _reconstruct(shares: Sequence[Share], plan: _Plan) -> bytes:
             t=plan.t,
             got=len(shares),
         )
-    value = int(sum(w * y for w, y in zip(plan.lagrange, ys[: plan.t])) % _P)
+    value = int(sum(w * y for w, y in zip(plan.lagrange, ys)) % _P)
     length = shares[0].length
     if value >> (8 * length):
         raise IntegrityError("reconstructed value does not fit the declared length", length=length)
@@ -297,7 +329,9 @@ def combine_many(share_lists: Sequence[Sequence[Share]], t: int) -> list[bytes]:
 
     Lagrange weights and the consistency check are computed once per distinct
     x-coordinate sequence and reused, so reconstructing hundreds of secrets
-    from shares held by the same parties costs O(m) each.
+    from shares held by the same parties costs O(m) each. Share lists whose
+    x-sets each miss only a few points of their union (a complete graph with
+    dropouts) derive their weights from the union's, in O(m * missing).
 
     Raises :class:`ThresholdError` (fields ``needed``, ``got``) for a list with
     fewer than ``t`` shares or ``t < 1``; :class:`IntegrityError` for malformed
@@ -305,14 +339,22 @@ def combine_many(share_lists: Sequence[Sequence[Share]], t: int) -> list[bytes]:
     polynomial of degree ``< t``, or a value that does not fit ``length`` bytes.
     """
     _check_t(t)
+    lists = [list(shares) for shares in share_lists]
+    xsets = [_validate_shares(shares, t) for shares in lists]
+    distinct = set(xsets)
+    universe = _Universe({x for xs in distinct for x in xs})
+    # Direct weights cost m^2 per x-set; via the union U, |U|^2 once plus m * (|U| - m) each.
+    size = len(universe.xs)
+    direct_cost = sum(len(xs) ** 2 for xs in distinct)
+    universe_cost = size**2 + sum(len(xs) * (size - len(xs)) for xs in distinct)
+    use_universe = universe_cost < direct_cost
     plans: dict[tuple[int, ...], _Plan] = {}
     out = []
-    for shares in share_lists:
-        shares = list(shares)
-        xs = _validate_shares(shares, t)
+    for shares, xs in zip(lists, xsets):
         plan = plans.get(xs)
         if plan is None:
-            plan = plans[xs] = _Plan(xs, t)
+            weights = universe.weights(xs) if use_universe else _barycentric(xs)
+            plan = plans[xs] = _Plan(xs, t, weights)
         out.append(_reconstruct(shares, plan))
     return out
 

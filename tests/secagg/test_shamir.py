@@ -207,3 +207,30 @@ def test_pure_python_fallback_gives_the_same_results(monkeypatch: pytest.MonkeyP
         bad = [fallback.Share(s.x, s.y, s.length) for s in shares]
         bad[0] = fallback.Share(bad[0].x, bad[0].y ^ 1, bad[0].length)
         fallback.combine(bad, 3)
+
+
+def test_universe_weights_equal_direct_weights() -> None:
+    universe = shamir._Universe({3, 5, 8, 13, 21, 34, 55})
+    subset = [34, 3, 13, 55, 8]
+    assert universe.weights(subset) == shamir._barycentric(subset)
+
+
+@given(params=shamir_params(max_n=14), data=st.data())
+def test_complete_graph_with_dropouts_reconstructs_and_checks(
+    params: tuple[int, int], data: st.DataObject
+) -> None:
+    """Lists that each miss a few points of their union take the universe path."""
+    n, t = params
+    secrets = [bytes([i + 1]) * 16 for i in range(4)]
+    lists = shamir.split_many(secrets, n, t)
+    survivors = []
+    for shares in lists:
+        dropped = data.draw(st.sets(st.integers(0, n - 1), max_size=max(0, min(n - t, n // 3))))
+        survivors.append([s for i, s in enumerate(shares) if i not in dropped])
+    assert shamir.combine_many(survivors, t) == secrets
+    victim = data.draw(st.integers(0, len(survivors) - 1))
+    if len(survivors[victim]) > t:
+        bad = survivors[victim][0]
+        survivors[victim][0] = Share(bad.x, (bad.y + 1) % shamir.PRIME, bad.length)
+        with pytest.raises(IntegrityError):
+            shamir.combine_many(survivors, t)
