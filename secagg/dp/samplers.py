@@ -116,45 +116,63 @@ def _coins(x: NDArray[np.float64], exact: Callable[[int], Fraction], src: Random
     return yes
 
 
-def _bernoulli_exp(
+def _bernoulli_exp_at_most_one(
     gamma: NDArray[np.float64], exact_gamma: Callable[[int], Fraction], src: RandomWords
+) -> NDArray[np.bool_]:
+    """CKS20 Alg. 1 for ``gamma_i`` in ``[0, 1]``: flip ``Bernoulli(gamma/K)``, K = 1, 2, ...
+
+    until a coin fails; output ``K`` odd. All live elements share the same
+    ``K`` in each pass, so one vectorised coin call per ``K``.
+    """
+    result = np.zeros(gamma.size, dtype=bool)
+    live = np.arange(gamma.size)
+    g = gamma
+    k = 1
+    while live.size:
+
+        def exact(j: int, live: NDArray[np.int64] = live, k: int = k) -> Fraction:
+            return exact_gamma(int(live[j])) / k
+
+        a = _coins(g / k if k > 1 else g, exact, src)
+        result[live[~a]] = k % 2 == 1
+        live, g = live[a], g[a]
+        k += 1
+    return result
+
+
+def _bernoulli_exp(
+    gamma: NDArray[np.float64],
+    exact_gamma: Callable[[int], Fraction],
+    src: RandomWords,
+    *,
+    at_most_one: bool = False,
 ) -> NDArray[np.bool_]:
     """Exact ``Bernoulli(exp(-gamma_i))`` for ``gamma_i >= 0`` (CKS20 Alg. 1, vectorised).
 
     ``gamma`` is a float approximation (relative error far below 1e-9);
-    ``exact_gamma(i)`` is the exact rational value.
+    ``exact_gamma(i)`` is the exact rational value. ``at_most_one`` says the
+    caller knows every exact ``gamma_i <= 1`` (one piece suffices). Otherwise
+    ``exp(-gamma) = exp(-gamma/m)^m`` with ``m >= gamma`` pieces, ANDed.
     """
+    if at_most_one:
+        return _bernoulli_exp_at_most_one(gamma, exact_gamma, src)
     n = gamma.size
     # Any integer m >= gamma is correct; the generous margin makes m > the exact gamma.
     pieces = (np.floor(gamma * (1 + 1e-9) + 1e-9) + 1).astype(np.int64)
     base = gamma / pieces
+    result = np.ones(n, dtype=bool)
     left = pieces.copy()
-    k = np.ones(n, dtype=np.int64)
-    result = np.zeros(n, dtype=bool)
     live = np.arange(n)
     while live.size:
-        kl = k[live]
-        x = base[live] / kl
 
-        def exact(j: int, live=live, kl=kl) -> Fraction:
+        def exact(j: int, live: NDArray[np.int64] = live) -> Fraction:
             i = int(live[j])
-            return exact_gamma(i) / (int(pieces[i]) * int(kl[j]))
+            return exact_gamma(i) / int(pieces[i])
 
-        a = _coins(x, exact, src)
-        k[live[a]] += 1
-        stopped_pos = np.flatnonzero(~a)  # positions in ``live`` whose piece just ended
-        stopped = live[stopped_pos]
-        piece_ok = (k[stopped] % 2) == 1  # Alg. 1: the piece outputs "K odd"
-        passed_pos = stopped_pos[piece_ok]
-        passed = live[passed_pos]
-        left[passed] -= 1
-        k[passed] = 1
-        result[passed[left[passed] == 0]] = True
-        # Keep elements whose piece goes on, or that passed a piece but have more left;
-        # a failed piece ends the element with result False.
-        keep = a
-        keep[passed_pos] = left[passed] > 0
-        live = live[keep]
+        ok = _bernoulli_exp_at_most_one(base[live], exact, src)
+        result[live[~ok]] = False  # one failed piece fails the product
+        left[live] -= 1
+        live = live[ok & (left[live] > 0)]
     return result
 
 
@@ -164,7 +182,7 @@ def _geometric_exp1(n: int, src: RandomWords) -> NDArray[np.int64]:
     live = np.arange(n)
     one = Fraction(1)
     while live.size:
-        c = _bernoulli_exp(np.ones(live.size), lambda _i: one, src)
+        c = _bernoulli_exp(np.ones(live.size), lambda _i: one, src, at_most_one=True)
         live = live[c]
         v[live] += 1
     return v
@@ -190,7 +208,7 @@ def discrete_laplace(scale: int, size: int, *, rng: np.random.Generator | Random
     while filled < n:
         batch = int((n - filled) * 1.7) + 16  # acceptance is about 1 - 1/e, times 1 - 1/(2t)
         u = src.below(t, batch)
-        d = _bernoulli_exp(u / t, lambda i, u=u: Fraction(int(u[i]), t), src)
+        d = _bernoulli_exp(u / t, lambda i, u=u: Fraction(int(u[i]), t), src, at_most_one=True)  # U/t < 1
         u = u[d]
         x = u + t * _geometric_exp1(u.size, src)
         negative = (src.words(x.size) & np.uint64(1)).astype(bool)
