@@ -33,7 +33,6 @@ larger weights are released without DP protection.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
