@@ -213,7 +213,8 @@ def _mask_torch(
                 else:
                     acc.sub_(words)
             acc.bitwise_and_((1 << bits) - 1)  # two's complement: also right for negatives
-            out[start:stop] = _to_int32_pattern(acc).cpu().numpy().view(np.uint32)
+            # One device-to-host copy straight into the output's memory.
+            torch.from_numpy(out[start:stop].view(np.int32)).copy_(_to_int32_pattern(acc))
             continue
         # 33..64 bits: two 32-bit limbs in int64, carries resolved once per chunk.
         low, high = _torch_limbs(part, device)
@@ -227,7 +228,7 @@ def _mask_torch(
         low.bitwise_and_(_WORD_MASK)
         high.bitwise_and_((1 << (bits - 32)) - 1)
         packed = torch.stack([_to_int32_pattern(low), _to_int32_pattern(high)], dim=1)
-        out[start:stop] = packed.cpu().numpy().reshape(-1).view(np.uint64)
+        torch.from_numpy(out[start:stop].view(np.int32).reshape(n, 2)).copy_(packed)  # LE words
 
 
 def _torch_part(part: Any, device: Any) -> Any:
