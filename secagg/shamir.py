@@ -21,8 +21,13 @@ exact bytes (a secret may have leading zero bytes).
 Consistency: :func:`combine` with more than ``t`` shares checks that all of them
 lie on one polynomial of degree ``< t``. It uses one random linear combination
 (fresh randomness from :mod:`secrets`) of the ``m - t`` parity checks of the
-Reed-Solomon code, so it costs O(m) per secret; an inconsistent set passes with
-probability at most ``(m - t) / p < 2**-245``.
+Reed-Solomon code; an inconsistent set passes with probability at most
+``(m - t) / p < 2**-245``. Cost: O(m^2) small-integer work per distinct
+x-set (cached across the secrets of one :func:`combine_many` call), then O(m)
+per secret.
+
+x-coordinates are limited to ``[1, 2**32)`` (4 bytes on the wire), far below
+``p``; protocols use ``client_id + 1``.
 
 ``gmpy2`` (the ``he`` extra) speeds the arithmetic up when it is importable;
 plain Python integers give the same results.
