@@ -1,0 +1,618 @@
+"""Our SecAgg / SecAgg+ on Flower's message API (flwr 1.41–1.42).
+
+Two pieces, so that a Flower app switches from Flower's SecAgg+ to ours by
+changing one line on each side::
+
+    # client: mods=[secaggplus_mod]                  ->  mods=[secagg_mod]
+    app = ClientApp(client_fn=client_fn, mods=[secagg_mod])
+    # server: fit_workflow=SecAggPlusWorkflow(9, 5)  ->  fit_workflow=SecAggFitWorkflow(neighbors=8)
+    workflow = DefaultWorkflow(fit_workflow=SecAggFitWorkflow(neighbors=8, threshold=5))
+
+* :func:`secagg_mod` is a client mod. At the first stage it runs local training
+  (``call_next``), then drives our :class:`protocols.SecAggClient` with the
+  update and ``num_examples`` as the weight; the weight is masked with the
+  update and never leaves the node in the clear (DESIGN clarification 1).
+* :class:`SecAggFitWorkflow` is a fit workflow for ``DefaultWorkflow`` and the
+  legacy ``LegacyContext`` (as Flower's ``SecAggPlusWorkflow``);
+  :func:`run_secure_round` is the same round for a ServerApp written against
+  the ``Grid`` directly.
+
+Transport: each of our messages crosses Flower as bytes (``to_bytes`` /
+``protocols.messages.decode``) in the ConfigRecord :data:`RECORD_KEY`. Each
+stage is one ``grid.send_and_receive`` with that stage's timeout (message TTL
+set to match): a SuperNode that does not answer in time, or answers with an
+error, is a dropout at that stage. A typed :class:`secagg.errors.SecAggError`
+on a client becomes a Flower error reply with code :data:`ERROR_CODE` and a
+reason ``"<ErrorType>: <message> (field=value, ...)"``. A round that aborts
+leaves the global model unchanged and is logged with our ``AbortReason``.
+
+Security notes: semi-honest server only (``active_security`` needs identities
+that Flower's node ids do not carry yet). The round config (clients, threshold,
+graph seed, encoder) comes from the server in JSON and is validated by
+:class:`protocols.SecAggConfig` (a threshold at or below half the neighbourhood
+is refused). The client session lives in the node-local ``Context`` between
+messages, pickled, as Flower's own mod keeps its secret keys there: that state
+never leaves the SuperNode host, and only bytes this mod wrote are unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from secagg.errors import ConfigError, DecodeError, SecAggError, require_extra
+from secagg.encoding import FixedPointEncoder
+
+from protocols import ABORTED, DONE, AggregateResult, SecAggClient, SecAggConfig, SecAggServer, Stage, as_stage
+from protocols.config import choose_params
+from protocols.session import AbortReason
+
+require_extra("flwr", "flower")
+
+import flwr.compat.common.recorddict_compat as compat  # noqa: E402
+from flwr.app import ConfigRecord, Context, Message, RecordDict  # noqa: E402
+from flwr.app.error import Error  # noqa: E402
+from flwr.app.message_type import MessageType  # noqa: E402
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays  # noqa: E402
+from flwr.server.compat.legacy_context import LegacyContext  # noqa: E402
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD  # noqa: E402
+from flwr.server.workflow.constant import Key as WorkflowKey  # noqa: E402
+from flwr.serverapp.grid import Grid  # noqa: E402
+
+__all__ = [
+    "RECORD_KEY",
+    "STATE_KEY",
+    "STATUS_KEY",
+    "ERROR_CODE",
+    "DEFAULT_TIMEOUTS",
+    "secagg_mod",
+    "SecAggFitWorkflow",
+    "RoundOutcome",
+    "run_secure_round",
+    "encode_round_config",
+    "decode_round_config",
+    "error_reason",
+    "InProcessGrid",
+    "Traffic",
+    "message_stage",
+]
+
+log = logging.getLogger(__name__)
+
+RECORD_KEY = "secagg.round"  # ConfigRecord carrying our stage, message bytes and round config
+STATE_KEY = "secagg.client_state"  # node-local Context record holding the pickled client session
+STATUS_KEY = "secagg.status"  # server Context record: outcome of the last round (status, reason)
+# Flower's ErrorCode uses 0-8; ours is distinct so a driver can tell our typed
+# refusals from crashes (ErrorCode.CLIENT_APP_RAISED_EXCEPTION = 2).
+ERROR_CODE = 0x5EC
+CONFIG_VERSION = 1
+# Finite by default: a SuperNode that never answers is a dropout, not a hang.
+# ADVERTISE_KEYS includes local training, so it gets the long deadline.
+DEFAULT_TIMEOUTS: dict[Stage, float] = {
+    Stage.ADVERTISE_KEYS: 600.0,
+    Stage.SHARE_KEYS: 120.0,
+    Stage.MASKED_INPUT: 120.0,
+    Stage.CONSISTENCY: 120.0,
+    Stage.UNMASK: 120.0,
+}
+
+
+def error_reason(exc: BaseException) -> str:
+    """``"<ErrorType>: <message> (field=value, ...)"`` for a Flower error reply."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+# ------------------------------------------------------------------ round config
+
+
+def encode_round_config(config: SecAggConfig, node_ids: Sequence[int], shapes: Sequence[tuple[int, ...]]) -> bytes:
+    """The round config as canonical JSON bytes (no pickle: it comes from the server).
+
+    ``node_ids[i]`` is the Flower node that plays client ``i``; ``shapes`` are
+    the model arrays, flattened in order into the ``dim``-long update.
+    """
+    enc = config.encoder
+    if not isinstance(enc, FixedPointEncoder):
+        raise ConfigError("the Flower adapter ships FixedPointEncoder configs only", encoder=type(enc).__name__)
+    if config.active_security:
+        raise ConfigError("active_security is not supported over Flower yet (no node identities)")
+    doc = {
+        "v": CONFIG_VERSION,
+        "node_ids": [int(n) for n in node_ids],
+        "shapes": [list(map(int, s)) for s in shapes],
+        "threshold": config.threshold,
+        "dim": config.dim,
+        "neighbors": config.neighbors,
+        "min_survivors": config.min_survivors,
+        "session_id": config.session_id.hex(),
+        "graph_seed": config.graph_seed.hex(),
+        "round": config.round,
+        "weighted": config.weighted,
+        "encoder": {
+            "clip": enc.clip,
+            "bits": enc.bits,
+            "max_clients": enc.max_clients,
+            "max_weight": enc.max_weight,
+            "norm": enc.norm,
+            "scale": enc.scale,
+        },
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_round_config(data: bytes) -> tuple[SecAggConfig, list[int], list[tuple[int, ...]]]:
+    """Inverse of :func:`encode_round_config`; :class:`DecodeError` on malformed
+    input, :class:`ConfigError` (from the config's own validation) on unsafe values."""
+    try:
+        doc = json.loads(bytes(data).decode())
+        if not isinstance(doc, dict) or doc.get("v") != CONFIG_VERSION:
+            raise DecodeError("unsupported round config version", version=getattr(doc, "get", lambda _: None)("v"))
+        node_ids = [int(n) for n in doc["node_ids"]]
+        shapes = [tuple(int(x) for x in s) for s in doc["shapes"]]
+        e = doc["encoder"]
+        encoder = FixedPointEncoder(
+            float(e["clip"]), int(e["bits"]), int(e["max_clients"]),
+            max_weight=int(e["max_weight"]), norm=str(e["norm"]), scale=float(e["scale"]),
+        )
+        neighbors = doc["neighbors"]
+        config = SecAggConfig(
+            tuple(range(len(node_ids))), int(doc["threshold"]), int(doc["dim"]), encoder,
+            neighbors=None if neighbors is None else int(neighbors),
+            min_survivors=int(doc["min_survivors"]),
+            session_id=bytes.fromhex(doc["session_id"]), graph_seed=bytes.fromhex(doc["graph_seed"]),
+            round=int(doc["round"]), weighted=bool(doc["weighted"]),
+        )
+    except SecAggError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"malformed round config: {exc}") from None
+    if len(set(node_ids)) != len(node_ids) or sum(int(np.prod(s)) for s in shapes) != config.dim:
+        raise DecodeError("round config: node ids repeat or shapes do not add up to dim")
+    return config, node_ids, shapes
+
+
+# ------------------------------------------------------------------ client mod
+
+
+def _error_reply(msg: Message, exc: BaseException) -> Message:
+    return Message(Error(code=ERROR_CODE, reason=error_reason(exc)), reply_to=msg)
+
+
+def _reply(msg: Message, stage: Stage, payload: bytes | None) -> Message:
+    record = ConfigRecord({"stage": stage.value, "payload": payload if payload is not None else b""})
+    return Message(RecordDict({RECORD_KEY: record}), reply_to=msg)
+
+
+def _train(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> tuple[list[NDArray], int]:
+    out = call_next(msg, ctxt)
+    if out.has_error():
+        raise ConfigError("local training failed", reason=out.error.reason)
+    fitres = compat.recorddict_to_fitres(out.content, keep_input=False)
+    return parameters_to_ndarrays(fitres.parameters), int(fitres.num_examples)
+
+
+def _flatten(arrays: Sequence[NDArray], shapes: Sequence[tuple[int, ...]]) -> NDArray[np.float64]:
+    got = [tuple(np.shape(a)) for a in arrays]
+    if got != [tuple(s) for s in shapes]:
+        raise ConfigError("local model does not match the global model's shapes", got=got, expected=list(shapes))
+    if not arrays:
+        return np.zeros(0)
+    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+
+
+def secagg_mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+    """Client mod running our SecAgg / SecAgg+ client (drop-in for ``secaggplus_mod``).
+
+    Messages without :data:`RECORD_KEY` pass through untouched (evaluate, other
+    apps). At ADVERTISE_KEYS the mod trains (``call_next`` on the FitIns in the
+    same message) and builds a fresh session; later stages resume it from
+    ``ctxt.state``. Any :class:`SecAggError` (a bad config, a weight above
+    ``max_weight``, a misbehaving server) is returned as a Flower error reply
+    with code :data:`ERROR_CODE`; the session is then discarded.
+    """
+    if msg.metadata.message_type != MessageType.TRAIN or RECORD_KEY not in msg.content.config_records:
+        return call_next(msg, ctxt)
+    record = msg.content.config_records[RECORD_KEY]
+    try:
+        stage = as_stage(str(record["stage"]))
+        payload = bytes(record["payload"])  # type: ignore[arg-type]
+        if stage is Stage.ADVERTISE_KEYS:
+            config, node_ids, shapes = decode_round_config(bytes(record["config"]))  # type: ignore[arg-type]
+            if msg.metadata.dst_node_id not in node_ids:
+                raise ConfigError("this node is not in the round's client list", node_id=msg.metadata.dst_node_id)
+            del msg.content.config_records[RECORD_KEY]  # the rest is Flower's FitIns
+            arrays, num_examples = _train(msg, ctxt, call_next)
+            session = SecAggClient(
+                config, node_ids.index(msg.metadata.dst_node_id), _flatten(arrays, shapes), weight=num_examples
+            )
+        else:
+            if STATE_KEY not in ctxt.state.config_records:
+                raise ConfigError("no session in progress on this node (it restarted?)", stage=stage.value)
+            session = pickle.loads(bytes(ctxt.state.config_records[STATE_KEY]["session"]))  # type: ignore[arg-type]
+        reply = session.handle(payload)
+    except SecAggError as exc:
+        ctxt.state.config_records.pop(STATE_KEY, None)
+        return _error_reply(msg, exc)
+    except KeyError as exc:
+        return _error_reply(msg, DecodeError(f"message lacks field {exc}"))
+    ctxt.state.config_records[STATE_KEY] = ConfigRecord({"session": pickle.dumps(session)})
+    return _reply(msg, stage, reply.to_bytes() if reply is not None else None)
+
+
+# ------------------------------------------------------------------ server side
+
+
+@dataclass
+class RoundOutcome:
+    """What one secure round over a Grid produced.
+
+    ``result`` is the :class:`AggregateResult` (``None`` when aborted);
+    ``aggregate`` the weighted mean reshaped to the model's arrays;
+    ``abort_reason`` our reason when aborted; ``errors`` the readable reasons
+    of client error replies and rejected messages, by node id; ``bytes_up`` /
+    ``bytes_down`` the bytes of our protocol messages per node id.
+    """
+
+    result: AggregateResult | None
+    aggregate: list[NDArray] | None
+    abort_reason: AbortReason | None
+    node_ids: list[int]
+    survivors: list[int] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)
+    dropped_at: dict[str, list[int]] = field(default_factory=dict)
+    bytes_up: dict[int, int] = field(default_factory=dict)
+    bytes_down: dict[int, int] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+    def reason(self) -> str:
+        """Readable abort reason with Flower node ids (empty when the round succeeded)."""
+        r = self.abort_reason
+        if r is None:
+            return ""
+        return (
+            f"AbortError: round aborted at {r.stage.value}: needed {r.needed}, got {r.got}"
+            + (f"; {r.detail}" if r.detail else "")
+            + f"; dropped (node ids) {self.dropped_at}"
+        )
+
+
+def _timeouts(value: float | Mapping[Stage | str, float] | None) -> dict[Stage, float]:
+    out = dict(DEFAULT_TIMEOUTS)
+    if isinstance(value, (int, float)):
+        out = {s: float(value) for s in Stage}
+    elif value is not None:
+        out.update({as_stage(k): float(v) for k, v in value.items()})
+    if any(not (t > 0 and np.isfinite(t)) for t in out.values()):
+        raise ConfigError("stage timeouts must be positive and finite", timeouts={s.value: t for s, t in out.items()})
+    return out
+
+
+def run_secure_round(
+    grid: Grid,
+    node_ids: Sequence[int],
+    arrays: Sequence[NDArray],
+    *,
+    fit_content: Mapping[int, RecordDict] | RecordDict | None = None,
+    threshold: int | None = None,
+    neighbors: int | None = None,
+    min_survivors: int | None = None,
+    clip: float = 8.0,
+    bits: int = 32,
+    max_weight: int = 1000,
+    round_number: int = 0,
+    group_id: str = "0",
+    timeouts: float | Mapping[Stage | str, float] | None = None,
+) -> RoundOutcome:
+    """Run one SecAgg (``neighbors=None``) or SecAgg+ round over ``grid``.
+
+    ``arrays`` gives the model shapes (the global model); ``fit_content`` is the
+    FitIns RecordDict sent with the first stage (one for all, or per node).
+    ``threshold`` defaults to ⌊k/2⌋+1. The encoder clips to ``clip`` (L-inf)
+    in ``bits`` bits, sized so that n clients of weight up to ``max_weight``
+    cannot wrap (:class:`OverflowRiskError` otherwise). Never raises on client
+    behaviour: dropouts, error replies and rejected messages are recorded, and
+    an abort is returned as ``RoundOutcome(result=None, abort_reason=...)``.
+    """
+    node_ids = sorted(int(n) for n in node_ids)
+    n = len(node_ids)
+    shapes = [tuple(np.shape(a)) for a in arrays]
+    dim = int(sum(int(np.prod(s)) for s in shapes))
+    deadline = _timeouts(timeouts)
+    encoder = FixedPointEncoder(clip, bits, n, max_weight=max_weight)
+    k = n - 1 if neighbors is None or neighbors >= n - 1 else neighbors + (neighbors % 2 and n % 2)
+    config = SecAggConfig(
+        tuple(range(n)), threshold if threshold is not None else min(k, n - 1) // 2 + 1, dim, encoder,
+        neighbors=neighbors if neighbors is not None and neighbors < n - 1 else None,
+        min_survivors=min_survivors, round=round_number, weighted=True,
+    )
+    config_bytes = encode_round_config(config, node_ids, shapes)
+    server = SecAggServer(config)
+    outcome = RoundOutcome(None, None, None, node_ids)
+    up: dict[int, int] = {i: 0 for i in node_ids}
+    down: dict[int, int] = {i: 0 for i in node_ids}
+    outbox = server.start()
+    while server.state not in (DONE, ABORTED):
+        stage = server.state
+        assert isinstance(stage, Stage)
+        start = time.perf_counter()
+        messages = []
+        for cid, ours in outbox.items():
+            nid = node_ids[cid]
+            data = ours.to_bytes()
+            down[nid] += len(data)
+            record = {"stage": stage.value, "payload": data}
+            if stage is Stage.ADVERTISE_KEYS:
+                record["config"] = config_bytes
+            content = _fit_content(fit_content, nid)
+            content.config_records[RECORD_KEY] = ConfigRecord(record)  # type: ignore[arg-type]
+            messages.append(Message(content, nid, MessageType.TRAIN, group_id=group_id, ttl=deadline[stage]))
+        for reply in grid.send_and_receive(messages, timeout=deadline[stage]):
+            nid = reply.metadata.src_node_id
+            if nid not in down:
+                continue
+            if reply.has_error():
+                outcome.errors[nid] = f"[{stage.value}] code {reply.error.code}: {reply.error.reason}"
+                continue
+            try:
+                rec = reply.content.config_records[RECORD_KEY]
+                payload = bytes(rec["payload"])  # type: ignore[arg-type]
+                up[nid] += len(payload)
+                server.receive(node_ids.index(nid), payload)
+            except SecAggError as exc:  # a rejected message counts as a dropout at this stage
+                outcome.errors[nid] = f"[{stage.value}] rejected: {error_reason(exc)}"
+            except KeyError:
+                outcome.errors[nid] = f"[{stage.value}] reply without our record"
+        outbox = server.close_stage()
+        outcome.stage_seconds[stage.value] = time.perf_counter() - start
+    outcome.bytes_up, outcome.bytes_down = up, down
+    if server.state is ABORTED:
+        outcome.abort_reason = server.abort_reason
+        assert server.abort_reason is not None
+        outcome.dropped_at = {s: [node_ids[c] for c in ids] for s, ids in server.abort_reason.dropped.items()}
+        return outcome
+    result = server.result()
+    outcome.result = result
+    outcome.survivors = [node_ids[c] for c in result.survivors]
+    outcome.dropped_at = {s: [node_ids[c] for c in ids] for s, ids in result.extras.get("dropped_at", {}).items()}
+    outcome.aggregate = _unflatten(result.aggregate, arrays)
+    return outcome
+
+
+def _fit_content(fit_content: Mapping[int, RecordDict] | RecordDict | None, nid: int) -> RecordDict:
+    if fit_content is None:
+        return RecordDict()
+    base = fit_content if isinstance(fit_content, RecordDict) else fit_content[nid]
+    return RecordDict(dict(base.items()))  # a shallow copy per message: we add our own record
+
+
+def _unflatten(vector: NDArray[np.float64], like: Sequence[NDArray]) -> list[NDArray]:
+    out, offset = [], 0
+    for a in like:
+        size = int(np.prod(np.shape(a)))
+        dtype = a.dtype if np.issubdtype(np.asarray(a).dtype, np.floating) else np.float64
+        out.append(vector[offset : offset + size].reshape(np.shape(a)).astype(dtype))
+        offset += size
+    return out
+
+
+class SecAggFitWorkflow:
+    """Fit workflow for ``DefaultWorkflow`` running our SecAgg / SecAgg+
+    (drop-in for Flower's ``SecAggPlusWorkflow``).
+
+    ``neighbors=None`` is SecAgg (complete graph); an int k is SecAgg+ with a
+    k-regular Harary graph. ``dropout_rate``/``corrupt_rate`` instead pick k,
+    t and ``min_survivors`` with :func:`protocols.config.choose_params` for the
+    sampled n. ``timeouts`` (seconds, one value or per stage) bound each
+    stage; the first includes local training. An aborted round keeps the
+    previous global model; the outcome is stored in ``context.state`` under
+    :data:`STATUS_KEY` and kept in ``self.outcomes``.
+    """
+
+    def __init__(
+        self,
+        *,
+        neighbors: int | None = None,
+        threshold: int | None = None,
+        min_survivors: int | None = None,
+        dropout_rate: float | None = None,
+        corrupt_rate: float = 0.05,
+        clip: float = 8.0,
+        bits: int = 32,
+        max_weight: int = 1000,
+        timeouts: float | Mapping[Stage | str, float] | None = None,
+    ) -> None:
+        self.neighbors, self.threshold, self.min_survivors = neighbors, threshold, min_survivors
+        self.dropout_rate, self.corrupt_rate = dropout_rate, corrupt_rate
+        self.clip, self.bits, self.max_weight = clip, bits, max_weight
+        self.timeouts = _timeouts(timeouts)
+        self.outcomes: list[RoundOutcome] = []
+
+    def __call__(self, grid: Grid, context: Context) -> None:
+        if not isinstance(context, LegacyContext):
+            raise TypeError(f"expected a LegacyContext, got {type(context).__name__}")
+        cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
+        current_round = int(cfg[WorkflowKey.CURRENT_ROUND])  # type: ignore[arg-type]
+        parameters = compat.arrayrecord_to_parameters(context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
+        sampled = context.strategy.configure_fit(current_round, parameters, context.client_manager)
+        if not sampled:
+            log.info("configure_fit: no clients selected, round %d skipped", current_round)
+            return
+        proxies = {proxy.node_id: proxy for proxy, _ in sampled}
+        fit_content = {proxy.node_id: compat.fitins_to_recorddict(fitins, True) for proxy, fitins in sampled}
+        neighbors, threshold, min_survivors = self.neighbors, self.threshold, self.min_survivors
+        if self.dropout_rate is not None:
+            params = choose_params(len(sampled), dropout_rate=self.dropout_rate, corrupt_rate=self.corrupt_rate)
+            neighbors, threshold = params.neighbors, params.threshold
+            min_survivors = min_survivors or params.min_survivors
+        try:
+            outcome = run_secure_round(
+                grid, list(proxies), parameters_to_ndarrays(parameters), fit_content=fit_content,
+                threshold=threshold, neighbors=neighbors, min_survivors=min_survivors, clip=self.clip,
+                bits=self.bits, max_weight=self.max_weight, round_number=current_round,
+                group_id=str(current_round), timeouts=self.timeouts,
+            )
+        except SecAggError as exc:  # a config the sampled set cannot meet: keep the model
+            self._record(context, current_round, "refused", error_reason(exc))
+            log.error("secure round %d refused: %s", current_round, error_reason(exc))
+            return
+        self.outcomes.append(outcome)
+        if not outcome.ok:
+            reason = outcome.reason()
+            self._record(context, current_round, "aborted", reason)
+            log.error("secure round %d aborted, previous model kept: %s", current_round, reason)
+            return
+        assert outcome.aggregate is not None and outcome.result is not None
+        aggregated = ndarrays_to_parameters(outcome.aggregate)
+        # The strategy sees the aggregate once per survivor (as with Flower's
+        # workflow) with weight 1: no client's num_examples reaches the server.
+        results = [
+            (proxies[nid], FitRes(Status(Code.OK, "secure aggregate"), aggregated, 1, {})) for nid in outcome.survivors
+        ]
+        failures = [ConnectionError(reason) for reason in outcome.errors.values()]
+        new_parameters, metrics = context.strategy.aggregate_fit(current_round, results, failures)  # type: ignore[arg-type]
+        if new_parameters is not None:
+            context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(new_parameters, True)
+            context.history.add_metrics_distributed_fit(server_round=current_round, metrics=metrics)
+        self._record(context, current_round, "done", f"{len(outcome.survivors)} survivors")
+
+    @staticmethod
+    def _record(context: Context, current_round: int, status: str, reason: str) -> None:
+        context.state.config_records[STATUS_KEY] = ConfigRecord(
+            {"round": current_round, "status": status, "reason": reason}
+        )
+
+
+# ------------------------------------------------------------------ in-process grid
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """One message and its reply through :class:`InProcessGrid`: protobuf bytes
+    each way, the ClientApp's time, and the stage label (ours or Flower's)."""
+
+    node_id: int
+    stage: str | None
+    down: int
+    up: int
+    seconds: float
+    delivered: bool
+
+
+def message_stage(content: RecordDict) -> str | None:
+    """The secure-aggregation stage a message belongs to: ours (:data:`RECORD_KEY`)
+    or Flower's SecAgg+ (``secaggplus_configs``); ``None`` for anything else."""
+    for key, field_name in ((RECORD_KEY, "stage"), ("secaggplus_configs", "stage")):
+        record = content.config_records.get(key)
+        if record is not None and field_name in record:
+            return str(record[field_name])
+    return None
+
+
+def _wire(content: RecordDict) -> tuple[RecordDict, int]:
+    """A deep copy through Flower's protobuf encoding, and its size in bytes."""
+    from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
+
+    proto = recorddict_to_proto(content)
+    data = proto.SerializeToString()
+    return recorddict_from_proto(type(proto).FromString(data)), len(data)
+
+
+class InProcessGrid(Grid):
+    """A synchronous :class:`Grid` running a ``ClientApp`` in this process (no
+    Ray, no network), for tests and benchmarks.
+
+    Every message and reply is copied through Flower's protobuf encoding, so
+    nothing is shared by reference and :attr:`traffic` counts wire bytes.
+    ``drop(node_id, stage_label)`` simulates a SuperNode that died: return
+    ``"error"`` for the error reply a SuperLink gives for an unavailable node,
+    ``"absent"`` for no reply at all (a timeout), ``None`` to deliver. A
+    ClientApp that raises yields an error reply, as a SuperNode does.
+    """
+
+    def __init__(
+        self,
+        client_app: Callable[..., Message],
+        node_ids: Sequence[int],
+        *,
+        drop: Callable[[int, str | None], str | None] | None = None,
+        run_id: int = 1,
+    ) -> None:
+        from flwr.supercore.run import Run
+        from flwr.supercore.task_identity import TaskIdentity
+
+        # Messages are stamped with the process's task identity; a ServerApp
+        # process sets it, a bare test process has to.
+        if getattr(TaskIdentity, "_run_id", None) is None:
+            TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 0, 1
+        self._run = Run.create_empty(run_id)
+        self.client_app = client_app
+        self.contexts = {int(i): Context(run_id, int(i), {}, RecordDict(), {}) for i in node_ids}
+        self.drop = drop
+        self.traffic: list[Traffic] = []
+        self._replies: dict[str, Message] = {}
+        self._next_id = 0
+
+    def set_run(self, run: Any) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Any:
+        return self._run
+
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+    ) -> Message:
+        return Message(content, dst_node_id, message_type, group_id=group_id, ttl=ttl)
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for msg in messages:
+            nid, md = msg.metadata.dst_node_id, msg.metadata
+            content, down = _wire(msg.content)
+            stage = message_stage(content)
+            inbound = Message(content, nid, md.message_type, group_id=md.group_id)
+            verdict = self.drop(nid, stage) if self.drop is not None else None
+            start = time.perf_counter()
+            reply: Message | None
+            if verdict == "absent":
+                reply, up = None, 0
+            elif verdict == "error":
+                reply, up = Message(Error(code=5, reason="node unavailable (simulated)"), reply_to=inbound), 0
+            else:
+                try:
+                    out = self.client_app(inbound, self.contexts[nid])
+                    if out.has_error():
+                        reply, up = Message(out.error, reply_to=inbound), 0
+                    else:
+                        copied, up = _wire(out.content)
+                        reply = Message(copied, reply_to=inbound)
+                except Exception as exc:  # noqa: BLE001 - a SuperNode turns any ClientApp failure into an error reply
+                    reply, up = Message(Error(code=2, reason=f"{type(exc).__name__}: {exc}"), reply_to=inbound), 0
+            self.traffic.append(Traffic(nid, stage, down, up, time.perf_counter() - start, reply is not None))
+            mid = str(self._next_id)
+            self._next_id += 1
+            ids.append(mid)
+            if reply is not None:
+                self._replies[mid] = reply
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        return [self._replies.pop(i) for i in message_ids if i in self._replies]
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        return self.pull_messages(self.push_messages(messages))
