@@ -37,12 +37,9 @@ def _fail(exc: BaseException) -> "typer.Exit":
 
 def dp_available() -> bool:
     """True when the distributed-DP layer (``protocols.dp`` over ``secagg.dp``) is installed."""
-    for module in ("protocols.dp", "secagg.dp.accountant"):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            return False
-    return True
+    from .privacy import dp_available as available
+
+    return available()
 
 
 def _round_table(rounds: list[dict[str, Any]]) -> Table:
@@ -93,6 +90,7 @@ def run(
     seed: int = typer.Option(42),
     dp_epsilon: Optional[float] = typer.Option(None, help="target ε for distributed DP"),
     dp_delta: Optional[float] = typer.Option(None, help="target δ for distributed DP"),
+    dp_clip: Optional[float] = typer.Option(None, help="L2 clip per client delta under DP (default 0.1)"),
     n_clients: Optional[int] = typer.Option(None, help="simulated centres (breast-cancer)"),
     partition: Optional[str] = typer.Option(None, help="iid or dirichlet (breast-cancer)"),
     alpha: Optional[float] = typer.Option(None, help="Dirichlet α (breast-cancer)"),
@@ -111,15 +109,14 @@ def run(
             if not dp_available():
                 raise ConfigError("distributed DP is not available yet in this installation "
                                   "(protocols.dp / secagg.dp are missing); run without --dp-epsilon")
-            raise ConfigError("distributed DP is installed but not yet wired into `secagg run`; "
-                              "run without --dp-epsilon")
         from .trainer import TrainConfig
 
         config = TrainConfig(
             dataset=dataset, model=model, strategy=strategy, protocol=protocol, rounds=rounds,
             local_steps=local_steps, client_lr=client_lr,
             batch_size=batch_size, mu=mu, server_lr=server_lr, clients_per_round=clients_per_round,
-            dropout_rate=dropout_rate, seed=seed,
+            dropout_rate=dropout_rate, seed=seed, dp_epsilon=dp_epsilon, dp_delta=dp_delta,
+            **({} if dp_clip is None else {"dp_l2_clip": dp_clip}),
             dataset_options=_dataset_options(dataset, n_clients, partition, alpha),
         )
         from .datasets import DATASETS
@@ -165,8 +162,11 @@ def run_with_progress(config: Any, out_dir: Path, *, resume: bool = False, quiet
         final = report["final"]
         console.print(f"final mean per-centre accuracy: [bold]{final['mean_centre_accuracy']:.3f}[/]  "
                       + "  ".join(f"{k}: {v:.3f}" for k, v in final["centre_accuracy"].items()))
-    console.print(f"report: {report['paths']['report']}")
-    console.print(f"plots:  {report['paths']['accuracy_plot']}, {report['paths']['costs_plot']}")
+    if report.get("dp"):
+        console.print(f"distributed DP: ε = {report['rounds'][-1].get('epsilon', float('nan')):.3f} spent "
+                      f"(target {report['dp']['epsilon_target']}, δ = {report['dp']['delta']})")
+    console.print(f"report: {report['paths']['report']}", soft_wrap=True)
+    console.print(f"plots:  {report['paths']['accuracy_plot']}, {report['paths']['costs_plot']}", soft_wrap=True)
     return report
 
 

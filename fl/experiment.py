@@ -48,7 +48,9 @@ def run_experiment(
     result = trainer.run(resume=resume, on_round=on_round)
     encoding = {"clip": config.clip, "precision": config.precision, "max_weight": trainer.max_weight,
                 "encoder": type(getattr(trainer.aggregator, "encoder", None)).__name__}
-    report = build_report(config.to_dict(), trainer.dataset, result.rounds, result.final, encoding=encoding)
+    extra = {"dp": trainer.aggregator.settings} if hasattr(trainer.aggregator, "settings") else {"dp": None}
+    report = build_report(config.to_dict(), trainer.dataset, result.rounds, result.final, encoding=encoding,
+                          extra=extra)
     if write and out_dir is not None:
         report["paths"] = {k: str(v) for k, v in write_report(out_dir, report).items()}
     return report

@@ -33,7 +33,8 @@ from secagg.errors import AbortError, ConfigError
 from .aggregation import DELTA_CLIP, DELTA_PRECISION, PROTOCOLS, ProtocolAggregator, make_encoder
 from .algorithms import DEFAULT_BATCH_SIZE, STRATEGIES, local_train, make_strategy
 from .datasets import FederatedDataset, load_dataset
-from .models import MODELS, get_flat_params, make_model, set_flat_params
+from .models import MODELS, get_flat_params, make_model, n_params, set_flat_params
+from .privacy import DP_L2_CLIP, DPAggregator
 
 __all__ = [
     "TrainConfig",
@@ -88,6 +89,9 @@ class TrainConfig:
     precision: float = DELTA_PRECISION
     neighbors: int | None = None
     threshold: int | None = None
+    dp_epsilon: float | None = None
+    dp_delta: float | None = None
+    dp_l2_clip: float = DP_L2_CLIP
     dataset_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -103,6 +107,11 @@ class TrainConfig:
             raise ConfigError(f"dropout rate must be in [0, 1), got {self.dropout_rate}", dropout_rate=self.dropout_rate)
         if self.clients_per_round is not None and self.clients_per_round < 1:
             raise ConfigError("clients_per_round must be >= 1", clients_per_round=self.clients_per_round)
+        if (self.dp_epsilon is None) != (self.dp_delta is None):
+            raise ConfigError("dp_epsilon and dp_delta go together", dp_epsilon=self.dp_epsilon, dp_delta=self.dp_delta)
+        if self.dp_epsilon is not None and self.clients_per_round is not None:
+            raise ConfigError("distributed DP is accounted with every client in every round; "
+                              "drop clients_per_round", clients_per_round=self.clients_per_round)
         if not (self.clip > 0 and self.precision > 0):
             raise ConfigError("clip and precision must be > 0", clip=self.clip, precision=self.precision)
         make_strategy(self.strategy, local_steps=self.local_steps, client_lr=self.client_lr,
@@ -181,6 +190,12 @@ class Trainer:
             raise ConfigError(f"clients_per_round {config.clients_per_round} exceeds the {n_clients} centres",
                               clients_per_round=config.clients_per_round, n_clients=n_clients)
         self.max_weight = max(c.n_train for c in self.dataset.centres)
+        if aggregator is None and config.dp_epsilon is not None:
+            dim = n_params(make_model(config.model, self.dataset.n_features))
+            aggregator = DPAggregator(config.protocol, n_clients=n_clients, dim=dim, rounds=config.rounds,
+                                      epsilon=config.dp_epsilon, delta=float(config.dp_delta or 0.0),
+                                      dropout_rate=config.dropout_rate, l2_clip=config.dp_l2_clip,
+                                      threshold=config.threshold, neighbors=config.neighbors)
         if aggregator is None:
             encoder = make_encoder(clip=config.clip, precision=config.precision, max_clients=n_clients,
                                    max_weight=self.max_weight)
@@ -246,6 +261,8 @@ class Trainer:
             full = server_opt.state_dict()
             full.update(state)
             server_opt.load_state_dict(full)
+            if hasattr(self.aggregator, "restore"):
+                self.aggregator.restore(history)
         elif self.out_dir is not None and not resume and (self.out_dir / CHECKPOINT_JSON).exists():
             raise ConfigError(f"{self.out_dir} already holds a run; pass resume=True (--resume) or a new directory",
                               out=str(self.out_dir))
@@ -295,6 +312,9 @@ class Trainer:
                           bytes_up=_total_bytes(result.bytes_up), bytes_down=_total_bytes(result.bytes_down),
                           stage_seconds={str(s): float(max(v.values())) if isinstance(v, dict) and v else v
                                          for s, v in (result.stage_seconds or {}).items()})
+            dp_report = (result.extras or {}).get("dp")
+            if dp_report is not None:
+                record.update(epsilon=float(dp_report.epsilon_total), epsilon_round=float(dp_report.epsilon_round))
         trained = [c for c in sampled if result is None or c in result.survivors] or sampled
         total_w = sum(weights[c] for c in trained)
         record["loss"] = float(sum(weights[c] * losses[c] for c in trained) / total_w)

@@ -77,10 +77,18 @@ def test_invalid_arguments_give_a_clear_error_and_no_traceback(args, message):
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
-def test_dp_flags_say_what_is_missing():
-    result = runner.invoke(app, ["run", "--dp-epsilon", "1.0", "--dp-delta", "1e-5"])
-    assert result.exit_code == 1 and "Traceback" not in _output(result)
-    assert ("not available yet" in _output(result)) == (not dp_available())
+def test_dp_run_reports_epsilon_within_the_target(tmp_path):
+    out = tmp_path / "dp"
+    result = runner.invoke(app, ["run", "--dp-epsilon", "5.0", "--dp-delta", "1e-5", "--rounds", "2",
+                                 "--local-steps", "3", "--quiet", "--out", str(out)])
+    if not dp_available():
+        assert result.exit_code == 1 and "not available yet" in _output(result)
+        return
+    assert result.exit_code == 0, _output(result)
+    report = json.loads((out / "report.json").read_text())
+    eps = [r["epsilon"] for r in report["rounds"]]
+    assert 0 < eps[0] < eps[1] <= 5.0 + 1e-9
+    assert report["dp"]["epsilon_target"] == 5.0 and report["dp"]["min_survivors"] == 4
 
 
 def test_usage_errors_exit_non_zero():
