@@ -39,6 +39,10 @@ packing, ``secagg.ckks.integer_params``), so the result equals
 * Keys are per session: every session (round) runs a fresh ceremony, so keys
   rotate every round. Reusing a key across N rounds is not implemented.
 * HE gives no integrity against the server: it can add any ciphertext it likes.
+  Decryptors cannot check that what they are asked to decrypt is the
+  aggregate, so a *malicious* server could have one client's ciphertext
+  decrypted (in both models). The guarantees above are for a semi-honest
+  server.
 """
 
 from __future__ import annotations
@@ -202,7 +206,6 @@ class HeServer:
         self._inbox: dict[int, Any] = {}
         self._publics: dict[int, bytes] = {}
         self._parties: list[int] = []
-        self._delivery: HeKeyDelivery | None = None
         self._public: Any = None
         self._sum: Any = None
         self._survivors: list[int] = []
