@@ -44,10 +44,26 @@ N_CLIENTS = 10
 VALUE_BITS = 16
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
+#: Single-process timings use CPU time of this process (``time.process_time``):
+#: on the shared 2-core VM, other sessions' load inflates wall time 3-6x but
+#: barely touches CPU time. ``--wall`` switches to wall-clock time. Rows that
+#: use worker processes ("2 workers") are always wall-clock.
+CLOCK: Callable[[], float] = time.process_time
+
+
+def _timed(fn: Callable[[], Any], clock: Callable[[], float] | None = None) -> tuple[float, Any]:
+    clock = clock or CLOCK
+    t0 = clock()
     out = fn()
-    return time.perf_counter() - t0, out
+    return clock() - t0, out
+
+
+def _wall(fn: Callable[[], Any]) -> tuple[float, Any]:
+    best, out = float("inf"), None
+    for _ in range(REPS):
+        dt, out = _timed(fn, time.perf_counter)
+        best = min(best, dt)
+    return best, out
 
 
 REPS = 3  # each timing is the best of REPS runs: the shared VM's noise only ever adds time
@@ -77,11 +93,11 @@ def bench_paillier(quick: bool, key_bits: int) -> dict[str, Any]:
                            "sample_ciphertexts": n_ct}
 
     # ours: pool precompute (CRT, 1 and 2 workers), online encrypt, add, decrypt
-    t_start, _ = _timed(lambda: P.warm_up(2))  # worker start-up, once per process
+    t_start, _ = _timed(lambda: P.warm_up(2), time.perf_counter)  # worker start-up, once per process
     out["worker_startup_s"] = t_start
     pool = P.NoisePool(pk, sk)
     t_pool1, _ = _best(lambda: pool.fill(n_ct))
-    t_pool2, _ = _best(lambda: pool.fill(n_ct, workers=2))
+    t_pool2, _ = _wall(lambda: pool.fill(n_ct, workers=2))
     generic = P.NoisePool(pk)
     n_gen = max(4, n_ct // 16)
     t_gen, _ = _best(lambda: generic.fill(n_gen))
@@ -109,7 +125,7 @@ def bench_paillier(quick: bool, key_bits: int) -> dict[str, Any]:
     t_add, total = _best(server_add)
     t_add /= N_CLIENTS - 1
     t_dec1, got = _best(lambda: P.decrypt_packed(sk, plan, total, length, N_CLIENTS, workers=1))
-    t_dec2, got2 = _best(lambda: P.decrypt_packed(sk, plan, total, length, N_CLIENTS, workers=2))
+    t_dec2, got2 = _wall(lambda: P.decrypt_packed(sk, plan, total, length, N_CLIENTS, workers=2))
     exact = np.sum(vectors, axis=0)
     assert np.array_equal(got, exact) and np.array_equal(got2, exact)
     out["ours"] = {
@@ -273,11 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small samples, 1024-bit Paillier (smoke run)")
     ap.add_argument("--json", help="also write the JSON here")
     ap.add_argument("--safe-primes", help="SafePrimeStore file with cached 1024-bit safe primes")
+    ap.add_argument("--wall", action="store_true", help="wall-clock instead of CPU time for 1-process rows")
     ap.add_argument("--skip", action="append", default=[], choices=["paillier", "threshold", "ckks"])
     args = ap.parse_args(argv)
-    global REPS
+    global REPS, CLOCK
     REPS = 1 if args.quick else REPS
-    res: dict[str, Any] = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+    CLOCK = time.perf_counter if args.wall else time.process_time
+    res: dict[str, Any] = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                                       "load_avg_1m": os.getloadavg()[0]},
+                           "clock": "wall" if args.wall else "process_time (2-worker rows: wall)",
                            "quick": args.quick, "n_clients": N_CLIENTS}
     if "paillier" not in args.skip:
         res["paillier"] = bench_paillier(args.quick, 1024 if args.quick else 2048)
