@@ -76,7 +76,7 @@ def _dataset_options(dataset: str, n_clients: Optional[int], partition: Optional
 @app.command()
 def run(
     dataset: str = typer.Option("heart-disease", help="heart-disease (4 real hospitals) or breast-cancer (simulated)"),
-    protocol: str = typer.Option("secagg+", help="plaintext, secagg or secagg+"),
+    protocol: str = typer.Option("secagg+", help="plaintext, secagg, secagg+, paillier, paillier-threshold or ckks"),
     strategy: str = typer.Option("fedavg", help="fedavg, fedprox, fedsgd, fedadam, fedyogi, fedadagrad"),
     model: str = typer.Option("logreg", help="logreg or mlp"),
     rounds: int = typer.Option(15, min=1, help="federated rounds"),
@@ -100,7 +100,6 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar or table"),
 ) -> None:
     """Train federated models over a secure-aggregation protocol and write a report."""
-    from dataclasses import replace
 
     try:
         if dp_epsilon is not None or dp_delta is not None:

@@ -20,12 +20,16 @@ from .datasets import FederatedDataset, load_dataset
 from .report import build_report, comparison_markdown, write_report
 from .trainer import TrainConfig, Trainer
 
-__all__ = ["run_experiment", "run_comparison", "COMPARE_SEEDS", "COMPARE_STRATEGIES"]
+__all__ = ["run_experiment", "run_comparison", "shell_command", "COMPARE_SEEDS", "COMPARE_STRATEGIES",
+           "COMPARE_HE_PROTOCOLS"]
 
 COMPARE_SEEDS = (42, 43, 44, 45, 46)  # FLamby reports seeds 42-46
 #: Federated methods in the comparison, each run through every secure protocol
 #: (FedAvg also in plaintext, the baseline the secure runs must match).
 COMPARE_STRATEGIES = ("fedavg", "fedprox", "fedsgd", "fedadam", "fedyogi", "fedadagrad")
+#: HE protocols shown with FedAvg only (Paillier costs ~1 s per round here;
+#: threshold Paillier ~15 s, so it is left out of the default table).
+COMPARE_HE_PROTOCOLS = ("paillier", "ckks")
 
 
 def run_experiment(
@@ -84,12 +88,14 @@ def run_comparison(
     seeds: Sequence[int] = COMPARE_SEEDS,
     strategies: Sequence[str] = COMPARE_STRATEGIES,
     protocols: Sequence[str] = SECURE_PROTOCOLS,
+    he_protocols: Sequence[str] = COMPARE_HE_PROTOCOLS,
     command: str = "",
     on_step: Callable[[str], None] | None = None,
     aggregator_for: Callable[[TrainConfig], Any] | None = None,
     baseline_epochs: int = BASELINE_EPOCHS,
 ) -> dict[str, Any]:
-    """Pooled, local-only, plaintext FedAvg and every strategy through each secure protocol.
+    """Pooled, local-only, plaintext FedAvg, every strategy through each secure
+    protocol, and FedAvg through each HE protocol in ``he_protocols``.
 
     ``baseline_epochs`` is the pooled/local-only training length (FLamby: 50).
     Writes ``compare.md`` and ``compare.json`` into ``out_dir``; returns the JSON dict.
@@ -111,6 +117,7 @@ def run_comparison(
     best_local = [r["best_local_mean_centre_accuracy"] for r in local]
 
     plan = [("fedavg", "plaintext")] + [(s, p) for s in strategies for p in protocols]
+    plan += [("fedavg", p) for p in he_protocols]
     for strategy, protocol in plan:
         note(f"{strategy} / {protocol}")
         runs = []

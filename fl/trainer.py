@@ -67,7 +67,9 @@ def derive_seed(*words: int) -> int:
 class TrainConfig:
     """Everything that defines a run; two equal configs give identical runs.
 
-    ``protocol``: ``"plaintext"``, ``"secagg"`` or ``"secagg+"``.
+    ``protocol``: one of :data:`fl.aggregation.PROTOCOLS` (plaintext, secagg,
+    secagg+, paillier, paillier-threshold, ckks). ``dp_epsilon``/``dp_delta``
+    switch on distributed DP (:mod:`fl.privacy`).
     ``clients_per_round=None`` samples every centre. ``dropout_rate`` is the
     per-round probability that a sampled client vanishes mid-protocol.
     """

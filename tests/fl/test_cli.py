@@ -106,7 +106,7 @@ def test_params_reports_threat_model_parameters():
 def test_comparison_writes_markdown_and_json(tmp_path):
     base = TrainConfig(protocol="secagg+", rounds=2, local_steps=5)
     result = run_comparison(base, tmp_path, seeds=(42,), strategies=("fedavg",), protocols=("secagg+",),
-                            command="secagg run --compare", baseline_epochs=1)
+                            he_protocols=(), command="secagg run --compare", baseline_epochs=1)
     methods = [(r["method"], r["protocol"]) for r in result["rows"]]
     assert methods == [("pooled", "–"), ("local-only (own centre)", "–"), ("fedavg", "plaintext"),
                        ("fedavg", "secagg+")]

@@ -87,6 +87,16 @@ def test_secure_training_equals_plaintext_bit_for_bit(heart, protocol, dropout_r
     assert all(r["bytes_up"] > 0 for r in secure.rounds)
 
 
+@pytest.mark.parametrize("protocol", ["ckks", pytest.param("paillier", marks=pytest.mark.slow)])
+def test_he_training_equals_plaintext_bit_for_bit(heart, protocol):
+    pytest.importorskip("tenseal" if protocol == "ckks" else "phe")
+    cfg = TrainConfig(protocol=protocol, strategy="fedavg", seed=5, rounds=2, local_steps=5)
+    secure = Trainer(cfg, dataset=heart).run()
+    encoder = make_encoder(clip=cfg.clip, precision=cfg.precision, max_clients=4, max_weight=199)
+    plain = Trainer(cfg, dataset=heart, aggregator=ProtocolAggregator(protocol, encoder).plaintext_twin()).run()
+    assert np.array_equal(secure.params, plain.params)
+
+
 def test_round_records_have_the_documented_fields(heart):
     res = Trainer(TrainConfig(protocol="secagg", rounds=1, local_steps=5), dataset=heart).run()
     (r,) = res.rounds
