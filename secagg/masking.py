@@ -80,7 +80,7 @@ def _streams(
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise ConfigError("pair_seeds entries must be (seed, sign) pairs", got=type(pair).__name__)
         seed, sign = pair
-        if isinstance(sign, bool) or sign not in (1, -1):
+        if isinstance(sign, bool) or not isinstance(sign, (int, np.integer)) or sign not in (1, -1):
             raise ConfigError("pairwise mask sign must be +1 or -1", sign=sign)
         out.append((derive_key(seed), -int(sign) if flip else int(sign)))
     return out

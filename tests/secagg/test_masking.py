@@ -65,6 +65,7 @@ def test_masks_cancel_in_the_sum(round_: tuple, chunk: int) -> None:
     assert np.array_equal(unmasked, masked_sum(xs, bits=bits))
 
 
+@settings(max_examples=50)
 @given(round_=rounds(max_parties=6), data=st.data())
 def test_dropped_clients_pairwise_masks_are_removed(round_: tuple, data: st.DataObject) -> None:
     n, bits, xs, self_seeds, pairwise = round_
@@ -133,6 +134,7 @@ def test_torch_backend_equals_numpy_backend(data: st.DataObject, bits: int, d: i
     assert np.array_equal(apply_masks(x, backend="torch", **kwargs), apply_masks(x, backend="numpy", **kwargs))
 
 
+@settings(max_examples=50)
 @given(round_=rounds(max_parties=3))
 def test_remove_masks_inverts_apply_masks(round_: tuple) -> None:
     _, bits, xs, self_seeds, pairwise = round_
@@ -181,6 +183,7 @@ vec = np.arange(4, dtype=np.uint32)
         lambda: apply_masks(vec, bits=8, self_seed=None, pair_seeds=[(bytes(8), 1)]),
         lambda: apply_masks(vec, bits=8, self_seed=None, pair_seeds=[(bytes(16), 0)]),
         lambda: apply_masks(vec, bits=8, self_seed=None, pair_seeds=[(bytes(16), True)]),
+        lambda: apply_masks(vec, bits=8, self_seed=None, pair_seeds=[(bytes(16), 1.0)]),
         lambda: apply_masks(vec, bits=8, self_seed=None, pair_seeds=[bytes(16)]),
         lambda: apply_masks(vec, bits=8, self_seed=None, pair_seeds=[], backend="cuda"),
         lambda: apply_masks(vec, bits=8, self_seed=None, pair_seeds=[], chunk=0),
