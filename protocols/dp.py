@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from secagg.dp import DDPPlan, DistributedDPEncoder, PrivacyBudget, RoundPrivacy, plan_ddp
 from secagg.dp.accountant import RDP_ORDERS, rdp_to_epsilon, round_rdp
 from secagg.dp.planning import DEFAULT_BETA, DEFAULT_K, Mechanism
+from secagg.dp.subsampling import Sampling
 from secagg.errors import ConfigError
 
 from . import sim
@@ -58,8 +59,9 @@ class DPRoundReport:
 class DistributedDP:
     """One run's distributed-DP layer: plan, per-round encoders, dropout-aware accounting.
 
-    Keywords as :func:`secagg.dp.plan_ddp` plus ``sampling_rate`` (Poisson
-    client sampling, for the accountant), ``delta`` and an optional
+    Keywords as :func:`secagg.dp.plan_ddp` plus ``sampling_rate`` and
+    ``sampling`` (``"poisson"`` or ``"fixed"``-size client sampling, for the
+    accountant), ``delta`` and an optional
     ``budget``. With a budget, :meth:`check_round` raises
     :class:`~secagg.errors.PrivacyBudgetExceeded` before a round that could
     overspend (assuming only ``min_survivors`` shares survive).
@@ -75,6 +77,7 @@ class DistributedDP:
         noise_multiplier: float,
         bits: int,
         sampling_rate: float = 1.0,
+        sampling: Sampling = "poisson",
         delta: float = 1e-5,
         mechanism: Mechanism = "ddgauss",
         beta: float = DEFAULT_BETA,
@@ -88,10 +91,13 @@ class DistributedDP:
         )
         if not 0 < sampling_rate <= 1:
             raise ConfigError("sampling_rate must be in (0, 1]", sampling_rate=sampling_rate)
+        if sampling not in ("poisson", "fixed"):
+            raise ConfigError("sampling must be 'poisson' or 'fixed'", sampling=sampling)
         if budget is not None and budget.delta != delta:
             raise ConfigError("budget and DP layer must use the same delta", budget_delta=budget.delta, delta=delta)
         self.dim = dim
         self.sampling_rate = float(sampling_rate)
+        self.sampling: Sampling = sampling
         self.delta = float(delta)
         self.max_weight = max_weight
         # Without a budget, a tracker with no effective limit still composes and reports ε.
@@ -127,7 +133,9 @@ class DistributedDP:
 
     def check_round(self) -> float:
         """Refuse (PrivacyBudgetExceeded) a round that could overspend; returns the worst-case total ε."""
-        return self.budget.check_round(self.plan, n_shares=self.plan.min_survivors, sampling_rate=self.sampling_rate)
+        return self.budget.check_round(
+            self.plan, n_shares=self.plan.min_survivors, sampling_rate=self.sampling_rate, sampling=self.sampling
+        )
 
     def check_protocol_config(self, config: Any) -> None:
         """ConfigError unless ``config.min_survivors >= plan.min_survivors`` (the noise would not suffice)."""
@@ -148,7 +156,9 @@ class DistributedDP:
         """
         n_shares = len(result.survivors)
         result.aggregate = np.asarray(result.aggregate)[: self.dim]
-        record: RoundPrivacy = self.budget.spend(self.plan, n_shares=n_shares, sampling_rate=self.sampling_rate)
+        record: RoundPrivacy = self.budget.spend(
+            self.plan, n_shares=n_shares, sampling_rate=self.sampling_rate, sampling=self.sampling
+        )
         report = DPRoundReport(
             round=record.round,
             n_shares=n_shares,
@@ -165,7 +175,7 @@ class DistributedDP:
 
     def epsilon_for(self, n_shares: int, rounds: int = 1) -> float:
         """ε of ``rounds`` rounds each summing ``n_shares`` shares (no budget change)."""
-        rdp = round_rdp(self.plan, n_shares=n_shares, sampling_rate=self.sampling_rate) * rounds
+        rdp = round_rdp(self.plan, n_shares=n_shares, sampling_rate=self.sampling_rate, sampling=self.sampling) * rounds
         return rdp_to_epsilon(RDP_ORDERS, rdp, self.delta)[0]
 
 

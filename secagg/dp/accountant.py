@@ -13,9 +13,9 @@ rounded updates plus ``n_shares`` noise shares. The RDP of one round:
 
       ε(α) = α Δ₂²/(2μ) + min{ ((2α-1) Δ₂² + 6 Δ₁)/(4 μ²), 3 Δ₁/(2μ) }
 
-Clients are Poisson-subsampled with rate ``q``; amplification uses the generic
-bound of Zhu & Wang (ICML 2019, Thm. 5) on integer orders, min'd with the
-unamplified curve. Rounds compose by adding RDP; (ε, δ) comes from Canonne,
+Clients are Poisson-subsampled with rate ``q`` (Zhu & Wang 2019, Thm. 5, as
+the authors) or sampled at a fixed size (Wang, Balle, Kasiviswanathan 2019,
+Thm. 9, replace-one, sensitivity doubled); see :mod:`secagg.dp.subsampling`. Rounds compose by adding RDP; (ε, δ) comes from Canonne,
 Kamath, Steinke 2020 Prop. 12. This reproduces the authors'
 ``distributed_dp/accounting_utils.py`` (e.g. config A: 2.6827 at 12 bits,
 2.4515 at 16 bits; ``tests/vectors/dp_known_answers.json``).
@@ -25,8 +25,8 @@ subsampled *continuous* Gaussian with the same central noise and the inflated
 sensitivity, so the ε here is never below that Gaussian's true ε. The public
 ``*_epsilon`` functions also compute dp-accounting's PLD ε for that Gaussian
 and return the larger (``pld_floor=True``), so the report is never below it
-even by PLD discretisation slack. Fixed-size (without-replacement) sampling
-is not modelled: a ``ConfigError`` says so rather than guessing.
+even by PLD discretisation slack. (For fixed-size sampling dp-accounting's
+PLD has no model, so the floor is its Gaussian-specific RDP bound.)
 """
 
 from __future__ import annotations
@@ -40,11 +40,13 @@ from numpy.typing import NDArray
 
 from ..errors import ConfigError, require_extra
 from .planning import MAX_TAU_DIM, DDPPlan, Mechanism, plan_ddp
+from .subsampling import Sampling, subsampled_rdp
 
 __all__ = [
     "RDP_ORDERS",
     "OPACUS_RDP_ORDERS",
     "subsampled_rdp",
+    "Sampling",
     "rdp_to_epsilon",
     "round_rdp",
     "gaussian_epsilon",
@@ -66,42 +68,6 @@ def _check_rate(q: float) -> float:
     return float(q)
 
 
-def subsampled_rdp(eps: Callable[[NDArray[np.int64]], NDArray[np.float64]], q: float, orders: Sequence[int]) -> NDArray[np.float64]:
-    """RDP at ``orders`` of a mechanism with curve ``eps`` under Poisson sampling at rate ``q``.
-
-    Zhu & Wang 2019, Thm. 5 (upper bound), min'd with the unamplified
-    ``eps``. ``eps`` maps an int array of orders to RDP values.
-    """
-    q = _check_rate(q)
-    ints = np.asarray([int(a) for a in orders], dtype=np.int64)
-    if np.any(ints < 2) or np.any(ints != np.asarray(orders, dtype=np.float64)):
-        raise ConfigError("subsampled RDP needs integer orders >= 2", orders=list(orders))
-    plain = np.asarray(eps(ints), dtype=np.float64)
-    if q == 1:
-        return plain
-    top = int(ints.max())
-    ls = np.arange(2, top + 1)
-    eps_l = np.asarray(eps(ls), dtype=np.float64)  # eps_l[l - 2] = eps(l)
-    lgam = np.array([math.lgamma(v + 1) for v in range(top + 1)])
-    log_q, log_1q = math.log(q), math.log1p(-q)
-    out = np.empty(ints.size)
-    for j, a in enumerate(ints):
-        a = int(a)
-        terms = [0.0, float(eps_l[0])]
-        weights = [(1 - q) ** (a - 1) * (a * q - q + 1), math.comb(a, 2) * q**2 * (1 - q) ** (a - 2)]
-        if a >= 3:
-            l = np.arange(3, a + 1)
-            log_comb = lgam[a] - lgam[l] - lgam[a - l]
-            rest = (l - 1) * eps_l[l - 2] + log_comb + (a - l) * log_1q + l * log_q
-            terms = np.concatenate([terms, rest])
-            weights = np.concatenate([weights, np.full(rest.size, 3.0)])
-        terms, weights = np.asarray(terms), np.asarray(weights)
-        top_term = terms.max()
-        lse = top_term + math.log(float(np.sum(weights * np.exp(terms - top_term))))
-        out[j] = min(lse / (a - 1), plain[j])
-    return out
-
-
 def rdp_to_epsilon(orders: Sequence[float], rdp: Sequence[float], delta: float) -> tuple[float, float]:
     """Convert an RDP curve to ``(epsilon, best_order)`` at ``delta`` (CKS20 Prop. 12)."""
     if not 0 < delta < 1:
@@ -116,26 +82,37 @@ def rdp_to_epsilon(orders: Sequence[float], rdp: Sequence[float], delta: float) 
     return max(0.0, float(eps[best])), float(a[best])
 
 
-def round_rdp(plan: DDPPlan, *, n_shares: int, sampling_rate: float, orders: Sequence[int] = RDP_ORDERS) -> NDArray[np.float64]:
+def round_rdp(
+    plan: DDPPlan,
+    *,
+    n_shares: int,
+    sampling_rate: float,
+    sampling: Sampling = "poisson",
+    orders: Sequence[int] = RDP_ORDERS,
+) -> NDArray[np.float64]:
     """RDP of one round of ``plan``'s mechanism when ``n_shares`` noise shares are in the sum.
 
-    Results are cached per (plan, n_shares, rate, orders): a budget checked
-    every round recomputes nothing.
+    ``sampling="fixed"`` (exactly ``q N`` clients, replace-one neighbours)
+    doubles the sensitivity and uses WBK19 (see :mod:`secagg.dp.subsampling`).
+    Results are cached per (plan, n_shares, rate, scheme, orders): a budget
+    checked every round recomputes nothing.
     """
     if isinstance(n_shares, bool) or not isinstance(n_shares, (int, np.integer)) or n_shares < 1:
         raise ConfigError("n_shares must be a positive integer", n_shares=n_shares)
-    return _round_rdp(plan, int(n_shares), float(sampling_rate), tuple(orders)).copy()
+    return _round_rdp(plan, int(n_shares), float(sampling_rate), sampling, tuple(orders)).copy()
 
 
 @functools.lru_cache(maxsize=1024)
-def _round_rdp(plan: DDPPlan, n: int, sampling_rate: float, orders: tuple[int, ...]) -> NDArray[np.float64]:
+def _round_rdp(plan: DDPPlan, n: int, sampling_rate: float, sampling: Sampling, orders: tuple[int, ...]) -> NDArray[np.float64]:
+    # Replace-one (fixed-size sampling) moves the sum by up to twice the clip.
+    factor = 2.0 if sampling == "fixed" else 1.0
     d = plan.dim
     if plan.mechanism == "ddgauss":
         tau = plan.tau(n)
         if tau * d > MAX_TAU_DIM:  # plan_ddp checked n_clients shares; a larger sum is checked here
             raise ConfigError("tau * d too large for this sum", tau_dim=tau * d, n_shares=n)
         sd = math.sqrt(n) * plan.scaled_stddev
-        l2, l1 = plan.rounded_l2 / sd, plan.rounded_l1 / sd
+        l2, l1 = factor * plan.rounded_l2 / sd, factor * plan.rounded_l1 / sd
 
         def eps(a: NDArray[np.int64]) -> NDArray[np.float64]:
             a = a.astype(np.float64)
@@ -146,23 +123,38 @@ def _round_rdp(plan: DDPPlan, n: int, sampling_rate: float, orders: tuple[int, .
 
     else:
         mu = n * plan.scaled_variance
-        l2, l1 = plan.rounded_l2, plan.rounded_l1
+        l2, l1 = factor * plan.rounded_l2, factor * plan.rounded_l1
 
         def eps(a: NDArray[np.int64]) -> NDArray[np.float64]:
             a = a.astype(np.float64)
             return a * l2**2 / (2 * mu) + np.minimum(((2 * a - 1) * l2**2 + 6 * l1) / (4 * mu**2), 3 * l1 / (2 * mu))
 
-    return subsampled_rdp(eps, sampling_rate, orders)
+    return subsampled_rdp(eps, sampling_rate, orders, sampling)
+
+
+# dp-accounting describes fixed-size sampling by population and sample sizes;
+# its RDP bound depends only on their ratio, so a large population encodes q.
+_WOR_POPULATION = 1 << 40
 
 
 @functools.lru_cache(maxsize=256)
-def _gaussian_epsilon(z: float, q: float, steps: int, delta: float, accountant: str, orders: tuple[float, ...] | None) -> float:
+def _gaussian_epsilon(
+    z: float, q: float, steps: int, delta: float, accountant: str, orders: tuple[float, ...] | None, sampling: str
+) -> float:
     dp = require_extra("dp_accounting", "dp")
-    event = dp.SelfComposedDpEvent(dp.PoissonSampledDpEvent(q, dp.GaussianDpEvent(z)), steps)
-    if accountant == "pld":
-        acc = dp.pld.PLDAccountant()
+    if sampling == "poisson":
+        sampled = dp.PoissonSampledDpEvent(q, dp.GaussianDpEvent(z))
+        relation = dp.NeighboringRelation.ADD_OR_REMOVE_ONE
     else:
-        acc = dp.rdp.RdpAccountant(list(orders) if orders else None)
+        sampled = dp.SampledWithoutReplacementDpEvent(
+            _WOR_POPULATION, max(1, round(q * _WOR_POPULATION)), dp.GaussianDpEvent(z)
+        )
+        relation = dp.NeighboringRelation.REPLACE_ONE
+    event = dp.SelfComposedDpEvent(sampled, steps)
+    if accountant == "pld":
+        acc = dp.pld.PLDAccountant(neighboring_relation=relation)
+    else:
+        acc = dp.rdp.RdpAccountant(list(orders) if orders else None, neighboring_relation=relation)
     acc.compose(event)
     return float(acc.get_epsilon(delta))
 
@@ -175,20 +167,26 @@ def gaussian_epsilon(
     delta: float,
     accountant: str = "pld",
     orders: Sequence[float] | None = None,
+    sampling: Sampling = "poisson",
 ) -> float:
-    """ε of the Poisson-subsampled continuous Gaussian, from dp-accounting (``dp`` extra).
+    """ε of the subsampled continuous Gaussian, from dp-accounting (``dp`` extra).
 
     ``accountant`` is ``"pld"`` (tight) or ``"rdp"`` (``orders`` default to
     dp-accounting's; pass :data:`OPACUS_RDP_ORDERS` to compare with Opacus).
+    ``sampling="fixed"`` is sampling without replacement under replace-one
+    (``noise_multiplier`` relative to the replace-one sensitivity); dp-accounting
+    supports it only with ``accountant="rdp"``.
     """
     if accountant not in ("pld", "rdp"):
         raise ConfigError("accountant must be 'pld' or 'rdp'", accountant=accountant)
+    if sampling not in ("poisson", "fixed") or (sampling == "fixed" and accountant == "pld"):
+        raise ConfigError("sampling must be 'poisson', or 'fixed' with accountant='rdp'", sampling=sampling)
     if not noise_multiplier > 0:
         raise ConfigError("noise_multiplier must be positive", noise_multiplier=noise_multiplier)
     _check_steps(steps)
     return _gaussian_epsilon(
         float(noise_multiplier), _check_rate(sampling_rate), int(steps), float(delta), accountant,
-        tuple(orders) if orders is not None else None,
+        tuple(orders) if orders is not None else None, sampling,
     )
 
 
@@ -198,20 +196,37 @@ def _check_steps(steps: int) -> None:
 
 
 def plan_epsilon(
-    plan: DDPPlan, *, sampling_rate: float, steps: int, delta: float, n_shares: int | None = None, pld_floor: bool = True
+    plan: DDPPlan,
+    *,
+    sampling_rate: float,
+    steps: int,
+    delta: float,
+    n_shares: int | None = None,
+    pld_floor: bool = True,
+    sampling: Sampling = "poisson",
 ) -> float:
-    """ε after ``steps`` identical rounds of ``plan`` with ``n_shares`` shares summed (default ``n_clients``)."""
+    """ε after ``steps`` identical rounds of ``plan`` with ``n_shares`` shares summed (default ``n_clients``).
+
+    ``pld_floor`` returns at least dp-accounting's ε for the continuous
+    Gaussian with the same central noise and inflated sensitivity: PLD for
+    Poisson sampling; for fixed-size sampling (PLD unsupported there) its
+    tighter Gaussian-specific RDP bound, at half the noise multiplier
+    (replace-one sensitivity).
+    """
     _check_steps(steps)
     if steps == 0:
         return 0.0
     n = plan.n_clients if n_shares is None else n_shares
-    rdp = round_rdp(plan, n_shares=n, sampling_rate=sampling_rate) * steps
+    rdp = round_rdp(plan, n_shares=n, sampling_rate=sampling_rate, sampling=sampling) * steps
     eps, _ = rdp_to_epsilon(RDP_ORDERS, rdp, delta)
     if pld_floor:
-        eps = max(eps, gaussian_epsilon(
-            noise_multiplier=continuous_noise_multiplier(plan, n),
-            sampling_rate=sampling_rate, steps=steps, delta=delta, accountant="pld",
-        ))
+        z = continuous_noise_multiplier(plan, n)
+        if sampling == "poisson":
+            floor = gaussian_epsilon(noise_multiplier=z, sampling_rate=sampling_rate, steps=steps, delta=delta)
+        else:
+            floor = gaussian_epsilon(noise_multiplier=z / 2, sampling_rate=sampling_rate, steps=steps, delta=delta,
+                                     accountant="rdp", sampling="fixed")
+        eps = max(eps, floor)
     return eps
 
 
@@ -222,9 +237,10 @@ def continuous_noise_multiplier(plan: DDPPlan, n_shares: int) -> float:
 
 def _mechanism_epsilon(mechanism: Mechanism, **kw: object) -> float:
     steps, q, delta = kw.pop("steps"), kw.pop("sampling_rate"), kw.pop("delta")
-    n_shares, pld_floor = kw.pop("n_shares"), kw.pop("pld_floor")
+    n_shares, pld_floor, sampling = kw.pop("n_shares"), kw.pop("pld_floor"), kw.pop("sampling")
     plan = plan_ddp(mechanism=mechanism, **kw)  # type: ignore[arg-type]
-    return plan_epsilon(plan, sampling_rate=q, steps=steps, delta=delta, n_shares=n_shares, pld_floor=pld_floor)  # type: ignore[arg-type]
+    return plan_epsilon(plan, sampling_rate=q, steps=steps, delta=delta, n_shares=n_shares,  # type: ignore[arg-type]
+                        pld_floor=pld_floor, sampling=sampling)  # type: ignore[arg-type]
 
 
 def ddgauss_epsilon(
@@ -243,6 +259,7 @@ def ddgauss_epsilon(
     n_shares: int | None = None,
     rho: float = 1.0,
     pld_floor: bool = True,
+    sampling: Sampling = "poisson",
 ) -> float:
     """ε of ``steps`` rounds of the distributed discrete Gaussian, for the *sum*.
 
@@ -252,12 +269,14 @@ def ddgauss_epsilon(
     of shares actually in each sum. The scale comes from ``bits`` and ``k``
     as in :func:`~secagg.dp.planning.plan_ddp`, which also raises the
     :class:`ConfigError` guards. ``pld_floor`` returns at least dp-accounting's
-    PLD ε for the continuous Gaussian with the same noise.
+    ε for the continuous Gaussian with the same noise (:func:`plan_epsilon`).
+    ``sampling`` is ``"poisson"`` (rate ``sampling_rate``, add/remove-one) or
+    ``"fixed"`` (exactly ``sampling_rate * N`` clients, replace-one).
     """
     return _mechanism_epsilon(
         "ddgauss", n_clients=n_clients, sampling_rate=sampling_rate, steps=steps, delta=delta, dim=dim,
         l2_clip=l2_clip, noise_multiplier=noise_multiplier, bits=bits, beta=beta, k=k,
-        min_survivors=min_survivors, n_shares=n_shares, rho=rho, pld_floor=pld_floor,
+        min_survivors=min_survivors, n_shares=n_shares, rho=rho, pld_floor=pld_floor, sampling=sampling,
     )
 
 
@@ -277,10 +296,11 @@ def skellam_epsilon(
     n_shares: int | None = None,
     rho: float = 1.0,
     pld_floor: bool = True,
+    sampling: Sampling = "poisson",
 ) -> float:
     """ε of ``steps`` rounds of the distributed Skellam mechanism; keywords as :func:`ddgauss_epsilon`."""
     return _mechanism_epsilon(
         "skellam", n_clients=n_clients, sampling_rate=sampling_rate, steps=steps, delta=delta, dim=dim,
         l2_clip=l2_clip, noise_multiplier=noise_multiplier, bits=bits, beta=beta, k=k,
-        min_survivors=min_survivors, n_shares=n_shares, rho=rho, pld_floor=pld_floor,
+        min_survivors=min_survivors, n_shares=n_shares, rho=rho, pld_floor=pld_floor, sampling=sampling,
     )

@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from ..errors import ConfigError, PrivacyBudgetExceeded
 from .accountant import RDP_ORDERS, rdp_to_epsilon, round_rdp
+from .subsampling import Sampling
 from .planning import DDPPlan
 
 __all__ = ["PrivacyBudget", "RoundPrivacy"]
@@ -92,18 +93,18 @@ class PrivacyBudget:
     def _epsilon_of(self, rdp: NDArray[np.float64]) -> float:
         return rdp_to_epsilon(RDP_ORDERS, rdp, self.delta)[0]
 
-    def _round_rdp(self, plan: DDPPlan, n_shares: int, sampling_rate: float) -> NDArray[np.float64]:
+    def _round_rdp(self, plan: DDPPlan, n_shares: int, sampling_rate: float, sampling: Sampling) -> NDArray[np.float64]:
         if not isinstance(plan, DDPPlan):
             raise ConfigError("plan must be a DDPPlan (see secagg.dp.plan_ddp)", type=type(plan).__name__)
-        return round_rdp(plan, n_shares=n_shares, sampling_rate=sampling_rate)
+        return round_rdp(plan, n_shares=n_shares, sampling_rate=sampling_rate, sampling=sampling)
 
-    def epsilon_if(self, plan: DDPPlan, *, n_shares: int, sampling_rate: float) -> float:
+    def epsilon_if(self, plan: DDPPlan, *, n_shares: int, sampling_rate: float, sampling: Sampling = "poisson") -> float:
         """ε spent in total if one more round of ``plan`` with ``n_shares`` shares ran."""
-        return self._epsilon_of(self._rdp + self._round_rdp(plan, n_shares, sampling_rate))
+        return self._epsilon_of(self._rdp + self._round_rdp(plan, n_shares, sampling_rate, sampling))
 
-    def check_round(self, plan: DDPPlan, *, n_shares: int, sampling_rate: float) -> float:
+    def check_round(self, plan: DDPPlan, *, n_shares: int, sampling_rate: float, sampling: Sampling = "poisson") -> float:
         """Return the ε total after such a round, or raise :class:`PrivacyBudgetExceeded`."""
-        requested = self.epsilon_if(plan, n_shares=n_shares, sampling_rate=sampling_rate)
+        requested = self.epsilon_if(plan, n_shares=n_shares, sampling_rate=sampling_rate, sampling=sampling)
         if requested > self.epsilon:
             raise PrivacyBudgetExceeded(
                 f"the next round would spend epsilon {requested:.4f} of a budget of {self.epsilon:.4f}",
@@ -115,16 +116,17 @@ class PrivacyBudget:
             )
         return requested
 
-    def spend(self, plan: DDPPlan, *, n_shares: int, sampling_rate: float) -> RoundPrivacy:
+    def spend(self, plan: DDPPlan, *, n_shares: int, sampling_rate: float, sampling: Sampling = "poisson") -> RoundPrivacy:
         """Record a round whose unmasked sum held ``n_shares`` noise shares.
 
-        The round has already happened, so it is always recorded; if it took
+        ``sampling`` is ``"poisson"`` or ``"fixed"`` (see
+        :mod:`secagg.dp.subsampling`). The round has already happened, so it is always recorded; if it took
         the total past the budget (because :meth:`check_round` was skipped or
         given more shares than survived), :class:`PrivacyBudgetExceeded` is
         raised *after* recording, so the report stays truthful.
         """
         spent_before = self.spent
-        rdp = self._round_rdp(plan, n_shares, sampling_rate)
+        rdp = self._round_rdp(plan, n_shares, sampling_rate, sampling)
         self._rdp = self._rdp + rdp
         record = RoundPrivacy(
             round=len(self._history),

@@ -16,6 +16,7 @@ from typing import Literal
 from ..errors import ConfigError
 from .accountant import gaussian_epsilon, plan_epsilon
 from .planning import DEFAULT_BETA, DEFAULT_K, plan_ddp
+from .subsampling import Sampling
 
 __all__ = ["calibrate_noise_multiplier"]
 
@@ -59,6 +60,7 @@ def calibrate_noise_multiplier(
     beta: float = DEFAULT_BETA,
     k: float = DEFAULT_K,
     rho: float = 1.0,
+    sampling: Sampling = "poisson",
 ) -> float:
     """Return the smallest noise multiplier z whose ``min_survivors``-share sum meets the target.
 
@@ -68,7 +70,8 @@ def calibrate_noise_multiplier(
     :class:`~secagg.dp.encoder.DistributedDPEncoder`). ``mechanism='gaussian'``
     calibrates the continuous Gaussian with dp-accounting's PLD and ignores
     ``dim``, ``bits``, ``beta`` and ``k``; the distributed mechanisms need
-    ``dim`` and ``bits`` (``n_clients`` defaults to ``min_survivors``). The
+    ``dim`` and ``bits`` (``n_clients`` defaults to ``min_survivors``).
+    ``sampling`` is ``"poisson"`` or ``"fixed"`` (:mod:`secagg.dp.subsampling`). The
     result is checked with the PLD floor of :func:`plan_epsilon`, so
     ``ε(z) <= target_epsilon`` exactly as the accountant reports it. Raises
     :class:`ConfigError` for bad arguments or an unreachable target.
@@ -78,6 +81,13 @@ def calibrate_noise_multiplier(
     if isinstance(min_survivors, bool) or not isinstance(min_survivors, int) or min_survivors < 1:
         raise ConfigError("min_survivors must be a positive integer", min_survivors=min_survivors)
     if mechanism == "gaussian":
+        if sampling == "fixed":  # dp-accounting: RDP only; z relative to the replace-one sensitivity
+            return _bisect(
+                lambda z: gaussian_epsilon(noise_multiplier=z, sampling_rate=sampling_rate, steps=steps, delta=delta,
+                                           accountant="rdp", sampling="fixed"),
+                target_epsilon,
+                1.0,
+            )
         return _bisect(
             lambda z: gaussian_epsilon(noise_multiplier=z, sampling_rate=sampling_rate, steps=steps, delta=delta),
             target_epsilon,
@@ -100,7 +110,8 @@ def calibrate_noise_multiplier(
                 raise  # a real configuration mistake, not "too little noise"
             return math.inf  # guards (scaled sigma, tau * d) fail only for too little noise
         return plan_epsilon(
-            plan, sampling_rate=sampling_rate, steps=steps, delta=delta, n_shares=min_survivors, pld_floor=pld_floor
+            plan, sampling_rate=sampling_rate, steps=steps, delta=delta, n_shares=min_survivors, pld_floor=pld_floor,
+            sampling=sampling,
         )
 
     z = _bisect(lambda z: eps_of(z, False), target_epsilon, 1.0)

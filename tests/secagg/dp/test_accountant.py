@@ -130,3 +130,28 @@ def test_guards_refuse_unsafe_configurations() -> None:
 def test_more_survivors_never_cost_privacy() -> None:
     eps = [ddgauss_epsilon(**CONFIG_A, bits=16, min_survivors=60, n_shares=n, pld_floor=False) for n in (60, 80, 100)]
     assert eps[0] >= eps[1] >= eps[2]
+
+
+def test_fixed_size_bound_dominates_dp_accounting_gaussian_wor() -> None:
+    from dp_accounting.rdp import rdp_privacy_accountant as rdp_acc
+
+    orders = list(range(2, 49))  # dp-accounting's exact Thm. 27 is O(alpha^2) per order: keep it short
+    for z, q in [(0.5, 0.01), (3.0, 0.5)]:
+        ours = subsampled_rdp(lambda a: a / (2 * z * z), q, orders, "fixed")
+        ref = np.array([rdp_acc._compute_rdp_sample_wor_gaussian_scalar(q, z, a) for a in orders])
+        plain = np.array(orders) / (2 * z * z)  # the unamplified curve is always valid (dp-accounting skips this min)
+        assert np.all(ours >= np.minimum(ref, plain) * (1 - 1e-12))
+
+
+def test_fixed_size_sampling_doubles_the_sensitivity_and_is_floored() -> None:
+    kw = dict(n_clients=50, steps=100, delta=1e-5, dim=2**10, l2_clip=1.0, noise_multiplier=2.0, beta=BETA, k=4, bits=18)
+    full_poisson = ddgauss_epsilon(**kw, sampling_rate=1.0, pld_floor=False)
+    full_fixed = ddgauss_epsilon(**kw, sampling_rate=1.0, sampling="fixed", pld_floor=False)
+    assert full_fixed > full_poisson  # replace-one: twice the sensitivity, no amplification at q = 1
+    raw = ddgauss_epsilon(**kw, sampling_rate=0.05, sampling="fixed", pld_floor=False)
+    floor = gaussian_epsilon(noise_multiplier=1.0, sampling_rate=0.05, steps=100, delta=1e-5, accountant="rdp",
+                             sampling="fixed")
+    reported = ddgauss_epsilon(**kw, sampling_rate=0.05, sampling="fixed")
+    assert raw >= floor and reported >= max(raw, floor) and reported == pytest.approx(raw, rel=1e-6)
+    with pytest.raises(ConfigError):
+        gaussian_epsilon(noise_multiplier=1.0, sampling_rate=0.05, steps=1, delta=1e-5, sampling="fixed")
