@@ -5,8 +5,8 @@
 * randomised Hadamard rotation (:func:`rotate`, :func:`unrotate`, :func:`fwht`);
 * :func:`conditional_randomized_round` with the inflated norm bound;
 * :func:`plan_ddp` (bits, scale, guards), :func:`ddgauss_epsilon`,
-  :func:`skellam_epsilon`, :func:`calibrate_noise_multiplier` (dropout-aware)
-  and :class:`PrivacyBudget`;
+  :func:`skellam_epsilon` (Poisson or fixed-size client sampling),
+  :func:`calibrate_noise_multiplier` (dropout-aware) and :class:`PrivacyBudget`;
 * :class:`DistributedDPEncoder`, the client/server codec that protocols carry.
 
 ``dp_accounting`` (the ``dp`` extra) is imported lazily, only for the PLD
@@ -30,6 +30,7 @@ from .planning import DDPPlan, plan_ddp, wrap_probability
 from .rotation import fwht, padded_dim, rotate, rotation_signs, unrotate
 from .rounding import conditional_randomized_round, rounded_l2_norm_bound
 from .samplers import discrete_gaussian, discrete_laplace, skellam
+from .subsampling import Sampling, subsampled_rdp
 
 __all__ = [
     "discrete_gaussian",
@@ -53,6 +54,8 @@ __all__ = [
     "plan_epsilon",
     "rdp_to_epsilon",
     "round_rdp",
+    "subsampled_rdp",
+    "Sampling",
     "calibrate_noise_multiplier",
     "PrivacyBudget",
     "RoundPrivacy",
