@@ -130,10 +130,15 @@ class ProtocolAggregator:
             active_security=self.active_security, encoder=self.encoder,
         )
         sim = self._sim()
-        if self.protocol == "plaintext" or self.plaintext:
+        protocol = self.protocol
+        if protocol == "secagg+" and len(ids) <= 2 and self.neighbors is None:
+            # A SecAgg+ graph on two clients is the complete graph, i.e. SecAgg
+            # (the sim's sparse-graph builder needs a degree >= 2).
+            protocol = "secagg"
+        if protocol == "plaintext" or self.plaintext:
             result = sim.run_plaintext(vectors, **kwargs)
         else:
-            result = sim.run(self.protocol, vectors, **kwargs)
+            result = sim.run(protocol, vectors, **kwargs)
         return dataclasses.replace(
             result,
             survivors=[ids[i] for i in result.survivors],

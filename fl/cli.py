@@ -128,7 +128,7 @@ def run(
             return
         out_dir = out if out is not None else Path("runs") / f"{dataset}-{protocol}-{strategy}-s{seed}"
         run_with_progress(config, out_dir, resume=resume, quiet=quiet)
-    except SecAggError as exc:
+    except (SecAggError, OSError) as exc:
         raise _fail(exc) from None
 
 
