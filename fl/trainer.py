@@ -170,8 +170,10 @@ def _total_bytes(counts: Any) -> int:
 class Trainer:
     """Runs one configured federated training, checkpointing into ``out_dir``.
 
-    ``aggregator`` overrides the protocol aggregator (tests inject a fake
-    driver this way); by default it is built from the config.
+    ``aggregator`` overrides the protocol aggregator (tests inject the
+    plaintext twin this way); by default it is built from the config:
+    :class:`~fl.privacy.DPAggregator` when ``dp_epsilon`` is set, else
+    :class:`~fl.aggregation.ProtocolAggregator` with the fixed-point encoder.
     """
 
     def __init__(
@@ -231,7 +233,8 @@ class Trainer:
         meta = json.loads((self.out_dir / CHECKPOINT_JSON).read_text())
         saved = dict(meta.get("config", {}))
         mine = self.config.to_dict()
-        saved.pop("rounds", None), mine.pop("rounds", None)  # a resumed run may be extended
+        if self.config.dp_epsilon is None:  # a resumed run may be extended, unless DP noise was sized for it
+            saved.pop("rounds", None), mine.pop("rounds", None)
         if meta.get("version") != CHECKPOINT_VERSION or saved != json.loads(json.dumps(mine)):
             raise ConfigError(f"checkpoint in {self.out_dir} was written by a different configuration; "
                               "use a new --out directory or the same options", out=str(self.out_dir))
