@@ -10,6 +10,10 @@ Measured in one run, so ratios survive the noise of a shared machine:
   ``discretegauss.py``), timed on a small sample and extrapolated linearly.
   Also numpy's ``Generator.poisson`` (not a CSPRNG) for Skellam, for scale.
   Goal (issue #5): 10^6 discrete-Gaussian values in under 2 s.
+* ``round``: one in-process SecAgg+ round (``protocols.sim``, N = 10
+  clients, 1 dropout) at d = 10^5 and 10^6 with the DP layer
+  (:func:`protocols.dp.run_dp`) against the same round with the fixed-point
+  encoder: the DP layer's overhead on a real round.
 * ``encoder``: :class:`secagg.dp.DistributedDPEncoder` encode (rotation,
   clip, scale, conditional rounding, noise, modular reduction) and decode at
   d = 10^5 and 10^6, against :class:`secagg.encoding.FixedPointEncoder`'s
@@ -144,6 +148,33 @@ def bench_encoder(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_round(quick: bool) -> list[dict[str, Any]]:
+    from protocols import sim
+    from protocols.dp import DistributedDP, run_dp
+
+    dims = (10_000,) if quick else (100_000, 1_000_000)
+    n = 10
+    rows = []
+    for d in dims:
+        rng = np.random.default_rng(1)
+        updates = [rng.normal(size=d) * 1e-3 for _ in range(n)]
+        dropouts = {3: "masked_input"}
+        t0 = time.perf_counter()
+        sim.run("secagg+", updates, dropouts=dropouts, neighbors=6)
+        plain = time.perf_counter() - t0
+        dp = DistributedDP(dim=d, n_clients=n, min_survivors=8, l2_clip=1.0, noise_multiplier=1.0, bits=20,
+                           sampling_rate=0.1)
+        t0 = time.perf_counter()
+        result = run_dp("secagg+", updates, dp, dropouts=dropouts, neighbors=6)
+        with_dp = time.perf_counter() - t0
+        rows.append({
+            "dim": d, "padded_dim": dp.padded_dim, "n_clients": n, "dropouts": 1, "bits": 20,
+            "secagg_plus_round_s": plain, "secagg_plus_dp_round_s": with_dp, "overhead_ratio": with_dp / plain,
+            "epsilon_round": result.extras["dp"].epsilon_round,
+        })
+    return rows
+
+
 def _table(result: dict[str, Any]) -> str:
     lines = ["sampler            scale        ours s/1e6   reference            speedup/ratio"]
     for r in result["samplers"]:
@@ -158,6 +189,11 @@ def _table(result: dict[str, Any]) -> str:
     for r in result["encoder"]:
         lines.append(f"         {r['dim']:<10d} {r['mechanism']:<8s} {r['dp_encode_s']:10.3f}  {r['dp_decode_s']:8.3f}"
                      f"  {r['fixed_point_encode_s']:12.4f}  x{r['encode_overhead_ratio']:.1f}")
+    lines.append("")
+    lines.append("secagg+ round  dim        plain s   with DP s  overhead")
+    for r in result["round"]:
+        lines.append(f"               {r['dim']:<10d} {r['secagg_plus_round_s']:7.2f}  {r['secagg_plus_dp_round_s']:9.2f}"
+                     f"  x{r['overhead_ratio']:.2f}")
     return "\n".join(lines)
 
 
@@ -172,6 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "quick": args.quick,
         "samplers": bench_samplers(args.quick),
         "encoder": bench_encoder(args.quick),
+        "round": bench_round(args.quick),
     }
     text = json.dumps(result, indent=2)
     print(text)

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import math
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -160,7 +162,7 @@ class DistributedDPEncoder:
         p = self._plan
         src = as_random_words(rng)
         rotated = rotate(arr * float(weight), self._seed)
-        norm = float(np.linalg.norm(rotated))
+        norm = math.sqrt(float(np.sum(rotated * rotated)))  # no BLAS: its threads spin on a busy machine
         self.last_clipped = int(norm > p.l2_clip)
         if self.last_clipped:
             rotated *= p.l2_clip / norm

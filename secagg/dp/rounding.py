@@ -82,7 +82,7 @@ def conditional_randomized_round(
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 1 or x.size == 0 or not np.all(np.isfinite(x)):
         raise ConfigError("x must be a non-empty finite 1-D vector", shape=x.shape)
-    norm = float(np.linalg.norm(x))
+    norm = math.sqrt(float(np.sum(x * x)))  # plain numpy, not BLAS (threads spin on a busy machine)
     # A relative slack of 1e-9 absorbs the float rounding of the caller's clip.
     if norm > l2_norm * (1 + 1e-9):
         raise ConfigError("x exceeds the L2 bound; clip before rounding", norm=norm, l2_norm=l2_norm)
