@@ -82,9 +82,13 @@ class RandomWords:
         if self._rng is not None:
             return self._rng.bit_generator.random_raw(n).astype(np.uint64, copy=False)
         if n > _BUFFER_WORDS:
-            self._refill(n)
-            self._pos = n
-            return self._buffer[:n].copy()
+            # A large request gets its own keystream; the buffer is left for later small ones.
+            blocks = -(-2 * n // WORDS_PER_BLOCK)
+            if self._counter + blocks > MAX_COUNTER:  # pragma: no cover - 256 GiB per source
+                self._key, self._counter = os.urandom(KEY_BYTES), 0
+            words32 = keystream(self._key, _NOISE_NONCE, self._counter, blocks * WORDS_PER_BLOCK)
+            self._counter += blocks
+            return words32.view("<u8").view(np.uint64)[:n]
         if self._buffer.size - self._pos < n:
             # Start small (a short-lived source may need a few words) and double up to the cap.
             size = max(n, self._refill_words)

@@ -1,41 +1,45 @@
 """Integer noise for distributed DP: exact discrete Gaussian and Skellam samplers.
 
-Discrete Gaussian (Canonne, Kamath, Steinke 2020, arXiv 2004.00010, Algs. 1-3)
+Discrete Gaussian (Canonne, Kamath, Steinke 2020, arXiv 2004.00010, Algs. 2-3)
 -------------------------------------------------------------------------------
 ``N_Z(0, sigma^2)`` puts mass proportional to ``exp(-x^2 / (2 sigma^2))`` on
-each integer ``x``. CKS20 sample it with three nested rejection steps, all of
-which reduce to coins ``Bernoulli(x)`` with a rational ``x`` in ``[0, 1]``:
+each integer ``x``. CKS20 sample it by rejection:
 
-* Alg. 1, ``Bernoulli(exp(-gamma))``: for ``gamma <= 1`` flip
-  ``Bernoulli(gamma / K)`` for ``K = 1, 2, ...`` until one fails; output
-  ``K`` odd. For ``gamma > 1`` we use ``m = ceil(gamma)`` independent pieces
-  ``Bernoulli(exp(-gamma/m))`` and output their AND (any integer ``m >= gamma``
-  is correct, so ``m`` need not be computed exactly).
 * Alg. 2, discrete Laplace with scale ``t``: ``U`` uniform in ``{0..t-1}``,
-  accept with ``Bernoulli(exp(-U/t))``, add ``t * V`` with ``V`` geometric
-  (successes of ``Bernoulli(exp(-1))``), random sign, reject ``-0``.
+  accept with probability ``exp(-U/t)``, add ``t * V`` with ``V`` geometric,
+  ``P(V >= v) = exp(-v)``, random sign, reject ``-0``;
 * Alg. 3: ``t = floor(sigma) + 1``, draw ``Y`` from the discrete Laplace,
-  accept with ``Bernoulli(exp(-(|Y| - sigma^2/t)^2 / (2 sigma^2)))``.
+  accept with probability ``exp(-(|Y| - sigma^2/t)^2 / (2 sigma^2))``.
 
-How exactness and speed are both kept. The algorithms run on whole arrays
-(numpy), each coin ``Bernoulli(x)`` being "is ``U < x``" for a uniform real
-``U``. We read the first 53 bits of ``U`` from the random stream, so ``U`` lies
-in ``[u, u + 2^-53)``, and compute ``x`` in float64. Every ``x`` here is a
-rational function of integers evaluated with at most ten roundings, so the
-float value is within ``2^-48`` of the exact ``x`` (for the discrete Gaussian
-acceptance with cancellation in ``|Y| - sigma^2/t``, the absolute error of
-``gamma/m`` is at most about ``3 * 2^-51`` because ``t > sigma`` and
-``m >= max(1, gamma)``). We trust the float comparison only when ``U``'s whole
-interval is at least ``_AMBIGUITY = 2^-40`` away from the float ``x``: then the
-float answer *is* the exact answer. Otherwise (probability about ``2^-39`` per
-coin) that one coin is settled in pure Python: ``x`` is recomputed as a
-:class:`fractions.Fraction` from the exact inputs (``sigma`` is taken as the
-exact rational value of the float given) and compared with further random
-bits of ``U``, 64 at a time, until they differ. The output distribution is
+Every random decision is a comparison of a uniform real ``W`` in ``[0, 1)``
+with ``exp(-gamma)`` for an exact rational ``gamma``: "accept with probability
+``exp(-gamma)``" is ``W < exp(-gamma)``, and ``V = max{v : W < exp(-v)}``.
+(CKS20's Alg. 1 builds the same Bernoulli from rational coins; we compare
+with the real number directly, which needs one uniform per decision.)
+
+How exactness and speed are both kept. Decisions run on whole arrays (numpy).
+The first 53 bits of ``W`` come from the random stream, so ``W`` lies in
+``[w, w + 2^-53)``, and ``exp(-gamma)`` is computed in float64. The float
+value is within ``2^-49`` of the exact one: ``gamma`` is a rational function
+of integers and of ``sigma`` evaluated with a handful of roundings (absolute
+error at most ``2^-50 (sqrt(2 gamma) + 2 gamma)`` in the discrete Gaussian
+step, where ``t > sigma`` bounds the cancellation in ``|Y| - sigma^2/t``), and
+``e^-gamma (sqrt(2 gamma) + 2 gamma) < 1.7``; numpy's ``exp`` adds a few ulp.
+A float comparison is trusted only when ``W``'s interval is at least
+``_AMBIGUITY = 2^-40`` (512 times that bound) away from the float value: then
+it *is* the exact answer. Otherwise (probability about ``2^-39`` per decision)
+that decision is settled in pure Python by :class:`_LazyUniform`: ``gamma``
+is recomputed as a :class:`fractions.Fraction` from the exact inputs
+(``sigma`` is the exact rational value of the float given), ``exp(-gamma)``
+is enclosed in a rigorous interval with :mod:`decimal` (correctly rounded
+division and ``exp``, error bounded in :func:`_exp_neg_interval`), and more
+random bits of ``W`` are drawn, 64 at a time, and more digits computed, until
+``W``'s interval and the enclosure separate. ``exp(-gamma)`` is irrational
+for rational ``gamma > 0``, so this ends with probability 1. The output is
 therefore exactly ``N_Z(0, sigma^2)``; floats only decide *when* the exact
 comparison is needed. ``tests/secagg/dp/test_samplers.py`` widens the
-ambiguity zone so that the exact path runs on most coins and checks the same
-statistics.
+ambiguity zone so that the exact path runs on every decision and checks the
+same statistics.
 
 Skellam (Agarwal, Kairouz, Liu 2021)
 ------------------------------------
@@ -57,6 +61,7 @@ for the whole vector).
 
 from __future__ import annotations
 
+import decimal
 import math
 from collections.abc import Callable
 from fractions import Fraction
@@ -70,8 +75,8 @@ from .randomness import RandomWords, as_random_words
 __all__ = ["discrete_gaussian", "skellam", "discrete_laplace", "MAX_SIGMA"]
 
 # Width of the zone around a float threshold where the float comparison is not
-# trusted and the exact rational comparison runs. It exceeds the proven float
-# error bound (2^-48) by a factor 256.
+# trusted and the exact comparison runs. It exceeds the proven float error
+# bound (2^-49) by a factor 512.
 _AMBIGUITY = 2.0**-40
 _TWO_M53 = 2.0**-53
 # Largest sigma accepted: keeps |Y| (a few hundred sigma at most) far below
@@ -81,111 +86,97 @@ MAX_SIGMA = 2.0**40
 _PTRS_MIN_LAMBDA = 10.0
 # Largest Skellam variance accepted (Poisson means up to 2^52 stay exact ints).
 _MAX_SKELLAM_VARIANCE = 2.0**50
+# Decimal digits of the first exact enclosure of exp(-gamma); doubled on demand.
+_FIRST_DIGITS = 40
 
 
-def _exact_less(prefix: int, x: Fraction, src: RandomWords) -> bool:
-    """Exactly decide ``U < x`` where ``U = (prefix + V) / 2^53`` and ``V`` is fresh uniform."""
-    r = x * (1 << 53) - prefix  # V < r ?
-    while True:
-        if r <= 0:
-            return False
-        if r >= 1:
-            return True
-        scaled = r * (1 << 64)
-        floor = scaled.numerator // scaled.denominator
-        word = int(src.words(1)[0])
-        if word != floor:
-            return word < floor
-        r = scaled - floor  # V's next 64 bits tie with x's: look further
+def _exp_neg_interval(gamma: Fraction, digits: int) -> tuple[Fraction, Fraction]:
+    """Rigorous enclosure ``lo <= exp(-gamma) <= hi`` for rational ``gamma >= 0``.
 
-
-def _coins(x: NDArray[np.float64], exact: Callable[[int], Fraction], src: RandomWords) -> NDArray[np.bool_]:
-    """Exact ``Bernoulli(x_i)`` for ``x_i`` in ``[0, 1]`` given in float (see module docstring).
-
-    ``exact(i)`` returns the exact rational ``x_i``; it is called only for the
-    rare coins whose float comparison is ambiguous.
+    With precision ``p = digits`` the decimal module rounds ``g = gamma`` and
+    ``e = exp(-g)`` correctly, each with relative error at most
+    ``rho = 10^(1-p)/2``. Then ``|e - exp(-gamma)| <= exp(-gamma) ((1+rho)
+    e^(gamma rho) - 1) <= e * 3 rho (gamma + 1)`` whenever
+    ``3 rho (gamma + 1) <= 1/2``, which the digit count below guarantees.
     """
-    u = src.uniform53(x.size)
-    lo = u.astype(np.float64) * _TWO_M53
-    hi = lo + _TWO_M53
-    yes = hi <= x - _AMBIGUITY
+    if gamma == 0:
+        return Fraction(1), Fraction(1)
+    digits = max(digits, _FIRST_DIGITS + len(str(gamma.numerator // gamma.denominator)))
+    with decimal.localcontext() as ctx:
+        ctx.prec = digits
+        ctx.rounding = decimal.ROUND_HALF_EVEN
+        ctx.Emin = -(10**9)
+        g = decimal.Decimal(gamma.numerator) / decimal.Decimal(gamma.denominator)
+        e = Fraction((-g).exp())
+    rho = Fraction(1, 2 * 10 ** (digits - 1))
+    err = e * 3 * rho * (gamma + 1)
+    return e - err, e + err
+
+
+class _LazyUniform:
+    """A uniform real ``W`` in ``[0, 1)`` whose bits are drawn only as far as needed."""
+
+    def __init__(self, prefix: int, bits: int, src: RandomWords) -> None:
+        self._m, self._k, self._src = prefix, bits, src  # W in [m/2^k, (m+1)/2^k)
+
+    def _extend(self) -> None:
+        self._m = (self._m << 64) | int(self._src.words(1)[0])
+        self._k += 64
+
+    def less_than_exp(self, gamma: Fraction) -> bool:
+        """Exactly decide ``W < exp(-gamma)``."""
+        digits = _FIRST_DIGITS
+        while True:
+            lo, hi = _exp_neg_interval(gamma, digits)
+            while True:
+                w_lo = Fraction(self._m, 1 << self._k)
+                w_hi = Fraction(self._m + 1, 1 << self._k)
+                if w_hi <= lo:
+                    return True
+                if w_lo >= hi:
+                    return False
+                if w_hi - w_lo <= hi - lo:
+                    break  # W is known more finely than exp(-gamma): compute more digits
+                self._extend()
+            digits *= 2
+
+
+def _exp_coins(
+    gamma: NDArray[np.float64], exact_gamma: Callable[[int], Fraction], src: RandomWords
+) -> NDArray[np.bool_]:
+    """Exact ``Bernoulli(exp(-gamma_i))``: ``W_i < exp(-gamma_i)`` (see the module docstring).
+
+    ``gamma`` is the float value (error as in the module docstring);
+    ``exact_gamma(i)`` returns the exact rational, used only for the rare
+    ambiguous comparisons.
+    """
+    x = np.exp(-gamma)
+    w = src.uniform53(gamma.size)
+    lo = w.astype(np.float64) * _TWO_M53
+    yes = lo + _TWO_M53 <= x - _AMBIGUITY
     no = lo >= x + _AMBIGUITY
-    ambiguous = np.flatnonzero(~(yes | no))
-    for i in ambiguous:
-        yes[i] = _exact_less(int(u[i]), exact(int(i)), src)
+    for i in np.flatnonzero(~(yes | no)):
+        yes[i] = _LazyUniform(int(w[i]), 53, src).less_than_exp(exact_gamma(int(i)))
     return yes
 
 
-def _bernoulli_exp_at_most_one(
-    gamma: NDArray[np.float64], exact_gamma: Callable[[int], Fraction], src: RandomWords
-) -> NDArray[np.bool_]:
-    """CKS20 Alg. 1 for ``gamma_i`` in ``[0, 1]``: flip ``Bernoulli(gamma/K)``, K = 1, 2, ...
-
-    until a coin fails; output ``K`` odd. All live elements share the same
-    ``K`` in each pass, so one vectorised coin call per ``K``.
-    """
-    result = np.zeros(gamma.size, dtype=bool)
-    live = np.arange(gamma.size)
-    g = gamma
-    k = 1
-    while live.size:
-
-        def exact(j: int, live: NDArray[np.int64] = live, k: int = k) -> Fraction:
-            return exact_gamma(int(live[j])) / k
-
-        a = _coins(g / k if k > 1 else g, exact, src)
-        result[live[~a]] = k % 2 == 1
-        live, g = live[a], g[a]
-        k += 1
-    return result
-
-
-def _bernoulli_exp(
-    gamma: NDArray[np.float64],
-    exact_gamma: Callable[[int], Fraction],
-    src: RandomWords,
-    *,
-    at_most_one: bool = False,
-) -> NDArray[np.bool_]:
-    """Exact ``Bernoulli(exp(-gamma_i))`` for ``gamma_i >= 0`` (CKS20 Alg. 1, vectorised).
-
-    ``gamma`` is a float approximation (relative error far below 1e-9);
-    ``exact_gamma(i)`` is the exact rational value. ``at_most_one`` says the
-    caller knows every exact ``gamma_i <= 1`` (one piece suffices). Otherwise
-    ``exp(-gamma) = exp(-gamma/m)^m`` with ``m >= gamma`` pieces, ANDed.
-    """
-    if at_most_one:
-        return _bernoulli_exp_at_most_one(gamma, exact_gamma, src)
-    n = gamma.size
-    # Any integer m >= gamma is correct; the generous margin makes m > the exact gamma.
-    pieces = (np.floor(gamma * (1 + 1e-9) + 1e-9) + 1).astype(np.int64)
-    base = gamma / pieces
-    result = np.ones(n, dtype=bool)
-    left = pieces.copy()
-    live = np.arange(n)
-    while live.size:
-
-        def exact(j: int, live: NDArray[np.int64] = live) -> Fraction:
-            i = int(live[j])
-            return exact_gamma(i) / int(pieces[i])
-
-        ok = _bernoulli_exp_at_most_one(base[live], exact, src)
-        result[live[~ok]] = False  # one failed piece fails the product
-        left[live] -= 1
-        live = live[ok & (left[live] > 0)]
-    return result
-
-
 def _geometric_exp1(n: int, src: RandomWords) -> NDArray[np.int64]:
-    """Number of successes of ``Bernoulli(exp(-1))`` before the first failure."""
-    v = np.zeros(n, dtype=np.int64)
-    live = np.arange(n)
-    one = Fraction(1)
-    while live.size:
-        c = _bernoulli_exp(np.ones(live.size), lambda _i: one, src, at_most_one=True)
-        live = live[c]
-        v[live] += 1
-    return v
+    """``V`` with ``P(V >= v) = exp(-v)``: ``V = max{v >= 0 : W < exp(-v)}`` for one uniform ``W``."""
+    w = src.uniform53(n)
+    lo = w.astype(np.float64) * _TWO_M53
+    hi = lo + _TWO_M53
+    with np.errstate(divide="ignore"):
+        v = np.floor(-np.log(lo + 0.5 * _TWO_M53))  # candidate from W's midpoint
+    # Accept the candidate when both boundaries are clear: W < e^-v and W >= e^-(v+1).
+    ok = (hi <= np.exp(-v) - _AMBIGUITY) & (lo >= np.exp(-(v + 1)) + _AMBIGUITY)
+    out = v.astype(np.int64)
+    for i in np.flatnonzero(~ok):
+        lazy = _LazyUniform(int(w[i]), 53, src)
+        k = 0
+        while lazy.less_than_exp(Fraction(k + 1)):
+            k += 1
+        out[i] = k
+    return out
 
 
 def _check_size(size: int) -> int:
@@ -205,15 +196,16 @@ def discrete_laplace(scale: int, size: int, *, rng: np.random.Generator | Random
     src = as_random_words(rng)
     out = np.empty(n, dtype=np.int64)
     filled = 0
+    rate = (1 - math.exp(-1)) * (1 - 0.5 / t)  # about: accept exp(-U/t), then reject -0
     while filled < n:
-        batch = int((n - filled) * 1.7) + 16  # acceptance is about 1 - 1/e, times 1 - 1/(2t)
+        batch = int((n - filled) / rate * 1.05) + 16
         u = src.below(t, batch)
-        d = _bernoulli_exp(u / t, lambda i, u=u: Fraction(int(u[i]), t), src, at_most_one=True)  # U/t < 1
-        u = u[d]
+        u = u[_exp_coins(u / t, lambda i, u=u: Fraction(int(u[i]), t), src)]
         x = u + t * _geometric_exp1(u.size, src)
         negative = (src.words(x.size) & np.uint64(1)).astype(bool)
         keep = ~(negative & (x == 0))
         y = np.where(negative, -x, x)[keep]
+        rate = max(y.size / batch, 0.05)
         take = min(y.size, n - filled)
         out[filled : filled + take] = y[:take]
         filled += take
@@ -244,8 +236,9 @@ def discrete_gaussian(
     centre_exact = s2_exact / t
     out = np.empty(n, dtype=np.int64)
     filled = 0
+    rate = 0.8  # Alg. 3's acceptance is about 0.8 for sigma >= 1, lower below; learnt per batch
     while filled < n:
-        batch = int((n - filled) * 1.3) + 16  # Alg. 3 accepts with probability about 0.8
+        batch = int((n - filled) / rate * 1.05) + 16
         y = discrete_laplace(t, batch, rng=src)
         diff = np.abs(y).astype(np.float64) - s2 / t
         gamma = diff * diff / (2.0 * s2)
@@ -253,7 +246,8 @@ def discrete_gaussian(
         def exact(i: int, y=y) -> Fraction:
             return (abs(int(y[i])) - centre_exact) ** 2 / (2 * s2_exact)
 
-        y = y[_bernoulli_exp(gamma, exact, src)]
+        y = y[_exp_coins(gamma, exact, src)]
+        rate = max(y.size / batch, 0.05)
         take = min(y.size, n - filled)
         out[filled : filled + take] = y[:take]
         filled += take

@@ -8,6 +8,7 @@ with probability around 1e-6 per check. Default sizes keep the suite fast;
 
 from __future__ import annotations
 
+import decimal
 import math
 from fractions import Fraction
 
@@ -131,45 +132,63 @@ def test_discrete_gaussian_matches_exact_pmf_large_n(sigma2: float) -> None:
 
 
 def test_exact_fallback_path_alone_gives_the_same_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Make every coin "ambiguous": the float fast path decides nothing and each
-    # Bernoulli is settled by the exact rational comparison.
+    # Make every decision "ambiguous": the float fast path decides nothing and
+    # each comparison W < exp(-gamma) is settled by the exact enclosure.
     monkeypatch.setattr(samplers, "_AMBIGUITY", 2.0)
     calls = {"n": 0}
-    real = samplers._exact_less
+    real = samplers._LazyUniform.less_than_exp
 
-    def counting(prefix: int, x: Fraction, src: RandomWords) -> bool:
+    def counting(self: samplers._LazyUniform, gamma: Fraction) -> bool:
         calls["n"] += 1
-        return real(prefix, x, src)
+        return real(self, gamma)
 
-    monkeypatch.setattr(samplers, "_exact_less", counting)
+    monkeypatch.setattr(samplers._LazyUniform, "less_than_exp", counting)
     sigma2 = 2.25
-    samples = discrete_gaussian(1.5, 4000, rng=np.random.default_rng(7))
-    assert calls["n"] > 4000
+    samples = discrete_gaussian(1.5, 3000, rng=np.random.default_rng(7))
+    assert calls["n"] > 3000
     xs, p = dg_pmf(sigma2)
     _, m2, m4 = moments(xs, p)
     moment_checks(samples, m2, m4)
     chi2_check(samples, xs, p)
 
 
-def test_exact_less_resolves_ties_with_more_bits() -> None:
-    class Scripted(RandomWords):
-        def __init__(self, words: list[int]) -> None:
-            super().__init__(np.random.default_rng(0))
-            self._script = list(words)
+def _digits_of_exp_neg(gamma: Fraction, bits: int) -> int:
+    """floor(exp(-gamma) * 2^bits), from a 120-digit decimal value (far beyond the bits used)."""
+    with decimal.localcontext() as ctx:
+        ctx.prec = 120
+        e = (-(decimal.Decimal(gamma.numerator) / decimal.Decimal(gamma.denominator))).exp()
+        return int((e * (1 << bits)).to_integral_value(rounding=decimal.ROUND_FLOOR))
 
-        def words(self, n: int) -> np.ndarray:
-            return np.array([self._script.pop(0) for _ in range(n)], dtype=np.uint64)
 
-    x = Fraction(1, 3)
-    prefix = (2**53) // 3  # U's first 53 bits equal x's
-    rest = x * 2**53 - prefix  # in (0, 1): the next 64 bits of x are floor(rest * 2^64)
-    tie = int(rest * 2**64)
-    assert samplers._exact_less(prefix, x, Scripted([tie - 1])) is True
-    assert samplers._exact_less(prefix, x, Scripted([tie + 1])) is False
-    # A tie on 64 more bits is settled by the following word.
-    nxt = (rest * 2**64 - tie) * 2**64
-    assert samplers._exact_less(prefix, x, Scripted([tie, int(nxt) - 1])) is True
-    assert samplers._exact_less(prefix, x, Scripted([tie, int(nxt) + 1])) is False
+class _Scripted(RandomWords):
+    def __init__(self, words: list[int]) -> None:
+        super().__init__(np.random.default_rng(0))
+        self._script = list(words)
+
+    def words(self, n: int) -> np.ndarray:
+        return np.array([self._script.pop(0) for _ in range(n)], dtype=np.uint64)
+
+
+@pytest.mark.parametrize("gamma", [Fraction(1), Fraction(1, 3), Fraction(7, 2)])
+def test_lazy_uniform_resolves_ties_with_more_bits(gamma: Fraction) -> None:
+    prefix = _digits_of_exp_neg(gamma, 53)  # W's first 53 bits equal exp(-gamma)'s
+    tie = _digits_of_exp_neg(gamma, 117) - (prefix << 64)  # the next 64 bits of exp(-gamma)
+    assert samplers._LazyUniform(prefix, 53, _Scripted([tie - 1])).less_than_exp(gamma) is True
+    assert samplers._LazyUniform(prefix, 53, _Scripted([tie + 1])).less_than_exp(gamma) is False
+    nxt = _digits_of_exp_neg(gamma, 181) - (((prefix << 64) | tie) << 64)
+    assert samplers._LazyUniform(prefix, 53, _Scripted([tie, nxt - 1])).less_than_exp(gamma) is True
+    assert samplers._LazyUniform(prefix, 53, _Scripted([tie, nxt + 1])).less_than_exp(gamma) is False
+
+
+def test_exp_enclosure_is_rigorous_and_tight() -> None:
+    for gamma in [Fraction(0), Fraction(1, 10**9), Fraction(1), Fraction(12345, 7), Fraction(10**6, 3)]:
+        lo, hi = samplers._exp_neg_interval(gamma, 40)
+        with decimal.localcontext() as ctx:
+            ctx.prec, ctx.Emin = 150, -(10**9)
+            ref = Fraction((-(decimal.Decimal(gamma.numerator) / decimal.Decimal(gamma.denominator))).exp())
+        slack = ref * Fraction(1, 10**140)  # the 150-digit reference's own error
+        assert lo - slack <= ref <= hi + slack
+        assert hi - lo <= ref * Fraction(1, 10**30)
 
 
 def test_discrete_laplace_matches_pmf() -> None:
