@@ -33,9 +33,8 @@ larger weights are released without DP protection.
 
 from __future__ import annotations
 
-from typing import Any
-
 import math
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
