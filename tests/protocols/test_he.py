@@ -197,3 +197,15 @@ def test_messages_round_trip_canonically():
     cfg, server, clients = _session("ckks", n=3, d=3)
     for msg in server.start().values():
         assert m.decode(msg.to_bytes()) == msg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["paillier", "ckks"])
+def test_default_2048_bit_session_agrees_with_plaintext(scheme):
+    he.register()  # production key sizes
+    try:
+        ups = _updates(4, 3000)
+        res = sim.run(scheme, ups, weights=[1, 2, 3, 4], seed=9)
+        assert np.array_equal(res.raw_sum, sim.run_plaintext(ups, weights=[1, 2, 3, 4], seed=9).raw_sum)
+    finally:
+        he.register(key_bits=512, threshold_key_bits=256)

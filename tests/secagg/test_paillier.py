@@ -195,3 +195,21 @@ def test_corrupted_ciphertext_detected_or_rejected(keypair):
 def test_secret_key_repr_hides_factors(keypair):
     _, sk = keypair
     assert str(sk.p) not in repr(sk)
+
+
+@pytest.mark.slow
+def test_2048_bit_packed_sum_matches_phe_decryption():
+    pk, sk = P.generate_keypair(2048)
+    plan = P.PackingPlan.for_bits(10, 16, 2048)
+    assert plan.slots == 102
+    rng = np.random.default_rng(5)
+    vectors = [rng.integers(-plan.bound, plan.bound + 1, 3 * plan.slots) for _ in range(10)]
+    vectors[0][:] = plan.bound
+    for method in P.POOL_METHODS:
+        pool = P.NoisePool(pk, sk, method=method)
+        pool.fill(30, workers=2)
+        total = P.sum_ciphertexts(pk, [P.encrypt_packed(pk, plan, v, pool) for v in vectors])
+        ref_sk = phe.PaillierPrivateKey(phe.PaillierPublicKey(pk.n), sk.p, sk.q)
+        assert [P.decrypt_raw(sk, c) for c in total] == [ref_sk.raw_decrypt(c) for c in total]
+        assert np.array_equal(P.decrypt_packed(sk, plan, total, vectors[0].size, 10),
+                              np.sum(vectors, axis=0))

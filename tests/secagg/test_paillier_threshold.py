@@ -162,3 +162,17 @@ def test_known_answer_tiny_safe_primes():
         T.verify_partial(pub, [c], part)
         parts.append(part)
     assert T.combine(pub, [c], parts) == [kat["combined"]] == [kat["plaintext"]]
+
+
+@pytest.mark.slow
+def test_1024_bit_threshold_key_decrypts_packed_sum():
+    pub, shares = T.deal(3, 5, bits=1024)
+    assert pub.n.bit_length() == 1024
+    plan = P.PackingPlan.for_bits(5, 16, 1024)
+    pool = P.NoisePool(pub.paillier, method="djn")
+    pool.fill(10)
+    vectors = [np.full(2 * plan.slots, (-1) ** k * plan.bound, dtype=np.int64) for k in range(5)]
+    total = P.sum_ciphertexts(pub.paillier, [P.encrypt_packed(pub.paillier, plan, v, pool) for v in vectors])
+    parts = [T.partial_decrypt(pub, s, total) for s in shares[2:]]
+    got = plan.unpack(T.combine(pub, total, parts), vectors[0].size, 5)
+    assert np.array_equal(got, np.sum(vectors, axis=0))
