@@ -284,15 +284,45 @@ def _rhos(pub: ThresholdPublicKey, index: int, cts: Sequence[int], values: Seque
             for j in range(len(cts))]
 
 
+#: Straus multi-exponentiation: 4-bit windows, bases processed in batches (bounded memory).
+_MULTI_WINDOW = 4
+_MULTI_BATCH = 512
+
+
+def _multi_pow(bases: Sequence[int], exps: Sequence[int], mod: int) -> int:
+    """Π bases[j]^exps[j] mod ``mod`` with shared squarings (Straus' method):
+    ~3x fewer multiplications than one ``powmod`` per base for 130-bit exponents."""
+    gmpy2 = _gmpy2()
+    m = gmpy2.mpz(mod)
+    mask, w = (1 << _MULTI_WINDOW) - 1, _MULTI_WINDOW
+    result = gmpy2.mpz(1)
+    for start in range(0, len(bases), _MULTI_BATCH):
+        tables = []
+        for b in bases[start:start + _MULTI_BATCH]:
+            row = [gmpy2.mpz(1), gmpy2.mpz(b) % m]
+            for _ in range(2, 1 << w):
+                row.append(row[-1] * row[1] % m)
+            tables.append(row)
+        part = exps[start:start + _MULTI_BATCH]
+        acc = gmpy2.mpz(1)
+        for i in reversed(range(-(-max(e.bit_length() for e in part) // w))):
+            for _ in range(w):
+                acc = acc * acc % m
+            shift = i * w
+            for row, e in zip(tables, part):
+                digit = (e >> shift) & mask
+                if digit:
+                    acc = acc * row[digit] % m
+        result = result * acc % m
+    return int(result)
+
+
 def _composites(pub: ThresholdPublicKey, index: int, cts: Sequence[int],
                 values: Sequence[int]) -> tuple[int, int]:
-    gmpy2 = _gmpy2()
-    n2 = gmpy2.mpz(pub.nsquare)
-    big, small = gmpy2.mpz(1), gmpy2.mpz(1)
-    for rho, c, ci in zip(_rhos(pub, index, cts, values), cts, values):
-        big = big * gmpy2.powmod(c, 4 * rho, n2) % n2
-        small = small * gmpy2.powmod(ci, 2 * rho, n2) % n2
-    return int(big), int(small)
+    """C = Π c_j^{4ρ_j} and C_i = Π c_ij^{2ρ_j} mod n² (module docstring)."""
+    rhos = _rhos(pub, index, cts, values)
+    n2 = pub.nsquare
+    return (_multi_pow(cts, [4 * r for r in rhos], n2), _multi_pow(values, [2 * r for r in rhos], n2))
 
 
 def _challenge(pub: ThresholdPublicKey, index: int, *elems: int) -> int:
