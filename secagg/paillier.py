@@ -129,7 +129,7 @@ class PaillierSecretKey:
     public: PaillierPublicKey
     p: int
     q: int
-    _crt: tuple[int, int, int] = field(init=False, repr=False, compare=False)
+    _crt: tuple[Any, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         p, q = sorted((self.p, self.q))
@@ -140,7 +140,10 @@ class PaillierSecretKey:
         gmpy2 = _gmpy2()
         hp = int(gmpy2.invert(_l_function(pow(self.public.n + 1, p - 1, p * p), p), p))
         hq = int(gmpy2.invert(_l_function(pow(self.public.n + 1, q - 1, q * q), q), q))
-        object.__setattr__(self, "_crt", (hp, hq, int(gmpy2.invert(p, q))))
+        mpz = gmpy2.mpz
+        # (h_p, h_q, p^-1 mod q, p, q, p², q²) as gmpy2 integers for decrypt_raw
+        object.__setattr__(self, "_crt", (mpz(hp), mpz(hq), gmpy2.invert(p, q), mpz(p), mpz(q),
+                                          mpz(p * p), mpz(q * q)))
 
     def __repr__(self) -> str:  # never print the factors
         return f"PaillierSecretKey(bits={self.public.bits})"
@@ -178,7 +181,7 @@ def crt_obfuscator_from_roots(sk: PaillierSecretKey, y_p: int, y_q: int) -> tupl
     rn = _crt_square(sk, int(gmpy2.powmod(y_p, p, p * p)), int(gmpy2.powmod(y_q, q, q * q)))
     r_p = int(gmpy2.powmod(y_p, gmpy2.invert(q, p - 1), p))
     r_q = int(gmpy2.powmod(y_q, gmpy2.invert(p, q - 1), q))
-    r = r_p + p * ((r_q - r_p) * sk._crt[2] % q)
+    r = r_p + p * ((r_q - r_p) * int(sk._crt[2]) % q)
     return rn, r
 
 
@@ -203,12 +206,11 @@ def encrypt_raw(pk: PaillierPublicKey, m: int, rn: int) -> int:
 
 def decrypt_raw(sk: PaillierSecretKey, c: int) -> int:
     """CRT decryption (as ``phe``'s ``raw_decrypt``); ``c`` must be in [1, n²)."""
-    gmpy2 = _gmpy2()
-    p, q = sk.p, sk.q
-    hp, hq, p_inv = sk._crt
-    m_p = _l_function(int(gmpy2.powmod(c, p - 1, p * p)), p) * hp % p
-    m_q = _l_function(int(gmpy2.powmod(c, q - 1, q * q)), q) * hq % q
-    return m_p + p * ((m_q - m_p) * p_inv % q)
+    powmod = _gmpy2().powmod
+    hp, hq, p_inv, p, q, p2, q2 = sk._crt
+    m_p = (powmod(c, p - 1, p2) - 1) // p * hp % p
+    m_q = (powmod(c, q - 1, q2) - 1) // q * hq % q
+    return int(m_p + p * ((m_q - m_p) * p_inv % q))
 
 
 def add(pk: PaillierPublicKey, c1: int, c2: int) -> int:
