@@ -12,19 +12,15 @@ changing one line on each side::
   (``call_next``), then drives our :class:`protocols.SecAggClient` with the
   update and ``num_examples`` as the weight; the weight is masked with the
   update and never leaves the node in the clear (DESIGN clarification 1).
-* :class:`SecAggFitWorkflow` is a fit workflow for ``DefaultWorkflow`` and the
-  legacy ``LegacyContext`` (as Flower's ``SecAggPlusWorkflow``);
-  :func:`run_secure_round` is the same round for a ServerApp written against
-  the ``Grid`` directly.
+* :class:`SecAggFitWorkflow` is a fit workflow for ``DefaultWorkflow`` (``LegacyContext``, as
+  Flower's ``SecAggPlusWorkflow``); :func:`run_secure_round` is the round on a bare ``Grid``.
 
-Transport: each of our messages crosses Flower as bytes (``to_bytes`` /
-``protocols.messages.decode``) in the ConfigRecord :data:`RECORD_KEY`. Each
-stage is one ``grid.send_and_receive`` with that stage's timeout (message TTL
-set to match): a SuperNode that does not answer in time, or answers with an
-error, is a dropout at that stage. A typed :class:`secagg.errors.SecAggError`
-on a client becomes a Flower error reply with code :data:`ERROR_CODE` and a
-reason ``"<ErrorType>: <message> (field=value, ...)"``. A round that aborts
-leaves the global model unchanged and is logged with our ``AbortReason``.
+Transport: our messages cross Flower as bytes (``to_bytes`` / ``protocols.messages.decode``)
+in the ConfigRecord :data:`RECORD_KEY`, one ``grid.send_and_receive`` per stage with that
+stage's timeout (and message TTL): a SuperNode that does not answer in time, or answers with an
+error, is a dropout at that stage. A client's :class:`secagg.errors.SecAggError` becomes a
+Flower error reply (code :data:`ERROR_CODE`, reason ``"<ErrorType>: <message> (fields)"``). An
+aborted round leaves the global model unchanged and records our ``AbortReason``.
 
 Security notes: semi-honest server only (``active_security`` needs identities
 that Flower's node ids do not carry yet). The round config (clients, threshold,
@@ -62,6 +58,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict  # noqa: E402
 from flwr.app.error import Error  # noqa: E402
 from flwr.app.message_type import MessageType  # noqa: E402
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays  # noqa: E402
+from flwr.common.constant import ErrorCode  # noqa: E402
 from flwr.server.compat.legacy_context import LegacyContext  # noqa: E402
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD  # noqa: E402
 from flwr.server.workflow.constant import Key as WorkflowKey  # noqa: E402
@@ -74,6 +71,7 @@ __all__ = [
     "ERROR_CODE",
     "DEFAULT_TIMEOUTS",
     "secagg_mod",
+    "make_secagg_mod",
     "SecAggFitWorkflow",
     "RoundOutcome",
     "run_secure_round",
@@ -96,13 +94,7 @@ ERROR_CODE = 0x5EC
 CONFIG_VERSION = 1
 # Finite by default: a SuperNode that never answers is a dropout, not a hang.
 # ADVERTISE_KEYS includes local training, so it gets the long deadline.
-DEFAULT_TIMEOUTS: dict[Stage, float] = {
-    Stage.ADVERTISE_KEYS: 600.0,
-    Stage.SHARE_KEYS: 120.0,
-    Stage.MASKED_INPUT: 120.0,
-    Stage.CONSISTENCY: 120.0,
-    Stage.UNMASK: 120.0,
-}
+DEFAULT_TIMEOUTS: dict[Stage, float] = {stage: 120.0 for stage in Stage} | {Stage.ADVERTISE_KEYS: 600.0}
 
 
 def error_reason(exc: BaseException) -> str:
@@ -125,25 +117,12 @@ def encode_round_config(config: SecAggConfig, node_ids: Sequence[int], shapes: S
     if config.active_security:
         raise ConfigError("active_security is not supported over Flower yet (no node identities)")
     doc = {
-        "v": CONFIG_VERSION,
-        "node_ids": [int(n) for n in node_ids],
-        "shapes": [list(map(int, s)) for s in shapes],
-        "threshold": config.threshold,
-        "dim": config.dim,
-        "neighbors": config.neighbors,
-        "min_survivors": config.min_survivors,
-        "session_id": config.session_id.hex(),
-        "graph_seed": config.graph_seed.hex(),
-        "round": config.round,
-        "weighted": config.weighted,
-        "encoder": {
-            "clip": enc.clip,
-            "bits": enc.bits,
-            "max_clients": enc.max_clients,
-            "max_weight": enc.max_weight,
-            "norm": enc.norm,
-            "scale": enc.scale,
-        },
+        "v": CONFIG_VERSION, "node_ids": [int(n) for n in node_ids], "shapes": [list(map(int, s)) for s in shapes],
+        "threshold": config.threshold, "dim": config.dim, "neighbors": config.neighbors,
+        "min_survivors": config.min_survivors, "session_id": config.session_id.hex(),
+        "graph_seed": config.graph_seed.hex(), "round": config.round, "weighted": config.weighted,
+        "encoder": {"clip": enc.clip, "bits": enc.bits, "max_clients": enc.max_clients,
+                    "max_weight": enc.max_weight, "norm": enc.norm, "scale": enc.scale},
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
@@ -154,7 +133,7 @@ def decode_round_config(data: bytes) -> tuple[SecAggConfig, list[int], list[tupl
     try:
         doc = json.loads(bytes(data).decode())
         if not isinstance(doc, dict) or doc.get("v") != CONFIG_VERSION:
-            raise DecodeError("unsupported round config version", version=getattr(doc, "get", lambda _: None)("v"))
+            raise DecodeError("unsupported round config version")
         node_ids = [int(n) for n in doc["node_ids"]]
         shapes = [tuple(int(x) for x in s) for s in doc["shapes"]]
         e = doc["encoder"]
@@ -182,10 +161,6 @@ def decode_round_config(data: bytes) -> tuple[SecAggConfig, list[int], list[tupl
 # ------------------------------------------------------------------ client mod
 
 
-def _error_reply(msg: Message, exc: BaseException) -> Message:
-    return Message(Error(code=ERROR_CODE, reason=error_reason(exc)), reply_to=msg)
-
-
 def _reply(msg: Message, stage: Stage, payload: bytes | None) -> Message:
     record = ConfigRecord({"stage": stage.value, "payload": payload if payload is not None else b""})
     return Message(RecordDict({RECORD_KEY: record}), reply_to=msg)
@@ -203,9 +178,21 @@ def _flatten(arrays: Sequence[NDArray], shapes: Sequence[tuple[int, ...]]) -> ND
     got = [tuple(np.shape(a)) for a in arrays]
     if got != [tuple(s) for s in shapes]:
         raise ConfigError("local model does not match the global model's shapes", got=got, expected=list(shapes))
-    if not arrays:
-        return np.zeros(0)
-    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays] or [np.zeros(0)])
+
+
+def make_secagg_mod(*, min_survivors: int = 1, max_dim: int | None = None) -> Callable[..., Message]:
+    """A :func:`secagg_mod` with a client-side policy: refuse (typed error reply)
+    any round whose config lets the server unmask fewer than ``min_survivors``
+    inputs, or whose update is longer than ``max_dim``. The server picks the
+    round config; this is how a client pins the smallest cohort it accepts."""
+    if min_survivors < 1 or (max_dim is not None and max_dim < 1):
+        raise ConfigError("min_survivors and max_dim must be positive", min_survivors=min_survivors, max_dim=max_dim)
+
+    def mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+        return _run_mod(msg, ctxt, call_next, min_survivors, max_dim)
+
+    return mod
 
 
 def secagg_mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
@@ -216,8 +203,14 @@ def secagg_mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Contex
     same message) and builds a fresh session; later stages resume it from
     ``ctxt.state``. Any :class:`SecAggError` (a bad config, a weight above
     ``max_weight``, a misbehaving server) is returned as a Flower error reply
-    with code :data:`ERROR_CODE`; the session is then discarded.
+    with code :data:`ERROR_CODE`; the session is then discarded. No policy
+    beyond the config's own validation: see :func:`make_secagg_mod`.
     """
+    return _run_mod(msg, ctxt, call_next, 1, None)
+
+
+def _run_mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message], min_survivors: int,
+             max_dim: int | None) -> Message:
     if msg.metadata.message_type != MessageType.TRAIN or RECORD_KEY not in msg.content.config_records:
         return call_next(msg, ctxt)
     record = msg.content.config_records[RECORD_KEY]
@@ -226,6 +219,9 @@ def secagg_mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Contex
         payload = bytes(record["payload"])  # type: ignore[arg-type]
         if stage is Stage.ADVERTISE_KEYS:
             config, node_ids, shapes = decode_round_config(bytes(record["config"]))  # type: ignore[arg-type]
+            if config.min_survivors < min_survivors or (max_dim is not None and config.dim > max_dim):
+                raise ConfigError("round config violates this client's policy", min_survivors=config.min_survivors,
+                                  required=min_survivors, dim=config.dim)
             if msg.metadata.dst_node_id not in node_ids:
                 raise ConfigError("this node is not in the round's client list", node_id=msg.metadata.dst_node_id)
             del msg.content.config_records[RECORD_KEY]  # the rest is Flower's FitIns
@@ -240,9 +236,9 @@ def secagg_mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Contex
         reply = session.handle(payload)
     except SecAggError as exc:
         ctxt.state.config_records.pop(STATE_KEY, None)
-        return _error_reply(msg, exc)
+        return Message(Error(code=ERROR_CODE, reason=error_reason(exc)), reply_to=msg)
     except KeyError as exc:
-        return _error_reply(msg, DecodeError(f"message lacks field {exc}"))
+        return Message(Error(ERROR_CODE, error_reason(DecodeError(f"message lacks field {exc}"))), reply_to=msg)
     ctxt.state.config_records[STATE_KEY] = ConfigRecord({"session": pickle.dumps(session)})
     return _reply(msg, stage, reply.to_bytes() if reply is not None else None)
 
@@ -300,19 +296,10 @@ def _timeouts(value: float | Mapping[Stage | str, float] | None) -> dict[Stage, 
 
 
 def run_secure_round(
-    grid: Grid,
-    node_ids: Sequence[int],
-    arrays: Sequence[NDArray],
-    *,
-    fit_content: Mapping[int, RecordDict] | RecordDict | None = None,
-    threshold: int | None = None,
-    neighbors: int | None = None,
-    min_survivors: int | None = None,
-    clip: float = 8.0,
-    bits: int = 32,
-    max_weight: int = 1000,
-    round_number: int = 0,
-    group_id: str = "0",
+    grid: Grid, node_ids: Sequence[int], arrays: Sequence[NDArray], *,
+    fit_content: Mapping[int, RecordDict] | RecordDict | None = None, threshold: int | None = None,
+    neighbors: int | None = None, min_survivors: int | None = None, clip: float = 8.0, bits: int = 32,
+    max_weight: int = 1000, round_number: int = 0, group_id: str = "0",
     timeouts: float | Mapping[Stage | str, float] | None = None,
 ) -> RoundOutcome:
     """Run one SecAgg (``neighbors=None``) or SecAgg+ round over ``grid``.
@@ -353,9 +340,10 @@ def run_secure_round(
             data = ours.to_bytes()
             down[nid] += len(data)
             record = {"stage": stage.value, "payload": data}
-            if stage is Stage.ADVERTISE_KEYS:
+            content = RecordDict()
+            if stage is Stage.ADVERTISE_KEYS:  # the round config and FitIns travel once, with the first stage
                 record["config"] = config_bytes
-            content = _fit_content(fit_content, nid)
+                content = _fit_content(fit_content, nid)
             content.config_records[RECORD_KEY] = ConfigRecord(record)  # type: ignore[arg-type]
             messages.append(Message(content, nid, MessageType.TRAIN, group_id=group_id, ttl=deadline[stage]))
         for reply in grid.send_and_receive(messages, timeout=deadline[stage]):
@@ -421,17 +409,9 @@ class SecAggFitWorkflow:
     """
 
     def __init__(
-        self,
-        *,
-        neighbors: int | None = None,
-        threshold: int | None = None,
-        min_survivors: int | None = None,
-        dropout_rate: float | None = None,
-        corrupt_rate: float = 0.05,
-        clip: float = 8.0,
-        bits: int = 32,
-        max_weight: int = 1000,
-        timeouts: float | Mapping[Stage | str, float] | None = None,
+        self, *, neighbors: int | None = None, threshold: int | None = None, min_survivors: int | None = None,
+        dropout_rate: float | None = None, corrupt_rate: float = 0.05, clip: float = 8.0, bits: int = 32,
+        max_weight: int = 1000, timeouts: float | Mapping[Stage | str, float] | None = None,
     ) -> None:
         self.neighbors, self.threshold, self.min_survivors = neighbors, threshold, min_survivors
         self.dropout_rate, self.corrupt_rate = dropout_rate, corrupt_rate
@@ -504,10 +484,10 @@ class Traffic:
 
     node_id: int
     stage: str | None
-    down: int
-    up: int
+    down: int  # bytes to the node
+    up: int  # bytes of its reply
     seconds: float
-    delivered: bool
+    delivered: bool  # False when the node "died" (no reply)
 
 
 def message_stage(content: RecordDict) -> str | None:
@@ -539,30 +519,30 @@ class InProcessGrid(Grid):
     ``"error"`` for the error reply a SuperLink gives for an unavailable node,
     ``"absent"`` for no reply at all (a timeout), ``None`` to deliver. A
     ClientApp that raises yields an error reply, as a SuperNode does.
+    ``node_configs`` gives each node's ``Context.node_config``.
     """
 
     def __init__(
-        self,
-        client_app: Callable[..., Message],
-        node_ids: Sequence[int],
-        *,
+        self, client_app: Callable[..., Message], node_ids: Sequence[int], *,
         drop: Callable[[int, str | None], str | None] | None = None,
-        run_id: int = 1,
+        node_configs: Mapping[int, dict[str, Any]] | None = None, run_id: int = 1,
     ) -> None:
         from flwr.supercore.run import Run
-        from flwr.supercore.task_identity import TaskIdentity
 
-        # Messages are stamped with the process's task identity; a ServerApp
-        # process sets it, a bare test process has to.
-        if getattr(TaskIdentity, "_run_id", None) is None:
-            TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 0, 1
+        try:  # messages are stamped with the process's task identity (flwr >= 1.41); a bare process sets it
+            from flwr.supercore.task_identity import TaskIdentity
+
+            if getattr(TaskIdentity, "_run_id", None) is None:
+                TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 0, 1
+        except ImportError:  # pragma: no cover - older layouts have no task identity
+            pass
         self._run = Run.create_empty(run_id)
         self.client_app = client_app
-        self.contexts = {int(i): Context(run_id, int(i), {}, RecordDict(), {}) for i in node_ids}
+        configs = node_configs or {}
+        self.contexts = {int(i): Context(run_id, int(i), dict(configs.get(int(i), {})), RecordDict(), {}) for i in node_ids}
         self.drop = drop
         self.traffic: list[Traffic] = []
         self._replies: dict[str, Message] = {}
-        self._next_id = 0
 
     def set_run(self, run: Any) -> None:
         self._run = run
@@ -592,7 +572,7 @@ class InProcessGrid(Grid):
             if verdict == "absent":
                 reply, up = None, 0
             elif verdict == "error":
-                reply, up = Message(Error(code=5, reason="node unavailable (simulated)"), reply_to=inbound), 0
+                reply, up = Message(Error(ErrorCode.NODE_UNAVAILABLE, "node unavailable (simulated)"), reply_to=inbound), 0
             else:
                 try:
                     out = self.client_app(inbound, self.contexts[nid])
@@ -602,11 +582,9 @@ class InProcessGrid(Grid):
                         copied, up = _wire(out.content)
                         reply = Message(copied, reply_to=inbound)
                 except Exception as exc:  # noqa: BLE001 - a SuperNode turns any ClientApp failure into an error reply
-                    reply, up = Message(Error(code=2, reason=f"{type(exc).__name__}: {exc}"), reply_to=inbound), 0
+                    reply, up = Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, error_reason(exc)), reply_to=inbound), 0
             self.traffic.append(Traffic(nid, stage, down, up, time.perf_counter() - start, reply is not None))
-            mid = str(self._next_id)
-            self._next_id += 1
-            ids.append(mid)
+            ids.append(mid := str(len(self.traffic)))
             if reply is not None:
                 self._replies[mid] = reply
         return ids

@@ -27,6 +27,7 @@ from fl.flower import (  # noqa: E402
     SecAggFitWorkflow,
     decode_round_config,
     encode_round_config,
+    make_secagg_mod,
     run_secure_round,
     secagg_mod,
 )
@@ -286,3 +287,15 @@ def test_insecure_threshold_from_the_server_is_refused() -> None:
     data = encode_round_config(_config(), [1, 2, 3, 4, 5], SHAPES)
     with pytest.raises(ConfigError):
         decode_round_config(data.replace(b'"threshold":3', b'"threshold":2'))  # t <= k/2
+
+
+def test_client_policy_refuses_a_too_small_cohort() -> None:
+    strict = make_secagg_mod(min_survivors=9)
+    workflow = SecAggFitWorkflow(neighbors=4, threshold=3, clip=CLIP, max_weight=MAX_WEIGHT)  # min_survivors = t = 3
+    context, _ = run_workflow(workflow, app=client_app(strict))
+    outcome = workflow.outcomes[0]
+    assert not outcome.ok and outcome.abort_reason.stage is Stage.ADVERTISE_KEYS
+    assert all("violates this client's policy" in e for e in outcome.errors.values()) and len(outcome.errors) == N
+    assert dict(context.state.config_records[STATUS_KEY])["status"] == "aborted"
+    with pytest.raises(ConfigError):
+        make_secagg_mod(min_survivors=0)
