@@ -87,7 +87,7 @@ print("bytes up per client (mean):", round(np.mean(list(result.bytes_up.values()
 The protocols are sans-I/O state machines: a transport moves bytes between `SecAggServer` and
 `SecAggClient` and calls `close_stage()` at each deadline. Here the "transport" is a loop, and it keeps a
 copy of every `MaskedInput` message, decoded from the bytes that crossed the wire. This round uses the
-complete graph (classic SecAgg, threshold 6 of 10) and an encoder with step 1e-4 and clip 1."""),
+complete graph (classic SecAgg, threshold t = 6) and an encoder with step 1e-4 and clip 1."""),
     ("code", """\
 from protocols import ABORTED, DONE, SecAggClient, SecAggConfig, SecAggServer
 from protocols import messages
@@ -173,7 +173,7 @@ from secagg.errors import ConfigError
 
 # (dropout_rate, corrupt_rate); high rates make the search long (k runs to ~200), so they are full-mode only
 threat_models = [(0.05, 0.05), (0.10, 0.05), (0.20, 0.10)] + ([] if QUICK else [(0.30, 0.10)])
-ns = [50, 100, 200, 500, 1000, 2000] + ([] if QUICK else [5000, 10000])
+ns = [20, 50, 100, 200, 500, 1000, 2000] + ([] if QUICK else [5000, 10000])
 params = {}
 for dr, cr in threat_models:
     for n in ns:
@@ -201,13 +201,14 @@ ax[1].set(xscale="log", title="threshold t", xlabel="clients n", ylabel="t")
 ax[2].set(xscale="log", title="min_survivors / n (round aborts below)", xlabel="clients n")
 for a in ax:
     a.set_xticks(ns, [str(n) for n in ns])
-    a.minorticks_off()
+    a.xaxis.set_minor_locator(plt.NullLocator())
 ax[0].legend(fontsize=8)
 fig.tight_layout()"""),
     ("md", """\
-k grows only logarithmically with n: a client's cost depends on k, not on n. Small cohorts are the hard
-case: below a few dozen clients no graph meets 2^-40 at these rates (missing points), and the complete
-graph (SecAgg) with its threshold is the remaining option.
+k grows only slowly with n: a client's cost depends on k, not on n. Small cohorts are the hard case: at
+n = 20 no degree meets both bounds for any of these threat models (missing points, "infeasible" above),
+not even the complete graph. There one has to accept weaker bounds (`choose_params(...,
+security_bits=..., correctness_bits=...)`) or assume fewer corrupt clients.
 
 ## Measured cost per client against n
 
@@ -247,7 +248,7 @@ for j in range(3):
         ax[j].plot(n_values, [cost[protocol, n][j] * scale[j] for n in n_values], marker, label=protocol)
     ax[j].set(title=titles[j], xlabel="clients n", ylabel=units[j], xscale="log", yscale="log")
     ax[j].set_xticks(n_values, [str(n) for n in n_values])
-    ax[j].minorticks_off()
+    ax[j].xaxis.set_minor_locator(plt.NullLocator())
     ax[j].legend()
 fig.tight_layout()"""),
     ("md", """\
@@ -397,7 +398,7 @@ ax[2].set(title="upload per parameter", ylabel="bytes")
 for a in ax[:3]:
     a.set(xscale="log", yscale="log", xlabel="dimension d")
     a.set_xticks(dims, [str(d) for d in dims])
-    a.minorticks_off()
+    a.xaxis.set_minor_locator(plt.NullLocator())
     a.legend(fontsize=8)
 d_max = dims[-1]
 errs = [rows[p, d_max]["max_err"] / encoder.precision for p in PROTOCOLS]
@@ -419,8 +420,8 @@ Reading the plots:
   error is the fixed-point rounding shared by all of them.
 
 Trust models differ, and the plots do not show that: with shared-key Paillier or CKKS, the server plus any
-one client can decrypt every input (see `SECURITY.md`); `paillier-threshold` removes that at the price of a
-dealer and slower decryption."""),
+one client can decrypt every input (the trust model in `protocols/he.py`); `paillier-threshold` removes
+that at the price of a dealer trusted during set-up and slower decryption."""),
 ]
 
 # ---------------------------------------------------------------------------------------- 04
@@ -429,7 +430,8 @@ DP_HEART = [
 # 04 · Distributed DP on Fed-Heart-Disease
 
 Each of the 4 hospitals clips its model delta (L2), adds a discrete Gaussian noise share and only then masks
-it, so the server unmasks a noisy sum through real SecAgg+ (Kairouz, Liu & Steinke 2021). Privacy is
+it, so the server unmasks a noisy sum through real SecAgg+ (Kairouz, Liu & Steinke 2021; with 4 clients
+the SecAgg+ graph is complete). Privacy is
 client-level: one unit is one hospital's whole update. Each share is calibrated so that `min_survivors`
 shares already reach the target ε; the protocol refuses to unmask fewer, and ε is recomputed after every
 round from the shares actually summed.
@@ -637,7 +639,7 @@ print(f"{sum(active_)} of {len(drawn)} configs in active (malicious-server) mode
 
 1. `ForgetfulClient` answers the unmask request without checking it: a server that lists a survivor as
    dropped too gets *both* shares of that client's secrets and can unmask its input (the classic SecAgg
-   pitfall; Bonawitz et al. 2017 §4).
+   pitfall that Bonawitz et al. 2017 guard against in the unmasking round).
 2. `UnnormalisedServer` returns the weighted *sum* instead of the weighted mean.
 
 Each is checked with the same call. Counting the rounds the suite runs (server sessions built) shows how much
