@@ -22,9 +22,12 @@ the way SIMD ChaCha implementations do, so eager mode issues ~500 kernels per
 call instead of ~2000.
 
 ``torch.compile`` is optional (``compile=None`` means: on for CUDA, off for the
-CPU, where inductor takes ~90 s to build the kernel on 2 cores and then runs at
-~0.4 GB/s per core against ~0.2 GB/s eager). If compiling fails, the eager
-kernel runs and a :class:`RuntimeWarning` says so.
+CPU). On the 2-core CPU box inductor took 90-510 s to build the kernel
+(depending on load) and then ran at 0.12-0.43 GB/s on one thread, against
+0.06-0.19 GB/s eager and 1-3 GB/s for ``cryptography``: not worth it there.
+The CUDA path (eager and compiled) has not been run in this project yet; the
+``gpu``-marked tests check it. If compiling fails, the eager kernel runs and a
+:class:`RuntimeWarning` says so.
 
 torch is an optional extra (``fl``); it is imported on first use.
 """
