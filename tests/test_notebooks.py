@@ -4,7 +4,8 @@ Each notebook runs in its own kernel, started from the interpreter running
 pytest (a kernelspec written to a temporary ``JUPYTER_PATH``, so a stale
 system-wide ``python3`` spec cannot pick another environment), with
 ``SECAGG_NOTEBOOK_QUICK=1`` and ``notebooks/`` as the working directory.
-Outputs are never written back: the notebooks stay stripped in git.
+Outputs are never written back: the notebooks stay stripped in git, and
+Hypothesis' storage (notebook 05) goes to a temporary directory.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory):
         "language": "python",
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "SECAGG_NOTEBOOK_QUICK", "MPLBACKEND")}
+    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "SECAGG_NOTEBOOK_QUICK", "MPLBACKEND",
+                                            "HYPOTHESIS_STORAGE_DIRECTORY")}
     os.environ["JUPYTER_PATH"] = os.pathsep.join([str(root)] + ([saved["JUPYTER_PATH"]] if saved["JUPYTER_PATH"] else []))
     os.environ["SECAGG_NOTEBOOK_QUICK"] = "1"
+    os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(root / "hypothesis")  # nothing written into notebooks/
     os.environ.pop("MPLBACKEND", None)  # the notebooks choose the inline (Agg) backend themselves
     yield
     for key, value in saved.items():
