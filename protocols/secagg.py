@@ -187,8 +187,6 @@ class SecAggClient(_Party):
         msg = self._parse(msg)
         stage = self.state
         expected = _CLIENT_EXPECTS[stage]
-        if stage is Stage.CONSISTENCY and isinstance(msg, m.UnmaskRequest) and not self.config.active_security:
-            stage, expected = Stage.UNMASK, m.UnmaskRequest
         self._check_header(msg, stage=stage, sender=m.SERVER_ID, receiver=self.id, kind=expected)
         try:
             return getattr(self, "_" + stage.value)(msg)
@@ -611,5 +609,5 @@ _SERVER_EXPECTS = {
     Stage.CONSISTENCY: m.ConsistencySignature,
     Stage.UNMASK: m.UnmaskShares,
 }
-# 4+4 ids, a 4-byte length, two shares of at most 128 bytes, AEAD nonce and tag
-_MAX_SHARE_CIPHERTEXT = 8 + 4 + 2 * 128 + aead.OVERHEAD if hasattr(aead, "OVERHEAD") else 512
+# two 4-byte ids, a 4-byte length, two shares, AEAD nonce and tag
+_MAX_SHARE_CIPHERTEXT = 8 + 4 + 2 * shamir.SHARE_BYTES + aead.OVERHEAD

@@ -7,7 +7,7 @@ with extras, Paillier, CKKS and distributed-DP samplers. No protocol state, no
 I/O, no global RNG. Most users want :mod:`protocols` instead.
 """
 
-from . import errors
+from . import aead, encoding, errors, kex, masking, prg, shamir
 from .errors import (
     AbortError,
     ConfigError,
@@ -24,7 +24,13 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "aead",
+    "encoding",
     "errors",
+    "kex",
+    "masking",
+    "prg",
+    "shamir",
     "SecAggError",
     "ConfigError",
     "OverflowRiskError",
