@@ -386,6 +386,7 @@ def test_deployment_matches_in_process_and_survives_a_killed_supernode(cluster: 
     _wait(lambda: all(not _alive(pid) for pid in killed), 30.0, "the killed SuperNode's processes to exit")
     result = _finish(cluster, run, out2)
     (outcome,) = result["rounds"]
+    print("killed-node round:", {k: outcome[k] for k in ("ok", "dropped_at", "reason")})  # shown with -s
     if outcome["ok"]:
         assert len(outcome["survivors"]) == N_NODES - 1
         assert sum(len(v) for v in outcome["dropped_at"].values()) == 1
