@@ -14,7 +14,7 @@ with the same ``NumPyClient``. Issue #7's benchmark:
   halts with no aggregate; ours completes from the survivors.
 
 SecAgg+ with k neighbours on both sides (Flower ``num_shares = k + 1``),
-threshold k/2 + 1. Each aggregate is checked against the plaintext FedAvg of
+threshold ⌊(k+1)/2⌋ + 1 (both count the client's own share). Each aggregate is checked against the plaintext FedAvg of
 the survivors. ``--quick``: d=2k and 10k, N=10 and 20. Prints JSON, then a table.
 """
 
@@ -115,7 +115,7 @@ def run_theirs(updates: Sequence[np.ndarray], weights: Sequence[int], *, neighbo
 def case(n: int, d: int, k: int, rng: np.random.Generator, dropouts: dict[int, str] | None = None) -> dict[str, Any]:
     updates = [rng.uniform(-1, 1, d) for _ in range(n)]
     weights = [int(w) for w in rng.integers(1, MAX_WEIGHT + 1, n)]
-    t = k // 2 + 1
+    t = (k + 1) // 2 + 1  # a majority of the k + 1 share holders, on both sides
     flower = run_theirs(updates, weights, neighbors=k, threshold=t, dropouts=dropouts or {})
     ours = run_ours(updates, weights, neighbors=k, threshold=t, dropouts=dropouts or {})
     row = {"n": n, "d": d, "neighbors": k, "threshold": t, "dropouts": dropouts or {}, "flower": flower, "ours": ours}

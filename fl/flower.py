@@ -254,7 +254,8 @@ class RoundOutcome:
     ``aggregate`` the weighted mean reshaped to the model's arrays;
     ``abort_reason`` our reason when aborted; ``errors`` the readable reasons
     of client error replies and rejected messages, by node id; ``bytes_up`` /
-    ``bytes_down`` the bytes of our protocol messages per node id.
+    ``bytes_down`` the bytes of our protocol messages per node id (``errors[-1]``
+    holds a server-side integrity failure, when the shares did not agree).
     """
 
     result: AggregateResult | None
@@ -306,21 +307,21 @@ def run_secure_round(
 
     ``arrays`` gives the model shapes (the global model); ``fit_content`` is the
     FitIns RecordDict sent with the first stage (one for all, or per node).
-    ``threshold`` defaults to ⌊k/2⌋+1. The encoder clips to ``clip`` (L-inf)
+    ``threshold`` defaults to ⌊(k+1)/2⌋+1. The encoder clips to ``clip`` (L-inf)
     in ``bits`` bits, sized so that n clients of weight up to ``max_weight``
     cannot wrap (:class:`OverflowRiskError` otherwise). Never raises on client
     behaviour: dropouts, error replies and rejected messages are recorded, and
     an abort is returned as ``RoundOutcome(result=None, abort_reason=...)``.
     """
-    node_ids = sorted(int(n) for n in node_ids)
-    n = len(node_ids)
+    node_ids = sorted(int(nid) for nid in node_ids)
+    n, index = len(node_ids), {nid: i for i, nid in enumerate(node_ids)}
     shapes = [tuple(np.shape(a)) for a in arrays]
     dim = int(sum(int(np.prod(s)) for s in shapes))
     deadline = _timeouts(timeouts)
     encoder = FixedPointEncoder(clip, bits, n, max_weight=max_weight)
-    k = n - 1 if neighbors is None or neighbors >= n - 1 else neighbors + (neighbors % 2 and n % 2)
-    config = SecAggConfig(
-        tuple(range(n)), threshold if threshold is not None else min(k, n - 1) // 2 + 1, dim, encoder,
+    k = n - 1 if neighbors is None or neighbors >= n - 1 else min(n - 1, neighbors + (neighbors % 2 and n % 2))
+    config = SecAggConfig(  # default t: a majority of the k + 1 share holders (neighbours and the client)
+        tuple(range(n)), threshold if threshold is not None else (k + 1) // 2 + 1, dim, encoder,
         neighbors=neighbors if neighbors is not None and neighbors < n - 1 else None,
         min_survivors=min_survivors, round=round_number, weighted=True,
     )
@@ -357,12 +358,17 @@ def run_secure_round(
                 rec = reply.content.config_records[RECORD_KEY]
                 payload = bytes(rec["payload"])  # type: ignore[arg-type]
                 up[nid] += len(payload)
-                server.receive(node_ids.index(nid), payload)
+                server.receive(index[nid], payload)
             except SecAggError as exc:  # a rejected message counts as a dropout at this stage
                 outcome.errors[nid] = f"[{stage.value}] rejected: {error_reason(exc)}"
             except KeyError:
                 outcome.errors[nid] = f"[{stage.value}] reply without our record"
-        outbox = server.close_stage()
+        try:
+            outbox = server.close_stage()
+        except SecAggError as exc:  # inconsistent shares: the server session aborted itself
+            if server.state is not ABORTED:
+                raise
+            outcome.errors[-1] = f"[{stage.value}] {error_reason(exc)}"
         outcome.stage_seconds[stage.value] = time.perf_counter() - start
     outcome.bytes_up, outcome.bytes_down = up, down
     if server.state is ABORTED:
@@ -386,13 +392,11 @@ def _fit_content(fit_content: Mapping[int, RecordDict] | RecordDict | None, nid:
 
 
 def _unflatten(vector: NDArray[np.float64], like: Sequence[NDArray]) -> list[NDArray]:
-    out, offset = [], 0
-    for a in like:
-        size = int(np.prod(np.shape(a)))
-        dtype = a.dtype if np.issubdtype(np.asarray(a).dtype, np.floating) else np.float64
-        out.append(vector[offset : offset + size].reshape(np.shape(a)).astype(dtype))
-        offset += size
-    return out
+    sizes = np.cumsum([0] + [int(np.prod(np.shape(a))) for a in like])
+    return [
+        vector[lo:hi].reshape(np.shape(a)).astype(a.dtype if np.issubdtype(np.asarray(a).dtype, np.floating) else np.float64)
+        for a, lo, hi in zip(like, sizes[:-1], sizes[1:])
+    ]
 
 
 class SecAggFitWorkflow:
