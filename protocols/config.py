@@ -92,7 +92,7 @@ class SecAggParams:
 
 
 def _security_failure(n: int, k: int, t: int, corrupt: float, dropout: float) -> float:
-    if 2 * t <= k:
+    if 2 * t <= k + 1:
         return 1.0  # two disjoint quorums could each unmask a different view
     per_client = binomial_tail(k, corrupt, t)
     if k >= n - 1:
@@ -103,7 +103,9 @@ def _security_failure(n: int, k: int, t: int, corrupt: float, dropout: float) ->
 
 
 def _correctness_failure(n: int, k: int, t: int, dropout: float) -> float:
-    return min(1.0, n * binomial_tail(k, dropout, k - t + 1))
+    # a survivor's secrets are held by itself and its k neighbours: more than
+    # k + 1 - t dropped neighbours leave fewer than t holders
+    return min(1.0, n * binomial_tail(k, dropout, k - t + 2))
 
 
 def choose_params(
@@ -143,7 +145,7 @@ def choose_params(
         # the largest t that is still correct; security prefers t as large as possible
         feasible = [
             t
-            for t in range(k // 2 + 1, k + 1)
+            for t in range((k + 1) // 2 + 1, k + 2)
             if _correctness_failure(n, k, t, dropout_rate) <= cor_target
         ]
         if not feasible:
@@ -171,7 +173,9 @@ class SecAggConfig:
     """Everything both sides of a SecAgg / SecAgg+ round agree on before it starts.
 
     ``neighbors=None`` (or >= n-1) means the complete graph (SecAgg);
-    ``threshold`` is per neighbourhood; ``min_survivors`` (default: threshold)
+    ``threshold`` is per neighbourhood and counts the client itself: each
+    client's secrets are shared among its k neighbours and itself, so t must be
+    in ((k+1)/2, k+1]; ``min_survivors`` (default: threshold)
     is the fewest masked inputs the server will ever unmask (DESIGN
     clarification 3). ``identities`` maps client id to an Ed25519 public key and
     is required for ``active_security``. ``encoder`` maps floats to Z_{2^bits}
@@ -211,14 +215,16 @@ class SecAggConfig:
             raise ConfigError("neighbors must be an integer >= 2 (or None for SecAgg)", neighbors=self.neighbors)
         k = self.degree
         t = self.threshold
-        if not isinstance(t, int) or t < 1 or t > k:
+        if isinstance(t, bool) or not isinstance(t, int) or t < 1 or t > k + 1:
             raise ThresholdError(
-                f"threshold must be in [1, {k}] (the neighbourhood size)", threshold=t, neighbors=k
+                f"threshold must be in [1, {k + 1}] (the k={k} neighbours plus the client itself)",
+                threshold=t,
+                neighbors=k,
             )
-        if 2 * t <= k:
+        if 2 * t <= k + 1:
             raise ConfigError(
-                "threshold must exceed half the neighbourhood, or two disjoint quorums could "
-                "unmask different views (Bonawitz et al. 2017, §6)",
+                "threshold must exceed half of the share holders (neighbours plus self), or two "
+                "disjoint quorums could unmask different views (Bonawitz et al. 2017, §6)",
                 threshold=t,
                 neighbors=k,
             )

@@ -7,8 +7,10 @@ bottom:
 0. ADVERTISE_KEYS: client u sends c_pk (share encryption) and s_pk (masks),
    signed with its Ed25519 identity when identities are configured.
 1. SHARE_KEYS: u Shamir-shares its self-mask seed b_u and the seed of its mask
-   key s_u among its neighbours (threshold t), each pair sealed with AES-GCM
-   under agree(c_u, c_v); the server relays ciphertexts only.
+   key s_u among its neighbours *and itself* (threshold t; Bonawitz et al. share
+   among all of U1, u included, so t survivors suffice to unmask), each pair for
+   a neighbour sealed with AES-GCM under agree(c_u, c_v); the server relays
+   ciphertexts only.
 2. MASKED_INPUT: u sends y_u = encode(x_u) + PRG(b_u) + Σ_v ±PRG(s_uv) mod 2^bits
    over the neighbours v whose shares reached it (+ if u < v, − if u > v).
 3. CONSISTENCY (active security only): the server sends the survivor set U3,
@@ -221,15 +223,18 @@ class SecAggClient(_Party):
             if c_pk == s_pk:
                 raise IntegrityError("c_pk and s_pk must differ", client_id=v)
             self._peers[v] = (c_pk, s_pk)
-        if len(self._peers) < t:
+        if len(self._peers) + 1 < t:  # the share holders are the live neighbours and u itself
             raise AbortError(
-                "too few neighbours advertised keys", stage=Stage.SHARE_KEYS, needed=t, got=len(self._peers)
+                "too few neighbours advertised keys", stage=Stage.SHARE_KEYS, needed=t, got=len(self._peers) + 1
             )
-        peers = sorted(self._peers)
-        xs = [v + 1 for v in peers]  # x = id + 1: never zero
+        holders = sorted([*self._peers, self.id])
+        xs = [v + 1 for v in holders]  # x = id + 1: never zero
         b_shares, s_shares = shamir.split_many([self._b_seed, self._s_seed], len(xs), t, xs=xs)
         sealed = {}
-        for v, b_share, s_share in zip(peers, b_shares, s_shares):
+        for v, b_share, s_share in zip(holders, b_shares, s_shares):
+            if v == self.id:
+                self._held[v] = (b_share, s_share)  # our own share never leaves us unsealed
+                continue
             # One key per unordered pair seals both directions; the AAD names sender and receiver.
             key = self._pair_keys[v] = kex.agree(self._c, self._peers[v][0], context=share_context(c, self.id, v))
             plaintext = _ID.pack(self.id) + _ID.pack(v) + _pack_pair(b_share, s_share)
@@ -242,7 +247,7 @@ class SecAggClient(_Party):
     def _masked_input(self, msg: m.SharesDelivery) -> m.MaskedInput:
         c = self.config
         for v, sealed in msg.ciphertexts.items():
-            if v not in self._peers:
+            if v not in self._peers:  # (never ourselves: we are not our own peer)
                 raise ProtocolError("shares from a client that did not advertise keys to us", client_id=v)
             plaintext = aead.open(
                 self._pair_keys[v], sealed, aad=self._header(Stage.SHARE_KEYS, v, self.id).aad()
@@ -257,6 +262,7 @@ class SecAggClient(_Party):
         pair_seeds = [
             (kex.agree(self._s, self._peers[v][1], context=mask_context(c, self.id, v)), _sign(self.id, v))
             for v in sorted(self._held)
+            if v != self.id
         ]
         masked = apply_masks(self._encoded, bits=c.bits, self_seed=self._b_seed, pair_seeds=pair_seeds)
         self._encoded = None  # the plaintext encoding is no longer needed
@@ -286,6 +292,8 @@ class SecAggClient(_Party):
             raise IntegrityError(
                 "server asked for both shares of the same client (SECURITY invariant 2)", client_id=min(both)
             )
+        if self.id in dropped:  # we delivered our masked input: our mask key must stay secret
+            raise IntegrityError("server claims this client dropped and asks for its own mask key", client_id=self.id)
         for v in survivors | dropped:
             if v not in self._held:
                 raise ProtocolError("asked to unmask a client whose shares we never held", client_id=v)
@@ -295,7 +303,7 @@ class SecAggClient(_Party):
             if not survivors <= signed or dropped & signed:
                 raise IntegrityError("unmask request contradicts the signed survivor set")
             transcript = _survivors_transcript(c, self._survivors)
-            valid = 0
+            valid = 1  # our own signature on the same set
             for w, signature in msg.signatures.items():
                 if w not in signed:
                     raise IntegrityError("signature from a client outside the survivor set", client_id=w)
@@ -461,7 +469,7 @@ class SecAggServer(_Party):
         extra = set(msg.ciphertexts) - allowed
         if extra:
             raise ProtocolError("shares addressed to clients that are not live neighbours", client_id=u)
-        if len(msg.ciphertexts) < self.config.threshold:
+        if len(msg.ciphertexts) + 1 < self.config.threshold:  # the sender holds one share itself
             raise ProtocolError("fewer share ciphertexts than the threshold", client_id=u)
         if any(len(ct) > _MAX_SHARE_CIPHERTEXT for ct in msg.ciphertexts.values()):
             raise DecodeError("share ciphertext too large", client_id=u)
@@ -475,7 +483,8 @@ class SecAggServer(_Party):
             for u, sealed in msg.ciphertexts.items():
                 if u in incoming:
                     incoming[u][v] = sealed
-        self._delivered = {u: set(cts) for u, cts in incoming.items()}
+        # u holds the shares of every sender that reached it, and its own
+        self._delivered = {u: set(cts) | {u} for u, cts in incoming.items()}
         self.state = Stage.MASKED_INPUT
         return {u: m.SharesDelivery(self._header(Stage.MASKED_INPUT, m.SERVER_ID, u), cts) for u, cts in incoming.items()}
 

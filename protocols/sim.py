@@ -90,7 +90,7 @@ def _secagg_config(protocol: str) -> Callable[..., SecAggConfig]:
         else:
             neighbors = default_degree(n) if neighbors is None else neighbors
             k = min(n - 1, neighbors + (neighbors % 2 and n % 2))
-        t = threshold if threshold is not None else k // 2 + 1
+        t = threshold if threshold is not None else (k + 1) // 2 + 1  # a majority of the k + 1 holders
         kwargs = dict(graph_seed=graph_seed) if graph_seed is not None else {}
         return SecAggConfig(tuple(client_ids), t, dim, encoder, neighbors=neighbors, min_survivors=min_survivors,
                             active_security=active_security, identities=identities, weighted=weighted, **kwargs)

@@ -29,22 +29,23 @@ def predict(graph, t: int, min_survivors: int, drop_at: dict[int, Stage], active
     u1 = {u for u in ids if alive(u, Stage.ADVERTISE_KEYS)}
     if len(u1) < min_survivors:
         return Outcome(None, Stage.ADVERTISE_KEYS)
-    # a client with fewer than t live neighbours aborts instead of sharing
-    u2 = {u for u in u1 if alive(u, Stage.SHARE_KEYS) and len(graph[u] & u1) >= t}
+    # a client's secrets are held by its live neighbours and itself; with fewer
+    # than t holders it aborts instead of sharing
+    u2 = {u for u in u1 if alive(u, Stage.SHARE_KEYS) and len(graph[u] & u1) + 1 >= t}
     if len(u2) < min_survivors:
         return Outcome(None, Stage.SHARE_KEYS)
-    u3 = {u for u in u2 if alive(u, Stage.MASKED_INPUT) and len(graph[u] & u2) >= t}
+    u3 = {u for u in u2 if alive(u, Stage.MASKED_INPUT) and len(graph[u] & u2) + 1 >= t}
     if len(u3) < min_survivors:
         return Outcome(None, Stage.MASKED_INPUT)
     if active:
         u4 = {u for u in u3 if alive(u, Stage.CONSISTENCY)}
         if len(u4) < t:
             return Outcome(None, Stage.CONSISTENCY)
-        u5 = {u for u in u4 if alive(u, Stage.UNMASK) and len(graph[u] & u4) >= t}
+        u5 = {u for u in u4 if alive(u, Stage.UNMASK) and len(graph[u] & u4) + 1 >= t}
     else:
         u5 = {u for u in u3 if alive(u, Stage.CONSISTENCY) and alive(u, Stage.UNMASK)}
-    for u in u3:
-        if len(graph[u] & u5) < t:
+    for u in u3:  # b_u: held by u's neighbours and u itself
+        if len((graph[u] | {u}) & u5) < t:
             return Outcome(None, Stage.UNMASK)
     for v in u2 - u3:
         if graph[v] & u3 and len(graph[v] & u5) < t:

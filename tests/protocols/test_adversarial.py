@@ -69,6 +69,15 @@ def test_server_asking_for_both_shares_of_a_peer_is_refused():
     assert not clients[1].revealed_mask_key and not clients[1].revealed_self_mask
 
 
+def test_server_claiming_a_live_client_dropped_cannot_get_its_own_mask_key():
+    config, server, clients, _, outbox, _ = advance_to(Stage.UNMASK)
+    msg = outbox[1]
+    evil = dataclasses.replace(msg, survivors=tuple(v for v in msg.survivors if v != 1), dropped=(1,))
+    with pytest.raises(IntegrityError):
+        clients[1].handle(evil.to_bytes())
+    assert not clients[1].revealed_mask_key
+
+
 def test_client_never_reveals_both_shares_across_two_requests():
     config, server, clients, _, outbox, _ = advance_to(Stage.UNMASK)
     msg = outbox[2]

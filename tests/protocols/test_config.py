@@ -25,7 +25,7 @@ def test_binomial_tail_matches_direct_sum():
 def test_choose_params_meets_both_bounds(n):
     p = choose_params(n, dropout_rate=0.1, corrupt_rate=0.05)
     assert p.security_failure <= 2.0**-40 and p.correctness_failure <= 2.0**-20
-    assert p.threshold > p.neighbors / 2
+    assert 2 * p.threshold > p.neighbors + 1  # a majority of the k neighbours plus the client
     assert p.threshold <= p.min_survivors <= n
     assert p.neighbors <= 80  # DESIGN clarification 7: the N=1000 target assumes k <= 80
     # per neighbourhood, more than t corrupt neighbours is negligible
@@ -58,7 +58,7 @@ def test_threshold_out_of_range_is_a_threshold_error(t):
 
 def test_threshold_at_or_below_half_the_neighbourhood_is_insecure():
     with pytest.raises(ConfigError):
-        _config(threshold=4)  # 9 neighbours: 4 + 4 < 9, two disjoint quorums
+        _config(threshold=5)  # 9 neighbours + itself: 5 + 5 <= 10, two disjoint quorums
     with pytest.raises(ConfigError):
         _config(neighbors=6, threshold=3)
 

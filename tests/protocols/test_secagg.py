@@ -26,7 +26,7 @@ def rounds(draw, max_n: int = 40):
     complete = draw(st.booleans())
     k = n - 1 if complete else draw(st.integers(2, n - 1))
     k_eff = min(n - 1, k + (k % 2 and n % 2))
-    t = draw(st.integers(k_eff // 2 + 1, k_eff))
+    t = draw(st.integers((k_eff + 1) // 2 + 1, k_eff + 1))
     min_survivors = draw(st.integers(1, n))
     n_drop = draw(st.integers(0, n))
     dropped = draw(st.lists(st.integers(0, n - 1), min_size=n_drop, max_size=n_drop, unique=True))
@@ -122,3 +122,21 @@ def test_weighted_mean_hides_individual_weights_in_the_masked_slot():
     expected = (np.array(weights)[:, None] * updates).sum(0) / sum(weights)
     np.testing.assert_allclose(result.aggregate, expected, atol=1e-5)
     assert result.weight_sum == sum(weights)
+
+
+@pytest.mark.parametrize("protocol, k", [("secagg", None), ("secagg+", 6)])
+def test_exactly_threshold_survivors_still_unmask(protocol, k):
+    """Each client holds a share of its own secrets (Bonawitz et al. share among
+    all of U1), so t survivors are enough: min_survivors = t is reachable."""
+    n = 8
+    t = (7 if k is None else 6) // 2 + 2  # smallest majority of the k + 1 holders
+    updates = np.random.default_rng(9).uniform(-1, 1, size=(n, 5))
+    survivors = list(range(n - t, n)) if k is None else None
+    if k is None:
+        dropouts = {i: Stage.MASKED_INPUT for i in range(n - t)}
+        result = sim.run(protocol, updates, threshold=t, dropouts=dropouts, seed=2)
+        assert result.survivors == survivors
+        np.testing.assert_allclose(result.aggregate, updates[survivors].sum(0), atol=1e-5)
+    else:
+        result = sim.run(protocol, updates, neighbors=k, threshold=t, dropouts={0: Stage.MASKED_INPUT}, seed=2)
+        assert result.survivors == list(range(1, n))

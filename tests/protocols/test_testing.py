@@ -13,7 +13,7 @@ def test_secagg_passes_the_shipped_property_suite():
 @settings(max_examples=50)
 @given(round_configs(max_n=15, active=None))
 def test_round_configs_are_valid_by_construction(config):
-    assert 2 * config.threshold > config.degree and config.threshold <= config.degree
+    assert 2 * config.threshold > config.degree + 1 and config.threshold <= config.degree + 1
     assert 1 <= config.min_survivors <= config.n
     assert config.encoder.max_clients >= config.n
 
