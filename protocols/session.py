@@ -124,9 +124,11 @@ class AggregateResult:
     ``aggregate`` is the decoded sum of the survivors' inputs, or their
     weighted mean when weights were given (``weighted=True``); ``weight_sum``
     is Σ n_k over survivors (never one client's n_k). ``survivors`` and
-    ``dropped`` are sorted client ids. Byte counts are per client id; stage
-    figures are keyed by stage name, then by party (``"server"`` or a client
-    id). ``raw_sum`` holds the modular integer sum before decoding, when the
+    ``dropped`` are sorted client ids. ``bytes_up``/``bytes_down`` are per
+    client id. ``stage_bytes[stage]`` holds the totals ``"up"`` and ``"down"``
+    and, per client id, the bytes that client sent in that stage;
+    ``stage_seconds[stage]`` holds the time of each party (``"server"`` or a
+    client id). ``raw_sum`` holds the modular integer sum before decoding, when the
     protocol has one (used to compare protocols bit for bit).
     """
 

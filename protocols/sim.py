@@ -219,6 +219,7 @@ def drive(server: Any, clients: Mapping[int, Any], drop_at: Mapping[int, Stage] 
             reply_bytes = reply.to_bytes()
             bytes_up[cid] += len(reply_bytes)
             stage_bytes[stage_name]["up"] += len(reply_bytes)
+            stage_bytes[stage_name][cid] += len(reply_bytes)
             t0 = clock()
             server.receive(cid, reply_bytes)
             stage_seconds[stage_name]["server"] += clock() - t0
