@@ -21,7 +21,7 @@ or no reply at all (``"absent"``, a timeout); Flower's workflow treats both
 alike.
 
 Run ``python bench/flower_harness.py [--quick]`` for the self-check against the
-research note (docs: shared/research/secagg-anchors.md): N=10, d=10k round
+project's research note on Flower's SecAgg+: N=10, d=10k round
 correct; a dropout at setup or share_keys halts the round with no aggregate;
 dropouts at collect_masked_vectors are recovered.
 """

@@ -151,7 +151,7 @@ def decode_round_config(data: bytes) -> tuple[SecAggConfig, list[int], list[tupl
         )
     except SecAggError:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise DecodeError(f"malformed round config: {exc}") from None
     if len(set(node_ids)) != len(node_ids) or sum(int(np.prod(s)) for s in shapes) != config.dim:
         raise DecodeError("round config: node ids repeat or shapes do not add up to dim")

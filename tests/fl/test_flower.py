@@ -6,6 +6,8 @@ import logging
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytest.importorskip("flwr")
 
@@ -33,7 +35,7 @@ from fl.flower import (  # noqa: E402
 )
 from protocols import SecAggConfig, Stage  # noqa: E402
 from secagg.encoding import FixedPointEncoder  # noqa: E402
-from secagg.errors import ConfigError, DecodeError  # noqa: E402
+from secagg.errors import ConfigError, DecodeError, SecAggError  # noqa: E402
 
 N = 10
 SHAPES = [(40, 5), (7,)]
@@ -299,3 +301,18 @@ def test_client_policy_refuses_a_too_small_cohort() -> None:
     assert dict(context.state.config_records[STATUS_KEY])["status"] == "aborted"
     with pytest.raises(ConfigError):
         make_secagg_mod(min_survivors=0)
+
+
+@given(st.binary(max_size=600) | st.builds(lambda b: encode_round_config(_config(), [1, 2, 3, 4, 5], SHAPES)[: len(b)] + b,
+                                           st.binary(max_size=40)))
+def test_round_config_decoding_is_total(data: bytes) -> None:
+    """Any bytes from the server give a config or a typed error, never another exception."""
+    try:
+        decode_round_config(data)
+    except SecAggError:
+        pass
+
+
+def test_deeply_nested_config_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError):
+        decode_round_config(b"[" * 100_000 + b"]" * 100_000)
