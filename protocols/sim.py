@@ -138,7 +138,8 @@ def run(
     the round aborts (the error carries stage, needed, got and who dropped).
     """
     spec = _spec(protocol)
-    vectors = [np.asarray(u, dtype=np.float64).ravel() if np.ndim(u) else None for u in updates]
+    # Keep the caller's float dtype (float32 updates stay float32: no 2x copy).
+    vectors = [np.asarray(u).ravel() if np.ndim(u) else None for u in updates]
     if not vectors or any(v is None for v in vectors):
         raise ConfigError("updates must be a non-empty sequence of 1-D vectors")
     n, dim = len(vectors), vectors[0].size
