@@ -34,6 +34,8 @@ import platform
 import secrets
 import sys
 import time
+
+from timing import best_of  # noqa: E402  (bench/ is on sys.path)
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
@@ -48,13 +50,7 @@ from secagg.encoding import FixedPointEncoder  # noqa: E402
 GOAL_SECONDS_PER_MILLION = 2.0
 
 
-def _best(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+_best = best_of
 
 
 # -- the pure-Python exact reference (CKS20 Algs. 1-3, one sample at a time) ---------

@@ -32,6 +32,8 @@ import os
 import platform
 import sys
 import time
+
+from timing import best_of  # noqa: E402  (bench/ is on sys.path)
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -49,14 +51,7 @@ PRG_GOAL_RATIO = 1.1
 SHAMIR_GOAL_MS = 5.0  # split + combine, n = 100, t = 51 (issue #2)
 
 
-def _best(fn: Callable[[], Any], repeats: int) -> float:
-    """Best wall time of ``repeats`` calls (the least disturbed by other processes)."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+_best = best_of
 
 
 def bench_prg(quick: bool) -> list[dict[str, Any]]:
