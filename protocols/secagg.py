@@ -44,6 +44,7 @@ from secagg.errors import (
     SecAggError,
     ThresholdError,
 )
+from secagg.encoding_torch import is_tensor
 from secagg.masking import apply_masks, remove_masks
 
 from . import messages as m
@@ -161,7 +162,10 @@ class SecAggClient(_Party):
         if client_id not in config.client_ids:
             raise ConfigError("unknown client id", local=True, client_id=client_id)
         self.id = int(client_id)
-        update = np.asarray(update)
+        # A torch tensor stays on its device: encode there (secagg.encoding_torch) and
+        # mask there (apply_masks' torch backend); only the masked words reach the host.
+        if not is_tensor(update):
+            update = np.asarray(update)
         if update.ndim != 1 or update.shape[0] != config.dim:
             raise ConfigError("update must be a 1-D array of length config.dim", shape=update.shape, dim=config.dim)
         if config.active_security and identity is None:
@@ -264,7 +268,10 @@ class SecAggClient(_Party):
             for v in sorted(self._held)
             if v != self.id
         ]
-        masked = apply_masks(self._encoded, bits=c.bits, self_seed=self._b_seed, pair_seeds=pair_seeds)
+        backend = "torch" if is_tensor(self._encoded) else "numpy"
+        masked = apply_masks(
+            self._encoded, bits=c.bits, self_seed=self._b_seed, pair_seeds=pair_seeds, backend=backend
+        )
         self._encoded = None  # the plaintext encoding is no longer needed
         self.state = Stage.CONSISTENCY if c.active_security else Stage.UNMASK
         return m.MaskedInput(self._header(Stage.MASKED_INPUT, self.id, m.SERVER_ID), masked)

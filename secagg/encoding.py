@@ -379,7 +379,14 @@ class FixedPointEncoder:
         """Encode ``x`` with ``weight`` as ``d + 1`` ring elements of ``.dtype``.
 
         ``to_modular(quantize(x, weight, rng))``; see :meth:`quantize` for errors.
+        A torch tensor is encoded on its own device by
+        :func:`secagg.encoding_torch.encode_torch` and returns an int64 tensor
+        there (``rng`` is then an optional ``torch.Generator``).
         """
+        from .encoding_torch import encode_torch, is_tensor
+
+        if is_tensor(x):
+            return encode_torch(self, x, weight=weight, generator=rng)  # type: ignore[no-any-return]
         # quantize() output is within +-M by construction: skip to_modular's range scan.
         return self._wrap(self.quantize(x, weight, rng))
 

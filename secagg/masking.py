@@ -303,25 +303,52 @@ def remove_masks(
     self_seeds: Sequence[bytes],
     pair_seeds: Sequence[tuple[bytes, int]],
     chunk: int = DEFAULT_CHUNK,
+    backend: str = "numpy",
+    device: Any = None,
 ) -> NDArray[np.unsignedinteger]:
     """Server side: ``(total - Σ PRG(self_seed) - Σ sign·PRG(seed)) mod 2**bits``.
 
     ``self_seeds`` are the reconstructed self-mask seeds of survivors;
     ``pair_seeds`` the ``(seed, sign)`` pairs of dropped clients' masks that
     survivors still carry, with the sign the *survivor* used. ``total`` is not
-    modified; a new ``uint32``/``uint64`` array is returned. Raises
-    :class:`ConfigError` as :func:`apply_masks` does.
+    modified; a new ``uint32``/``uint64`` array is returned. ``backend``:
+    ``"numpy"`` (default), ``"torch"`` (PRG streams generated on ``device``,
+    default CUDA if available else CPU; the result is identical) or ``"auto"``
+    (torch for a tensor ``total``). Raises :class:`ConfigError` as
+    :func:`apply_masks` does, also for an unknown backend.
     """
     bits = _check_bits(bits)
     chunk = _check_count("chunk", chunk, 1)
-    if _is_tensor(total):
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {BACKENDS}", backend=backend)
+    use_torch = backend == "torch" or (backend == "auto" and _is_tensor(total))
+    if _is_tensor(total) and not use_torch:
         total = total.detach().to("cpu").numpy()
     _check_vector(total, bits, "total")
     streams = _streams(self_seeds, pair_seeds, flip=True)
     _check_counter(bits, 0, int(total.shape[0]))
     out = np.empty(total.shape[0], dtype=_out_dtype(bits))
-    _mask_cpu(out, total, streams, bits, 0, chunk)
+    if not use_torch:
+        _mask_cpu(out, total, streams, bits, 0, chunk)
+        return out
+    torch = require_extra("torch", "fl")
+    if device is None:
+        device = total.device if _is_tensor(total) else ("cuda" if torch.cuda.is_available() else "cpu")
+    source = total.to(torch.device(device)) if _is_tensor(total) else _host_to_device(torch, total, device)
+    _mask_torch(out, source, streams, bits, 0, chunk)
     return out
+
+
+def _host_to_device(torch: Any, total: NDArray[Any], device: Any) -> Any:
+    """A numpy total as a tensor on ``device``; uint64 words go as int64 bit patterns.
+
+    ``_torch_limbs`` splits int64 values with ``& 0xFFFFFFFF`` and an arithmetic
+    ``>> 32``; the high limb of a negative pattern is then negative, but it is
+    masked to ``bits - 32`` bits after the carries, so the residue is exact.
+    """
+    if total.dtype == np.uint64:
+        return torch.from_numpy(np.ascontiguousarray(total).view(np.int64)).to(device)
+    return torch.from_numpy(total.astype(np.int64)).to(device)
 
 
 def masked_sum(vectors: Iterable[NDArray[np.integer]], *, bits: int) -> NDArray[np.unsignedinteger]:
