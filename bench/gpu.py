@@ -12,6 +12,10 @@ CPU and the JSON says ``"device": "cpu"``; those are CPU figures, not GPU ones.
   :func:`secagg.masking.apply_masks`, ending in the uint32 wire bytes. Timed
   end to end, with the PRG floor (9 raw ``cryptography`` streams of d words)
   as the reference. d = 10**7 on the CPU (10**9 on CUDA); numpy and torch backends.
+  Two more rows use the real :class:`secagg.encoding.FixedPointEncoder`
+  (``max_clients=1000``): its numpy path, and its torch path (a float tensor
+  encoded on its device by :mod:`secagg.encoding_torch`, masked by the torch
+  backend, only the masked uint32 words copied to the host), on the torch row's d.
 * ``server_unmasking``: 100 clients (CPU: d = 10**6; CUDA: 10**8) on a ring
   graph with 8 neighbours, 5 dropped: ``masked_sum`` then ``remove_masks``
   (survivors' self masks and the dropped clients' pairwise masks), checked
@@ -48,12 +52,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms  # noqa: E402
 
 from secagg import prg  # noqa: E402
+from secagg.encoding import FixedPointEncoder  # noqa: E402
 from secagg.masking import apply_masks, masked_sum, remove_masks  # noqa: E402
 
 NEIGHBORS = 8
 CLIP, SCALE_BITS, BITS = 1.0, 20, 32  # stand-in encoding: |x| <= 1 -> +-2**20 around 2**31
 RSS_GOAL = 3.0
 KEYSTREAM_GOAL_GBPS_H100 = 300.0  # issue #9, CUDA only
+ENCODER_MAX_CLIENTS = 1000  # real encoder rows: scale ~2**21 for clip 1 at 32 bits
 SIM_SEED = 9  # simulation data only; mask seeds come from os.urandom
 
 
@@ -179,7 +185,42 @@ def bench_client(quick: bool, torch: Any, device: Any) -> list[dict[str, Any]]:
                  "device": _device_label(torch, device), "d": d_torch, "neighbors": NEIGHBORS,
                  "seconds": seconds, "ratio_to_prg_floor": seconds / (floor * d_torch / d),
                  "bit_identical_to_numpy": bool(np.array_equal(got, reference))})
+    rows.extend(_real_encoder_rows(tensor, pairs, self_seed, floor * d_torch / d, chunk, torch, device))
     return rows
+
+
+def _real_encoder_rows(
+    tensor: Any, pairs: list[tuple[bytes, int]], self_seed: bytes, floor: float, chunk: int, torch: Any, device: Any
+) -> list[dict[str, Any]]:
+    """secagg.encoding.FixedPointEncoder end to end: float tensor on the device (encoded
+    there by secagg.encoding_torch, masked by the torch backend) -> uint32 wire bytes,
+    against the numpy path (encode + apply_masks) on the same update, same run."""
+    encoder = FixedPointEncoder(CLIP, BITS, ENCODER_MAX_CLIENTS)
+    host = tensor.cpu().numpy()
+    d = int(tensor.shape[0])
+
+    def numpy_path() -> np.ndarray:
+        encoded = encoder.encode(host)
+        return apply_masks(encoded, bits=BITS, self_seed=self_seed, pair_seeds=pairs).view(np.uint8)
+
+    def torch_path() -> np.ndarray:
+        encoded = encoder.encode(tensor)  # int64 on tensor.device, d + 1 values
+        _sync(torch, device)
+        masked = apply_masks(encoded, bits=BITS, self_seed=self_seed, pair_seeds=pairs, chunk=chunk, backend="torch")
+        return masked.view(np.uint8)
+
+    repeats = 1 if device.type == "cuda" else 2
+    numpy_seconds = _best(numpy_path, repeats)
+    torch_seconds = _best(torch_path, repeats)
+    wire = torch_path()
+    return [
+        {"what": "client encode+mask (FixedPointEncoder numpy -> wire bytes)", "device": "cpu", "d": d,
+         "neighbors": NEIGHBORS, "seconds": numpy_seconds, "ratio_to_prg_floor": numpy_seconds / floor},
+        {"what": "client encode+mask (FixedPointEncoder torch, float tensor on device -> wire bytes)",
+         "device": _device_label(torch, device), "d": d, "neighbors": NEIGHBORS, "seconds": torch_seconds,
+         "ratio_to_prg_floor": torch_seconds / floor, "ratio_to_numpy_path": torch_seconds / numpy_seconds,
+         "wire_bytes": int(wire.size), "wire_bytes_expected": 4 * (d + 1)},
+    ]
 
 
 def _apply_masks_vs_floor(self_seed: bytes, pairs: list[tuple[bytes, int]], d: int = 10**6) -> dict[str, Any]:
