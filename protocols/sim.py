@@ -73,9 +73,10 @@ def _spec(name: str) -> ProtocolSpec:
 
 
 def default_degree(n: int) -> int:
-    """SecAgg+ degree when none is given: 2⌈log2 n⌉ (Bell et al.: O(log n)).
+    """SecAgg+ degree when none is given: max(4, 2⌈log2 n⌉) (Bell et al.: O(log n));
+    at or above n - 1 the driver uses the complete graph.
     Not derived from a threat model; use ``config.choose_params`` for that."""
-    return min(n - 1, max(4, 2 * int(np.ceil(np.log2(n)))))
+    return max(4, 2 * int(np.ceil(np.log2(n))))
 
 
 def _secagg_config(protocol: str) -> Callable[..., SecAggConfig]:
@@ -88,8 +89,11 @@ def _secagg_config(protocol: str) -> Callable[..., SecAggConfig]:
             neighbors = None
             k = n - 1
         else:
-            neighbors = default_degree(n) if neighbors is None else neighbors
-            k = min(n - 1, neighbors + (neighbors % 2 and n % 2))
+            if neighbors is None:
+                neighbors = default_degree(n)
+                if neighbors >= n - 1:
+                    neighbors = None  # small cohorts: the default degree is the complete graph
+            k = n - 1 if neighbors is None else min(n - 1, neighbors + (neighbors % 2 and n % 2))
         t = threshold if threshold is not None else (k + 1) // 2 + 1  # a majority of the k + 1 holders
         kwargs = dict(graph_seed=graph_seed) if graph_seed is not None else {}
         return SecAggConfig(tuple(client_ids), t, dim, encoder, neighbors=neighbors, min_survivors=min_survivors,
