@@ -1,0 +1,126 @@
+"""What binds SecAgg secrets and messages to one round: HKDF contexts for the
+pairwise keys, the transcripts that identities sign, header construction and
+checking, and the layout of a sealed share pair. Shared by the client and the
+server in :mod:`protocols.secagg` (SECURITY invariant 4).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+
+from secagg import aead, shamir
+from secagg.errors import DecodeError, IntegrityError, ProtocolError
+
+from . import messages as m
+from .config import SecAggConfig
+from .session import Stage
+
+__all__ = ["mask_context", "share_context", "SEED_BYTES", "KEY_BYTES"]
+
+SEED_BYTES = 32  # b_u and s_u seeds: 256-bit (PRG and X25519 seed sizes)
+KEY_BYTES = 32  # X25519 public keys
+_ID = struct.Struct("<I")
+
+
+def _context(config: SecAggConfig, purpose: bytes, u: int, v: int) -> bytes:
+    """HKDF context binding a pairwise secret to protocol, session, round,
+    purpose and the unordered pair {u, v} (SECURITY invariant 4)."""
+    lo, hi = (u, v) if u < v else (v, u)
+    return b"|".join(
+        (
+            b"secagg/v1",
+            bytes([m.PROTOCOL_IDS[config.protocol]]),
+            config.session_id,
+            _ID.pack(config.round),
+            purpose,
+            _ID.pack(lo) + _ID.pack(hi),
+        )
+    )
+
+
+def mask_context(config: SecAggConfig, u: int, v: int) -> bytes:
+    """Context for the pairwise mask seed s_uv."""
+    return _context(config, b"mask", u, v)
+
+
+def share_context(config: SecAggConfig, u: int, v: int) -> bytes:
+    """Context for the key that seals shares between u and v (both directions;
+    the AEAD associated data names sender and receiver)."""
+    return _context(config, b"share", u, v)
+
+
+def _advert_transcript(config: SecAggConfig, u: int, c_pk: bytes, s_pk: bytes) -> bytes:
+    return b"secagg/v1/advertise|" + config.session_id + _ID.pack(config.round) + _ID.pack(u) + c_pk + s_pk
+
+
+def _survivors_transcript(config: SecAggConfig, survivors: tuple[int, ...]) -> bytes:
+    ids = np.asarray(survivors, dtype="<u4").tobytes()
+    return b"secagg/v1/consistency|" + config.session_id + _ID.pack(config.round) + ids
+
+
+def _sign(u: int, v: int) -> int:
+    return 1 if u < v else -1
+
+
+class _Party:
+    """What client and server share: header construction and checking."""
+
+    config: SecAggConfig
+
+    def _header(self, stage: Stage, sender: int, receiver: int) -> m.Header:
+        c = self.config
+        return m.Header(m.PROTOCOL_IDS[c.protocol], c.session_id, c.round, stage, sender, receiver)
+
+    def _parse(self, msg: Any) -> m.Message:
+        if isinstance(msg, (bytes, bytearray, memoryview)):
+            limit = self.config.max_message_bytes or m.DEFAULT_MAX_MESSAGE_BYTES
+            return m.decode(bytes(msg), max_bytes=limit)
+        if not isinstance(msg, m.Message):
+            raise ProtocolError("expected a secagg message or its bytes", local=True, type=type(msg).__name__)
+        return msg
+
+    def _check_header(self, msg: m.Message, *, stage: Stage, sender: int, receiver: int, kind: type) -> None:
+        h = msg.header
+        c = self.config
+        if h.protocol != m.PROTOCOL_IDS[c.protocol] or h.session_id != c.session_id or h.round != c.round:
+            raise ProtocolError(
+                "message from another protocol, session or round (replay?)",
+                client_id=sender if sender != m.SERVER_ID else None,
+                round=h.round,
+            )
+        if h.sender != sender or h.receiver != receiver:
+            raise ProtocolError("message sender/receiver does not match", client_id=sender, header_sender=h.sender)
+        if h.stage != stage or not isinstance(msg, kind):
+            raise ProtocolError(
+                f"expected {kind.__name__} at {stage.value}, got {type(msg).__name__} at {h.stage.value}",
+                stage=stage,
+                client_id=sender if sender != m.SERVER_ID else None,
+            )
+
+
+# ====================================================================== client
+
+
+def _pack_pair(b_share: shamir.Share, s_share: shamir.Share) -> bytes:
+    b, s = b_share.to_bytes(), s_share.to_bytes()
+    return _ID.pack(len(b)) + b + s
+
+
+def _unpack_pair(data: bytes, *, client_id: int) -> tuple[shamir.Share, shamir.Share]:
+    if len(data) < 4:
+        raise IntegrityError("share pair truncated", client_id=client_id)
+    (n,) = _ID.unpack(data[:4])
+    try:
+        return shamir.Share.from_bytes(data[4 : 4 + n]), shamir.Share.from_bytes(data[4 + n :])
+    except DecodeError as exc:
+        raise IntegrityError(f"malformed share from peer: {exc}", client_id=client_id) from None
+
+
+# ====================================================================== server
+
+
+# two 4-byte ids, a 4-byte length, two shares, AEAD nonce and tag
+_MAX_SHARE_CIPHERTEXT = 8 + 4 + 2 * shamir.SHARE_BYTES + aead.OVERHEAD
