@@ -140,3 +140,13 @@ def test_exactly_threshold_survivors_still_unmask(protocol, k):
     else:
         result = sim.run(protocol, updates, neighbors=k, threshold=t, dropouts={0: Stage.MASKED_INPUT}, seed=2)
         assert result.survivors == list(range(1, n))
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5])
+def test_small_secagg_plus_cohorts_use_the_complete_graph(n):
+    """The default SecAgg+ degree reaches n - 1 for small cohorts; the driver then
+    runs the complete graph instead of refusing the round."""
+    updates = np.random.default_rng(n).uniform(-1, 1, size=(n, 6))
+    result = sim.run("secagg+", updates, seed=1)
+    assert result.survivors == list(range(n))
+    np.testing.assert_allclose(result.aggregate, updates.sum(0), atol=n * 1e-6)
