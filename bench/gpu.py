@@ -41,9 +41,10 @@ import resource
 import subprocess
 import sys
 import time
+
 import tracemalloc
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms  # noqa: E
 from secagg import prg  # noqa: E402
 from secagg.encoding import FixedPointEncoder  # noqa: E402
 from secagg.masking import apply_masks, masked_sum, remove_masks  # noqa: E402
+from timing import best_of  # noqa: E402  (bench/ is on sys.path)
 
 NEIGHBORS = 8
 CLIP, SCALE_BITS, BITS = 1.0, 20, 32  # stand-in encoding: |x| <= 1 -> +-2**20 around 2**31
@@ -63,13 +65,7 @@ ENCODER_MAX_CLIENTS = 1000  # real encoder rows: scale ~2**21 for clip 1 at 32 b
 SIM_SEED = 9  # simulation data only; mask seeds come from os.urandom
 
 
-def _best(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+_best = best_of
 
 
 def _raw_chacha_seconds(n_words: int, streams: int = 1) -> float:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 from secagg.errors import ConfigError
 
 __all__ = [
+    "relabel",
     "SECURE_PROTOCOLS",
     "HE_PROTOCOLS",
     "PROTOCOLS",
@@ -68,6 +69,18 @@ def make_encoder(*, clip: float = DELTA_CLIP, precision: float = DELTA_PRECISION
     from secagg.encoding import FixedPointEncoder
 
     return FixedPointEncoder.for_precision(clip, precision, max_clients, max_weight=max_weight)
+
+
+def relabel(result: Any, ids: Sequence[int]) -> Any:
+    """The simulator numbers clients 0..n-1; map survivors, dropouts and byte
+    counts back to centre ids (``ids[i]`` is client i's centre)."""
+    return dataclasses.replace(
+        result,
+        survivors=[ids[i] for i in result.survivors],
+        dropped=[ids[i] for i in result.dropped],
+        bytes_up={ids[i]: b for i, b in result.bytes_up.items()},
+        bytes_down={ids[i]: b for i, b in result.bytes_down.items()},
+    )
 
 
 @dataclass
@@ -130,22 +143,12 @@ class ProtocolAggregator:
             active_security=self.active_security, encoder=self.encoder,
         )
         sim = self._sim()
-        protocol = self.protocol
-        if protocol == "secagg+" and len(ids) <= 2 and self.neighbors is None:
-            # A SecAgg+ graph on two clients is the complete graph, i.e. SecAgg
-            # (the sim's sparse-graph builder needs a degree >= 2).
-            protocol = "secagg"
-        if protocol == "plaintext" or self.plaintext:
+        # (small SecAgg+ cohorts run the complete graph inside protocols.sim)
+        if self.protocol == "plaintext" or self.plaintext:
             result = sim.run_plaintext(vectors, **kwargs)
         else:
-            result = sim.run(protocol, vectors, **kwargs)
-        return dataclasses.replace(
-            result,
-            survivors=[ids[i] for i in result.survivors],
-            dropped=[ids[i] for i in result.dropped],
-            bytes_up={ids[i]: b for i, b in result.bytes_up.items()},
-            bytes_down={ids[i]: b for i, b in result.bytes_down.items()},
-        )
+            result = sim.run(self.protocol, vectors, **kwargs)
+        return relabel(result, ids)
 
     def plaintext_twin(self) -> "ProtocolAggregator":
         """The plaintext baseline of this protocol: same encoder, parameters and dropout semantics."""

@@ -26,7 +26,6 @@ that DP runs are reproducible too.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib
 import math
@@ -36,6 +35,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from secagg.errors import ConfigError
+
+from .aggregation import relabel
 
 __all__ = ["DP_L2_CLIP", "DP_BITS", "DP_MECHANISM", "dp_available", "dp_min_survivors", "DPAggregator"]
 
@@ -116,10 +117,4 @@ class DPAggregator:
         else:
             result = sim.run(self.protocol, padded, threshold=self.threshold, neighbors=self.neighbors, **common)
         self.dp.finish_round(result, encoder)
-        return dataclasses.replace(
-            result,
-            survivors=[ids[i] for i in result.survivors],
-            dropped=[ids[i] for i in result.dropped],
-            bytes_up={ids[i]: b for i, b in result.bytes_up.items()},
-            bytes_down={ids[i]: b for i, b in result.bytes_down.items()},
-        )
+        return relabel(result, ids)
