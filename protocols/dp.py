@@ -14,6 +14,16 @@ Dropouts (DESIGN.md clarification 3): every share is calibrated so that
 unmask fewer (:meth:`DistributedDP.protocol_min_survivors`), and ε is
 recomputed after each round from the number of shares actually summed.
 
+Record-level DP (:class:`secagg.dp.RecordDPEncoder`): pass ``max_records``
+(the number of training records over all clients) and a record sampling
+rate. Each client then hands :func:`run_dp` a ``(B, dim)`` batch of
+per-record vectors (gradients); the encoder clips and rounds every record,
+the client adds one noise share to their sum, and the accountant counts
+records, not clients. :meth:`DistributedDP.client_privacy` reports, per
+client, ε over the rounds it took part in, both for the sum (what the server
+sees) and "if exposed" (its own masked input revealed alone, e.g. by a
+collusion above the SecAgg threshold: only its own share protects it).
+
 Dimensions: the rotation works on ``padded_dim = 2^ceil(log2 d)``, so the
 protocol runs with ``dim = padded_dim``; :meth:`pad` zero-pads updates and
 :meth:`finish_round` drops the padding again.
@@ -29,7 +39,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from secagg.dp import DDPPlan, DistributedDPEncoder, PrivacyBudget, RoundPrivacy, plan_ddp
+from secagg.dp import DDPPlan, DistributedDPEncoder, PrivacyBudget, RecordDPEncoder, RoundPrivacy, plan_ddp
 from secagg.dp.accountant import RDP_ORDERS, rdp_to_epsilon, round_rdp
 from secagg.dp.planning import DEFAULT_BETA, DEFAULT_K, Mechanism
 from secagg.dp.subsampling import Sampling
@@ -38,7 +48,7 @@ from secagg.errors import ConfigError
 from . import sim
 from .session import AggregateResult, Stage
 
-__all__ = ["DistributedDP", "DPRoundReport", "run_dp"]
+__all__ = ["DistributedDP", "DPRoundReport", "ClientPrivacy", "run_dp"]
 
 ROTATION_SEED_BYTES = 16  # public, fresh per round; 128 bits make reuse across rounds negligible
 
@@ -56,10 +66,23 @@ class DPRoundReport:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ClientPrivacy:
+    """One client's (silo's) ledger: rounds its input was summed, ε for the sum, ε if exposed alone."""
+
+    rounds: int
+    epsilon: float
+    epsilon_if_exposed: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rounds": self.rounds, "epsilon": self.epsilon, "epsilon_if_exposed": self.epsilon_if_exposed}
+
+
 class DistributedDP:
     """One run's distributed-DP layer: plan, per-round encoders, dropout-aware accounting.
 
-    Keywords as :func:`secagg.dp.plan_ddp` plus ``sampling_rate`` and
+    Keywords as :func:`secagg.dp.plan_ddp` plus ``max_records`` (record-level
+    DP, see the module docstring), ``sampling_rate`` and
     ``sampling`` (``"poisson"`` or ``"fixed"``-size client sampling, for the
     accountant), ``delta`` and an optional
     ``budget``. With a budget, :meth:`check_round` raises
@@ -84,11 +107,14 @@ class DistributedDP:
         k: float = DEFAULT_K,
         max_weight: int = 1,
         budget: PrivacyBudget | None = None,
+        max_records: int | None = None,
     ) -> None:
         self.plan: DDPPlan = plan_ddp(
             mechanism=mechanism, n_clients=n_clients, min_survivors=min_survivors, dim=dim, l2_clip=l2_clip,
-            noise_multiplier=noise_multiplier, bits=bits, beta=beta, k=k,
+            noise_multiplier=noise_multiplier, bits=bits, beta=beta, k=k, max_inputs=max_records,
         )
+        if max_records is not None and max_weight != 1:
+            raise ConfigError("record-level DP sends weight 1 per client", max_weight=max_weight)
         if not 0 < sampling_rate <= 1:
             raise ConfigError("sampling_rate must be in (0, 1]", sampling_rate=sampling_rate)
         if sampling not in ("poisson", "fixed"):
@@ -103,6 +129,12 @@ class DistributedDP:
         # Without a budget, a tracker with no effective limit still composes and reports ε.
         self.budget = budget if budget is not None else PrivacyBudget(epsilon=sys.float_info.max, delta=delta)
         self._reports: list[DPRoundReport] = []
+        self._client_rdp: dict[int, tuple[int, NDArray[np.float64], NDArray[np.float64]]] = {}
+
+    @property
+    def record_level(self) -> bool:
+        """True when the unit of privacy is a record (``max_records`` was given)."""
+        return bool(self.plan.max_inputs)
 
     @property
     def padded_dim(self) -> int:
@@ -118,8 +150,13 @@ class DistributedDP:
         return tuple(self._reports)
 
     def round_encoder(self, rotation_seed: bytes | None = None) -> DistributedDPEncoder:
-        """A fresh encoder for the next round (public rotation seed from the OS unless given)."""
+        """A fresh encoder for the next round (public rotation seed from the OS unless given).
+
+        A :class:`~secagg.dp.RecordDPEncoder` when :attr:`record_level`.
+        """
         seed = os.urandom(ROTATION_SEED_BYTES) if rotation_seed is None else rotation_seed
+        if self.record_level:
+            return RecordDPEncoder(self.plan, dim=self.padded_dim, rotation_seed=seed)
         return DistributedDPEncoder(self.plan, dim=self.padded_dim, rotation_seed=seed, max_weight=self.max_weight)
 
     def pad(self, update: NDArray[np.floating]) -> NDArray[np.float64]:
@@ -129,6 +166,27 @@ class DistributedDP:
             raise ConfigError("update has the wrong length", expected=self.dim, got=u.size)
         out = np.zeros(self.padded_dim)
         out[: self.dim] = u
+        return out
+
+    def client_inputs(self, updates: Sequence[Any], encoder: DistributedDPEncoder, *,
+                      seed: int | None = None) -> list[NDArray[np.int64] | NDArray[np.float64]]:
+        """What each client hands the protocol this round.
+
+        Client-level: its update zero-padded (:meth:`pad`). Record-level: the
+        rounded sum of its ``(B, dim)`` records (:meth:`RecordDPEncoder.sum_records`;
+        ``seed`` seeds the rounding coins, simulation only; otherwise the OS CSPRNG).
+        """
+        if not self.record_level:
+            return [self.pad(u) for u in updates]
+        if not isinstance(encoder, RecordDPEncoder):
+            raise ConfigError("record-level DP needs this layer's RecordDPEncoder")
+        out = []
+        for i, rows in enumerate(updates):
+            rows = np.asarray(rows)
+            if rows.ndim != 2 or rows.shape[1] != self.dim:
+                raise ConfigError("record-level input must be a (B, dim) batch", shape=rows.shape, dim=self.dim)
+            rng = None if seed is None else np.random.default_rng([seed, i, 0x7265636f7264])  # "record"
+            out.append(encoder.sum_records(rows, rng=rng))
         return out
 
     def check_round(self) -> float:
@@ -156,6 +214,11 @@ class DistributedDP:
         """
         n_shares = len(result.survivors)
         result.aggregate = np.asarray(result.aggregate)[: self.dim]
+        central = round_rdp(self.plan, n_shares=n_shares, sampling_rate=self.sampling_rate, sampling=self.sampling)
+        alone = round_rdp(self.plan, n_shares=1, sampling_rate=self.sampling_rate, sampling=self.sampling)
+        for cid in result.survivors:
+            rounds, c_rdp, a_rdp = self._client_rdp.get(int(cid), (0, np.zeros_like(central), np.zeros_like(alone)))
+            self._client_rdp[int(cid)] = (rounds + 1, c_rdp + central, a_rdp + alone)
         record: RoundPrivacy = self.budget.spend(
             self.plan, n_shares=n_shares, sampling_rate=self.sampling_rate, sampling=self.sampling
         )
@@ -172,6 +235,21 @@ class DistributedDP:
         self._reports.append(report)
         result.extras["dp"] = report
         return report
+
+    def client_privacy(self) -> dict[int, ClientPrivacy]:
+        """Per client id: rounds its input was in an unmasked sum, ε for those sums, ε if exposed alone.
+
+        ``epsilon`` composes only the rounds the client took part in (a
+        dropped client's data was not released that round), each with the
+        shares actually summed; ``epsilon_if_exposed`` composes the same
+        rounds as if its masked input had been unmasked alone, protected
+        only by its own noise share. Clients never summed are absent.
+        """
+        out = {}
+        for cid, (rounds, c_rdp, a_rdp) in sorted(self._client_rdp.items()):
+            out[cid] = ClientPrivacy(rounds=rounds, epsilon=rdp_to_epsilon(RDP_ORDERS, c_rdp, self.delta)[0],
+                                     epsilon_if_exposed=rdp_to_epsilon(RDP_ORDERS, a_rdp, self.delta)[0])
+        return out
 
     def epsilon_for(self, n_shares: int, rounds: int = 1) -> float:
         """ε of ``rounds`` rounds each summing ``n_shares`` shares (no budget change)."""
@@ -193,6 +271,8 @@ def run_dp(
 ) -> AggregateResult:
     """One simulated round of ``protocol`` (``"secagg"``, ``"secagg+"``, ``"plaintext"``) with distributed DP.
 
+    ``updates[i]`` is client i's update (length ``dp.dim``) or, for
+    record-level DP, its ``(B_i, dp.dim)`` batch of per-record vectors.
     Checks the budget first, runs :func:`protocols.sim.run` with the round's
     DP encoder and ``min_survivors = dp.protocol_min_survivors``, then
     accounts the round with the survivors actually summed. ``seed`` makes the
@@ -201,7 +281,7 @@ def run_dp(
     """
     dp.check_round()
     encoder = dp.round_encoder()
-    padded = [dp.pad(u) for u in updates]
+    padded = dp.client_inputs(updates, encoder, seed=seed)
     result = sim.run(
         protocol, padded, weights=weights, dropouts=dropouts, threshold=threshold, neighbors=neighbors,
         seed=seed, active_security=active_security, encoder=encoder, min_survivors=dp.protocol_min_survivors,

@@ -7,7 +7,8 @@
 * :func:`plan_ddp` (bits, scale, guards), :func:`ddgauss_epsilon`,
   :func:`skellam_epsilon` (Poisson or fixed-size client sampling),
   :func:`calibrate_noise_multiplier` (dropout-aware) and :class:`PrivacyBudget`;
-* :class:`DistributedDPEncoder`, the client/server codec that protocols carry.
+* :class:`DistributedDPEncoder`, the client/server codec that protocols carry,
+  and :class:`RecordDPEncoder` for record-level DP (per-example clipping).
 
 ``dp_accounting`` (the ``dp`` extra) is imported lazily, only for the PLD
 floor and :func:`gaussian_epsilon`.
@@ -27,6 +28,7 @@ from .budget import PrivacyBudget, RoundPrivacy
 from .calibration import calibrate_noise_multiplier
 from .encoder import DistributedDPEncoder, count_wraps
 from .planning import DDPPlan, plan_ddp, wrap_probability
+from .records import RecordDPEncoder
 from .rotation import fwht, padded_dim, rotate, rotation_signs, unrotate
 from .rounding import conditional_randomized_round, rounded_l2_norm_bound
 from .samplers import discrete_gaussian, discrete_laplace, skellam
@@ -60,5 +62,6 @@ __all__ = [
     "PrivacyBudget",
     "RoundPrivacy",
     "DistributedDPEncoder",
+    "RecordDPEncoder",
     "count_wraps",
 ]

@@ -61,6 +61,7 @@ def calibrate_noise_multiplier(
     k: float = DEFAULT_K,
     rho: float = 1.0,
     sampling: Sampling = "poisson",
+    max_inputs: int | None = None,
 ) -> float:
     """Return the smallest noise multiplier z whose ``min_survivors``-share sum meets the target.
 
@@ -71,7 +72,8 @@ def calibrate_noise_multiplier(
     calibrates the continuous Gaussian with dp-accounting's PLD and ignores
     ``dim``, ``bits``, ``beta`` and ``k``; the distributed mechanisms need
     ``dim`` and ``bits`` (``n_clients`` defaults to ``min_survivors``).
-    ``sampling`` is ``"poisson"`` or ``"fixed"`` (:mod:`secagg.dp.subsampling`). The
+    ``sampling`` is ``"poisson"`` or ``"fixed"`` (:mod:`secagg.dp.subsampling`);
+    ``max_inputs`` is :func:`~secagg.dp.planning.plan_ddp`'s (record-level DP). The
     result is checked with the PLD floor of :func:`plan_epsilon`, so
     ``ε(z) <= target_epsilon`` exactly as the accountant reports it. Raises
     :class:`ConfigError` for bad arguments or an unreachable target.
@@ -103,10 +105,10 @@ def calibrate_noise_multiplier(
         try:
             plan = plan_ddp(
                 mechanism=mechanism, n_clients=n_total, min_survivors=min_survivors, dim=dim, l2_clip=l2_clip,
-                noise_multiplier=z, bits=bits, beta=beta, k=k, rho=rho,
+                noise_multiplier=z, bits=bits, beta=beta, k=k, rho=rho, max_inputs=max_inputs,
             )
         except ConfigError as exc:
-            if exc.noise_multiplier is not None or exc.n_clients is not None or exc.min_survivors is not None:
+            if any(getattr(exc, f) is not None for f in ("noise_multiplier", "n_clients", "min_survivors", "max_inputs")):
                 raise  # a real configuration mistake, not "too little noise"
             return math.inf  # guards (scaled sigma, tau * d) fail only for too little noise
         return plan_epsilon(

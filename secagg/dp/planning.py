@@ -5,7 +5,10 @@ decoder and the accountant, so the three can never disagree on the scale or
 the noise. Terms (Kairouz, Liu, Steinke, ICML 2021, §4; Agarwal, Kairouz,
 Liu, NeurIPS 2021):
 
-* ``n_clients``: the most inputs that can be in one sum (bit planning);
+* ``n_clients``: the most noise shares (clients) that can be in one sum;
+* ``max_inputs``: the most rounded vectors that can be in one sum, for bit
+  planning (defaults to ``n_clients``; record-level DP sums one per record,
+  so it is the number of training records);
 * ``min_survivors``: the fewest noise shares the server will ever unmask
   (DESIGN.md clarification 3). Each client's share has standard deviation
   ``noise_multiplier * l2_clip / sqrt(min_survivors)``, so *any* permitted
@@ -76,21 +79,26 @@ def wrap_probability(k: float) -> float:
 
 
 def heuristic_scale(
-    *, local_stddev: float, l2_clip: float, bits: int, n_clients: int, dim: int, k: float, rho: float = 1.0
+    *, local_stddev: float, l2_clip: float, bits: int, n_clients: int, dim: int, k: float, rho: float = 1.0,
+    max_inputs: int | None = None,
 ) -> float:
     """The scale ``1/gamma`` that fits ``k`` standard deviations of the sum into ``2^bits``.
 
-    Raises :class:`ConfigError` if ``2^(2 bits) < n_clients k^2`` or ``2^bits < n_clients``.
+    ``n_clients`` noise shares of std ``local_stddev`` and ``max_inputs``
+    (default ``n_clients``) rounded vectors of norm ``l2_clip``, each adding
+    rounding variance ``gamma^2/4`` per coordinate. Raises
+    :class:`ConfigError` if ``2^(2 bits) < max_inputs k^2`` or ``2^bits < max_inputs``.
     """
-    if 2.0 ** (2 * bits) < n_clients * k**2 or 2.0**bits < n_clients:
+    m = n_clients if max_inputs is None else max_inputs
+    if 2.0 ** (2 * bits) < m * k**2 or 2.0**bits < m:
         raise ConfigError(
-            "bit width too small: need 2^bits >= n_clients and 2^(2 bits) >= n_clients * k^2",
+            "bit width too small: need 2^bits >= max_inputs and 2^(2 bits) >= max_inputs * k^2",
             bits=bits,
-            n_clients=n_clients,
+            max_inputs=m,
             k=k,
         )
-    numer = math.sqrt(2.0 ** (2 * bits) - n_clients * k**2)
-    denom = 2.0 * k * math.sqrt(rho / dim * l2_clip**2 * n_clients**2 + n_clients * local_stddev**2)
+    numer = math.sqrt(2.0 ** (2 * bits) - m * k**2)
+    denom = 2.0 * k * math.sqrt(rho / dim * l2_clip**2 * m**2 + n_clients * local_stddev**2)
     return numer / denom
 
 
@@ -125,6 +133,12 @@ class DDPPlan:
     scaled_stddev: float
     rounded_l2: float
     rounded_l1: float
+    max_inputs: int = 0  # rounded vectors in one sum; 0 means n_clients (client-level DP)
+
+    @property
+    def inputs_bound(self) -> int:
+        """The most rounded vectors one sum may hold (``max_inputs`` or ``n_clients``)."""
+        return self.max_inputs or self.n_clients
 
     @property
     def wrap_probability(self) -> float:
@@ -160,11 +174,14 @@ def plan_ddp(
     k: float = DEFAULT_K,
     rho: float = 1.0,
     max_wrap_probability: float = MAX_WRAP_PROBABILITY,
+    max_inputs: int | None = None,
 ) -> DDPPlan:
     """Validate a distributed-DP configuration and derive its scale and noise.
 
     ``dim`` is the update dimension before padding. ``min_survivors``
-    defaults to ``n_clients`` (no dropout tolerance). Raises
+    defaults to ``n_clients`` (no dropout tolerance). ``max_inputs`` (record-level
+    DP: the number of records) bounds the rounded vectors in one sum, at least
+    ``n_clients``; it only widens the bit planning. Raises
     :class:`ConfigError` for: a non-positive size or clip, ``min_survivors``
     outside ``[1, n_clients]``, ``bits`` outside ``[1, 52]`` or too small for
     ``n_clients`` and ``k``, a planned wrap probability above
@@ -177,6 +194,8 @@ def plan_ddp(
     min_survivors = n_clients if min_survivors is None else _positive_int("min_survivors", min_survivors)
     if min_survivors > n_clients:
         raise ConfigError("min_survivors cannot exceed n_clients", min_survivors=min_survivors, n_clients=n_clients)
+    if max_inputs is not None and _positive_int("max_inputs", max_inputs) < n_clients:
+        raise ConfigError("max_inputs cannot be below n_clients", max_inputs=max_inputs, n_clients=n_clients)
     p = padded_dim(_positive_int("dim", dim))
     if not (l2_clip > 0 and math.isfinite(l2_clip)):
         raise ConfigError("l2_clip must be positive and finite", l2_clip=l2_clip)
@@ -197,7 +216,8 @@ def plan_ddp(
         )
     local_stddev = noise_multiplier * l2_clip / math.sqrt(min_survivors)
     scale = heuristic_scale(
-        local_stddev=local_stddev, l2_clip=l2_clip, bits=bits, n_clients=n_clients, dim=p, k=k, rho=rho
+        local_stddev=local_stddev, l2_clip=l2_clip, bits=bits, n_clients=n_clients, dim=p, k=k, rho=rho,
+        max_inputs=max_inputs,
     )
     scaled_stddev = local_stddev * scale
     rounded_l2 = rounded_l2_norm_bound(l2_clip * scale, beta, p)
@@ -217,6 +237,7 @@ def plan_ddp(
         scaled_stddev=scaled_stddev,
         rounded_l2=rounded_l2,
         rounded_l1=rounded_l1_norm_bound(rounded_l2, p),
+        max_inputs=0 if max_inputs is None else max_inputs,
     )
     if mechanism == "ddgauss":
         if scaled_stddev < MIN_SCALED_STDDEV:

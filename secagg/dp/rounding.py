@@ -71,37 +71,49 @@ def conditional_randomized_round(
     beta: float,
     rng: np.random.Generator | RandomWords | None = None,
 ) -> NDArray[np.int64]:
-    """Round ``x`` (1-D, ``||x|| <= l2_norm``) unbiasedly to integers with norm <= Δ₂.
+    """Round ``x`` (``||x|| <= l2_norm``) unbiasedly to integers with norm <= Δ₂.
 
-    Re-rounds until ``||round(x)||₂ <= rounded_l2_norm_bound(l2_norm, beta, len(x))``.
-    Raises :class:`ConfigError` if ``x`` is not a finite 1-D vector, if its
-    norm exceeds ``l2_norm`` (the caller must clip first), or if
-    :data:`MAX_ROUNDING_TRIES` tries all fail (``failed_tries``, ``bound``,
-    ``last_norm`` fields).
+    ``x`` is one vector (1-D) or a batch of row vectors (2-D, one record per
+    row: every row is bounded and rounded on its own). Re-rounds a vector
+    until ``||round(x)||₂ <= rounded_l2_norm_bound(l2_norm, beta, d)``.
+    Raises :class:`ConfigError` if ``x`` is not finite and 1-D or 2-D with
+    non-empty rows, if a norm exceeds ``l2_norm`` (the caller must clip
+    first), or if :data:`MAX_ROUNDING_TRIES` tries all fail (``failed_tries``,
+    ``bound``, ``last_norm`` fields).
     """
     x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 1 or x.size == 0 or not np.all(np.isfinite(x)):
-        raise ConfigError("x must be a non-empty finite 1-D vector", shape=x.shape)
-    norm = math.sqrt(float(np.sum(x * x)))  # plain numpy, not BLAS (threads spin on a busy machine)
+    if x.ndim not in (1, 2) or x.shape[-1] == 0 or not np.all(np.isfinite(x)):
+        raise ConfigError("x must be a finite 1-D vector or 2-D batch of non-empty rows", shape=x.shape)
+    rows = x.reshape(-1, x.shape[-1])
+    norms = np.sqrt(np.sum(rows * rows, axis=1))  # plain numpy, not BLAS (threads spin on a busy machine)
     # A relative slack of 1e-9 absorbs the float rounding of the caller's clip.
-    if norm > l2_norm * (1 + 1e-9):
-        raise ConfigError("x exceeds the L2 bound; clip before rounding", norm=norm, l2_norm=l2_norm)
-    bound = rounded_l2_norm_bound(l2_norm, beta, x.size)
+    if rows.shape[0] and float(norms.max()) > l2_norm * (1 + 1e-9):
+        raise ConfigError("x exceeds the L2 bound; clip before rounding", norm=float(norms.max()), l2_norm=l2_norm)
+    d = rows.shape[1]
+    bound = rounded_l2_norm_bound(l2_norm, beta, d)
     src = as_random_words(rng)
-    floor = np.floor(x)
-    frac = x - floor
-    base = floor.astype(np.int64)
+    floor = np.floor(rows)
+    frac = rows - floor
+    out = floor.astype(np.int64)
+    pending = np.arange(rows.shape[0])
     last = math.inf
     for _ in range(MAX_ROUNDING_TRIES):
+        if pending.size == 0:
+            break
         # Round up with probability frac (53-bit uniforms; unbiased up to 2^-53).
-        up = (src.uniform53(x.size).astype(np.float64) * 2.0**-53) < frac
-        rounded = base + up
-        last = float(np.sqrt(np.sum(rounded.astype(np.float64) ** 2)))
-        if last <= bound:
-            return rounded
-    raise ConfigError(
-        "conditional randomised rounding failed repeatedly; the input breaks the norm bound",
-        failed_tries=MAX_ROUNDING_TRIES,
-        bound=bound,
-        last_norm=last,
-    )
+        coins = src.uniform53(pending.size * d).astype(np.float64).reshape(pending.size, d) * 2.0**-53
+        rounded = floor[pending].astype(np.int64) + (coins < frac[pending])
+        sq = np.sum(rounded.astype(np.float64) ** 2, axis=1)
+        ok = np.sqrt(sq) <= bound
+        out[pending[ok]] = rounded[ok]
+        if not ok.all():
+            last = float(np.sqrt(sq[~ok].max()))
+        pending = pending[~ok]
+    if pending.size:
+        raise ConfigError(
+            "conditional randomised rounding failed repeatedly; the input breaks the norm bound",
+            failed_tries=MAX_ROUNDING_TRIES,
+            bound=bound,
+            last_norm=last,
+        )
+    return out.reshape(x.shape)
