@@ -80,7 +80,7 @@ def run(
     strategy: str = typer.Option("fedavg", help="fedavg, fedprox, fedsgd, fedadam, fedyogi, fedadagrad"),
     model: str = typer.Option("logreg", help="logreg or mlp"),
     rounds: int = typer.Option(15, min=1, help="federated rounds"),
-    local_steps: int = typer.Option(100, min=1, help="local SGD steps per round"),
+    local_steps: Optional[int] = typer.Option(None, min=1, help="local SGD steps per round (default 100; 1 under --dp-unit record)"),
     client_lr: Optional[float] = typer.Option(None, help="client learning rate (default 1e-3; FedSGD 0.1)"),
     server_lr: Optional[float] = typer.Option(None, help="server learning rate (default 1; FedAdam/FedYogi 0.03, FedAdagrad 0.1)"),
     mu: Optional[float] = typer.Option(None, help="FedProx proximal weight (default 0.01)"),
@@ -90,7 +90,9 @@ def run(
     seed: int = typer.Option(42),
     dp_epsilon: Optional[float] = typer.Option(None, help="target ε for distributed DP"),
     dp_delta: Optional[float] = typer.Option(None, help="target δ for distributed DP"),
-    dp_clip: Optional[float] = typer.Option(None, help="L2 clip per client delta under DP (default 0.1)"),
+    dp_clip: Optional[float] = typer.Option(None, help="DP L2 clip: per hospital delta (default 0.1) or per record (default 1.0)"),
+    dp_unit: str = typer.Option("client", help="DP unit: client (a hospital's update) or record (a patient: distributed DP-SGD)"),
+    dp_sampling_rate: Optional[float] = typer.Option(None, help="record-level DP: Poisson rate per record (default 0.05)"),
     n_clients: Optional[int] = typer.Option(None, help="simulated centres (breast-cancer)"),
     partition: Optional[str] = typer.Option(None, help="iid or dirichlet (breast-cancer)"),
     alpha: Optional[float] = typer.Option(None, help="Dirichlet α (breast-cancer)"),
@@ -112,7 +114,8 @@ def run(
 
         config = TrainConfig(
             dataset=dataset, model=model, strategy=strategy, protocol=protocol, rounds=rounds,
-            local_steps=local_steps, client_lr=client_lr,
+            local_steps=(1 if dp_unit == "record" else 100) if local_steps is None else local_steps,
+            client_lr=client_lr, dp_unit=dp_unit, dp_sampling_rate=dp_sampling_rate,
             batch_size=batch_size, mu=mu, server_lr=server_lr, clients_per_round=clients_per_round,
             dropout_rate=dropout_rate, seed=seed, dp_epsilon=dp_epsilon, dp_delta=dp_delta,
             **({} if dp_clip is None else {"dp_l2_clip": dp_clip}),
@@ -162,8 +165,12 @@ def run_with_progress(config: Any, out_dir: Path, *, resume: bool = False, quiet
         console.print(f"final mean per-centre accuracy: [bold]{final['mean_centre_accuracy']:.3f}[/]  "
                       + "  ".join(f"{k}: {v:.3f}" for k, v in final["centre_accuracy"].items()))
     if report.get("dp"):
-        console.print(f"distributed DP: ε = {report['rounds'][-1].get('epsilon', float('nan')):.3f} spent "
-                      f"(target {report['dp']['epsilon_target']}, δ = {report['dp']['delta']})")
+        dp = report["dp"]
+        console.print(f"distributed DP ({dp['unit']}): ε = {report['rounds'][-1].get('epsilon', float('nan')):.3f} "
+                      f"spent (target {dp['epsilon_target']}, δ = {dp['delta']})")
+        for name, entry in (dp.get("per_centre") or {}).items():
+            console.print(f"  {name}: ε = {entry['epsilon']:.3f} over {entry['rounds']} rounds; "
+                          f"{entry['epsilon_if_exposed']:.3f} if its masked input were unmasked alone")
     console.print(f"report: {report['paths']['report']}", soft_wrap=True)
     console.print(f"plots:  {report['paths']['accuracy_plot']}, {report['paths']['costs_plot']}", soft_wrap=True)
     return report

@@ -52,7 +52,11 @@ def run_experiment(
     result = trainer.run(resume=resume, on_round=on_round)
     encoding = {"clip": config.clip, "precision": config.precision, "max_weight": trainer.max_weight,
                 "encoder": type(getattr(trainer.aggregator, "encoder", None)).__name__}
-    extra = {"dp": trainer.aggregator.settings} if hasattr(trainer.aggregator, "settings") else {"dp": None}
+    extra: dict[str, Any] = {"dp": None}
+    if hasattr(trainer.aggregator, "settings"):
+        extra["dp"] = dict(trainer.aggregator.settings)
+        if hasattr(trainer.aggregator, "privacy_report"):  # ε per hospital over the rounds it was summed in
+            extra["dp"]["per_centre"] = trainer.aggregator.privacy_report([c.name for c in trainer.dataset.centres])
     report = build_report(config.to_dict(), trainer.dataset, result.rounds, result.final, encoding=encoding,
                           extra=extra)
     if write and out_dir is not None:

@@ -20,6 +20,18 @@ Client-level DP, one unit = one hospital's whole update:
 - ε is recomputed after every round from the shares actually summed, and the
   run stops with PrivacyBudgetExceeded before a round that could overspend.
 
+Record-level DP (``unit="record"``, :mod:`fl.record_dp`), one unit = one
+patient record: each round is one distributed DP-SGD step; the updates are
+``(B, d)`` batches of per-record gradients from Poisson samples at rate
+``sampling_rate``, each record clipped to ``l2_clip``; bit planning counts all
+``n_records`` records; the accountant samples records at rate ``q`` and
+counts the hospitals summed. Noise is calibrated to ``min_survivors``
+hospitals exactly as above.
+
+Per-hospital accounting (both units): :meth:`DPAggregator.privacy_report`
+gives, per centre, ε over the rounds its input was summed and ε "if exposed"
+(its masked input unmasked alone, protected only by its own noise share).
+
 The rotation seed is public; in simulation it is derived from the run seed so
 that DP runs are reproducible too.
 """
@@ -38,8 +50,9 @@ from secagg.errors import ConfigError
 
 from .aggregation import relabel
 
-__all__ = ["DP_L2_CLIP", "DP_BITS", "DP_MECHANISM", "dp_available", "dp_min_survivors", "DPAggregator"]
+__all__ = ["DP_UNITS", "DP_L2_CLIP", "DP_BITS", "DP_MECHANISM", "dp_available", "dp_min_survivors", "DPAggregator"]
 
+DP_UNITS = ("client", "record")
 DP_L2_CLIP = 0.1  # L2 bound per client delta; FedAvg deltas on heart-disease have norm ≈ 0.05-0.2
 DP_BITS = 32  # ring for the noisy sum; plan_ddp checks the wrap probability (≤ 1e-4) for it
 DP_MECHANISM = "ddgauss"  # distributed discrete Gaussian (Kairouz et al. 2021)
@@ -70,34 +83,53 @@ class DPAggregator:
 
     def __init__(self, protocol: str, *, n_clients: int, dim: int, rounds: int, epsilon: float, delta: float,
                  dropout_rate: float = 0.0, l2_clip: float = DP_L2_CLIP, threshold: int | None = None,
-                 neighbors: int | None = None) -> None:
+                 neighbors: int | None = None, unit: str = "client", sampling_rate: float = 1.0,
+                 n_records: int | None = None) -> None:
         if not dp_available():
             raise ConfigError("distributed DP is not available yet in this installation "
                               "(protocols.dp / secagg.dp are missing); run without --dp-epsilon")
         if not (epsilon > 0 and math.isfinite(epsilon)) or not 0 < delta < 1:
             raise ConfigError("DP needs epsilon > 0 and 0 < delta < 1", epsilon=epsilon, delta=delta)
+        if unit not in DP_UNITS:
+            raise ConfigError(f"DP unit must be one of {DP_UNITS}", unit=unit)
+        if unit == "record" and n_records is None:
+            raise ConfigError("record-level DP needs n_records (all training records)")
+        if unit == "client" and (sampling_rate != 1.0 or n_records is not None):
+            raise ConfigError("client-level DP runs every client every round; sampling_rate and n_records "
+                              "are for record-level DP", sampling_rate=sampling_rate, n_records=n_records)
+        max_records = n_records if unit == "record" else None
         from protocols.dp import DistributedDP
         from secagg.dp import PrivacyBudget
         from secagg.dp.calibration import calibrate_noise_multiplier
 
-        self.protocol, self.threshold, self.neighbors = protocol, threshold, neighbors
+        self.protocol, self.threshold, self.neighbors, self.unit = protocol, threshold, neighbors, unit
+        self.sampling_rate = float(sampling_rate)
         self.min_survivors = dp_min_survivors(n_clients, dropout_rate)
         self.noise_multiplier = calibrate_noise_multiplier(
-            epsilon, delta, steps=rounds, sampling_rate=1.0, min_survivors=self.min_survivors,
-            mechanism=DP_MECHANISM, n_clients=n_clients, dim=dim, l2_clip=l2_clip, bits=DP_BITS)
+            epsilon, delta, steps=rounds, sampling_rate=self.sampling_rate, min_survivors=self.min_survivors,
+            mechanism=DP_MECHANISM, n_clients=n_clients, dim=dim, l2_clip=l2_clip, bits=DP_BITS,
+            max_inputs=max_records)
         self.dp = DistributedDP(dim=dim, n_clients=n_clients, min_survivors=self.min_survivors, l2_clip=l2_clip,
                                 noise_multiplier=self.noise_multiplier, bits=DP_BITS, delta=delta,
-                                mechanism=DP_MECHANISM, budget=PrivacyBudget(epsilon=epsilon, delta=delta))
+                                mechanism=DP_MECHANISM, budget=PrivacyBudget(epsilon=epsilon, delta=delta),
+                                sampling_rate=self.sampling_rate, max_records=max_records)
         self.encoder = None  # per-round encoders come from the DP layer
         self.settings = {"epsilon_target": epsilon, "delta": delta, "l2_clip": l2_clip,
                          "noise_multiplier": self.noise_multiplier, "min_survivors": self.min_survivors,
-                         "mechanism": DP_MECHANISM, "bits": DP_BITS, "unit": "client (hospital)"}
+                         "mechanism": DP_MECHANISM, "bits": DP_BITS,
+                         "unit": "client (hospital)" if unit == "client" else "record (patient)",
+                         "sampling_rate": self.sampling_rate, "n_records": n_records}
 
     def restore(self, rounds: Sequence[Mapping[str, Any]]) -> None:
         """Re-spend the budget of rounds already run (when resuming from a checkpoint)."""
         for record in rounds:
             if not record.get("aborted"):
-                self.dp.budget.spend(self.dp.plan, n_shares=len(record["survivors"]), sampling_rate=1.0)
+                self.dp.replay([int(c) for c in record["survivors"]])
+
+    def privacy_report(self, names: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+        """Per centre (``names[id]`` or the id): rounds summed, ε, ε if its input were exposed alone."""
+        return {(str(cid) if names is None else names[cid]): p.as_dict()
+                for cid, p in self.dp.client_privacy().items()}
 
     def __call__(self, updates: Mapping[int, NDArray[np.float32]], weights: Mapping[int, int], *,
                  dropouts: Mapping[int, str] | None = None, seed: int | None = None) -> Any:
@@ -108,7 +140,7 @@ class DPAggregator:
         self.dp.check_round()
         rotation_seed = hashlib.sha256(b"fl/dp/rotation|%d" % (seed or 0)).digest()[:16]
         encoder = self.dp.round_encoder(rotation_seed=rotation_seed)
-        padded = [self.dp.pad(updates[c]) for c in ids]
+        padded = self.dp.client_inputs([updates[c] for c in ids], encoder, seed=seed)
         drops = {position[c]: s for c, s in (dropouts or {}).items() if c in position} or None
         common = dict(weights=[1] * len(ids), dropouts=drops, seed=seed, encoder=encoder,
                       min_survivors=self.min_survivors)
@@ -116,5 +148,5 @@ class DPAggregator:
             result = sim.run_plaintext(padded, **common)
         else:
             result = sim.run(self.protocol, padded, threshold=self.threshold, neighbors=self.neighbors, **common)
-        self.dp.finish_round(result, encoder)
+        self.dp.finish_round(result, encoder, ids=ids)
         return relabel(result, ids)

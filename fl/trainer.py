@@ -34,7 +34,7 @@ from .aggregation import DELTA_CLIP, DELTA_PRECISION, PROTOCOLS, ProtocolAggrega
 from .algorithms import DEFAULT_BATCH_SIZE, STRATEGIES, local_train, make_strategy
 from .datasets import FederatedDataset, load_dataset
 from .models import MODELS, get_flat_params, make_model, n_params, set_flat_params
-from .privacy import DP_L2_CLIP, DPAggregator
+from .privacy import DP_L2_CLIP, DP_UNITS, DPAggregator
 
 __all__ = [
     "TrainConfig",
@@ -69,7 +69,12 @@ class TrainConfig:
 
     ``protocol``: one of :data:`fl.aggregation.PROTOCOLS` (plaintext, secagg,
     secagg+, paillier, paillier-threshold, ckks). ``dp_epsilon``/``dp_delta``
-    switch on distributed DP (:mod:`fl.privacy`).
+    switch on distributed DP (:mod:`fl.privacy`); ``dp_unit`` is ``"client"``
+    (a hospital's whole update, clipped to ``dp_l2_clip``, default 0.1) or
+    ``"record"`` (distributed DP-SGD, :mod:`fl.record_dp`: one step per round,
+    so ``local_steps`` must be 1, records Poisson-sampled at
+    ``dp_sampling_rate`` and clipped to ``dp_l2_clip``, default 1.0;
+    ``client_lr`` is the step size, default 0.5).
     ``clients_per_round=None`` samples every centre. ``dropout_rate`` is the
     per-round probability that a sampled client vanishes mid-protocol.
     """
@@ -93,7 +98,9 @@ class TrainConfig:
     threshold: int | None = None
     dp_epsilon: float | None = None
     dp_delta: float | None = None
-    dp_l2_clip: float = DP_L2_CLIP
+    dp_l2_clip: float | None = None
+    dp_unit: str = "client"
+    dp_sampling_rate: float | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -114,6 +121,29 @@ class TrainConfig:
         if self.dp_epsilon is not None and self.clients_per_round is not None:
             raise ConfigError("distributed DP is accounted with every client in every round; "
                               "drop clients_per_round", clients_per_round=self.clients_per_round)
+        if self.dp_unit not in DP_UNITS:
+            raise ConfigError(f"unknown DP unit {self.dp_unit!r}; choose one of {DP_UNITS}", dp_unit=self.dp_unit)
+        if self.dp_epsilon is None and (self.dp_unit != "client" or self.dp_sampling_rate is not None
+                                        or self.dp_l2_clip is not None):
+            raise ConfigError("dp_unit, dp_sampling_rate and dp_l2_clip need dp_epsilon and dp_delta")
+        if self.dp_l2_clip is not None and not (self.dp_l2_clip > 0 and np.isfinite(self.dp_l2_clip)):
+            raise ConfigError("dp_l2_clip must be > 0", dp_l2_clip=self.dp_l2_clip)
+        if self.dp_unit == "client" and self.dp_sampling_rate is not None:
+            raise ConfigError("client-level DP runs every hospital every round; dp_sampling_rate is for "
+                              "record-level DP", dp_sampling_rate=self.dp_sampling_rate)
+        if self.dp_unit == "record":
+            if self.local_steps != 1:
+                raise ConfigError("record-level DP runs one distributed DP-SGD step per round: set local_steps=1 "
+                                  "(several local steps would release a sum that is not a Gaussian mechanism "
+                                  "of the records)", local_steps=self.local_steps)
+            if self.strategy == "fedprox":
+                raise ConfigError("FedProx's proximal term is zero at the global model, where record-level DP "
+                                  "takes its one step; use fedavg or fedsgd", strategy=self.strategy)
+            if self.protocol not in ("plaintext", "secagg", "secagg+"):
+                raise ConfigError("record-level DP runs over plaintext, secagg or secagg+",
+                                  protocol=self.protocol)
+            if self.dp_sampling_rate is not None and not 0 < self.dp_sampling_rate <= 1:
+                raise ConfigError("dp_sampling_rate must be in (0, 1]", dp_sampling_rate=self.dp_sampling_rate)
         if not (self.clip > 0 and self.precision > 0):
             raise ConfigError("clip and precision must be > 0", clip=self.clip, precision=self.precision)
         make_strategy(self.strategy, local_steps=self.local_steps, client_lr=self.client_lr,
@@ -194,18 +224,40 @@ class Trainer:
             raise ConfigError(f"clients_per_round {config.clients_per_round} exceeds the {n_clients} centres",
                               clients_per_round=config.clients_per_round, n_clients=n_clients)
         self.max_weight = max(c.n_train for c in self.dataset.centres)
+        self.n_records = sum(c.n_train for c in self.dataset.centres)
+        self.record_level = config.dp_epsilon is not None and config.dp_unit == "record"
         if aggregator is None and config.dp_epsilon is not None:
             dim = n_params(make_model(config.model, self.dataset.n_features))
+            record = {"unit": "record", "sampling_rate": self.record_sampling_rate, "n_records": self.n_records} \
+                if self.record_level else {}
             aggregator = DPAggregator(config.protocol, n_clients=n_clients, dim=dim, rounds=config.rounds,
                                       epsilon=config.dp_epsilon, delta=float(config.dp_delta or 0.0),
-                                      dropout_rate=config.dropout_rate, l2_clip=config.dp_l2_clip,
-                                      threshold=config.threshold, neighbors=config.neighbors)
+                                      dropout_rate=config.dropout_rate, l2_clip=self.dp_l2_clip,
+                                      threshold=config.threshold, neighbors=config.neighbors, **record)
         if aggregator is None:
             encoder = make_encoder(clip=config.clip, precision=config.precision, max_clients=n_clients,
                                    max_weight=self.max_weight)
             aggregator = ProtocolAggregator(config.protocol, encoder, threshold=config.threshold,
                                             neighbors=config.neighbors)
         self.aggregator = aggregator
+        self._grads: Any = None  # Opacus per-sample gradients, built on first use (record-level DP)
+
+    @property
+    def dp_l2_clip(self) -> float:
+        """The DP clip in force: the config's, else 0.1 per hospital delta or 1.0 per record."""
+        if self.config.dp_l2_clip is not None:
+            return self.config.dp_l2_clip
+        from .record_dp import DEFAULT_RECORD_CLIP
+
+        return DEFAULT_RECORD_CLIP if self.config.dp_unit == "record" else DP_L2_CLIP
+
+    @property
+    def record_sampling_rate(self) -> float:
+        """Record-level DP's Poisson rate q (default :data:`fl.record_dp.DEFAULT_RECORD_SAMPLING_RATE`)."""
+        from .record_dp import DEFAULT_RECORD_SAMPLING_RATE
+
+        rate = self.config.dp_sampling_rate
+        return DEFAULT_RECORD_SAMPLING_RATE if rate is None else rate
 
     # -- checkpoints ---------------------------------------------------------
 
@@ -295,12 +347,15 @@ class Trainer:
         updates: dict[int, NDArray[np.float32]] = {}
         weights: dict[int, int] = {}
         losses: dict[int, float] = {}
-        for cid in sampled:
-            centre = self.dataset.centres[cid]
-            set_flat_params(model, params)
-            gen = torch.Generator().manual_seed(derive_seed(cfg.seed, t, _TAG_TRAIN, cid))
-            res = local_train(model, centre.x_train, centre.y_train, self.strategy.local, generator=gen)
-            updates[cid], weights[cid], losses[cid] = res.delta, res.n_samples, res.loss
+        if self.record_level:
+            updates, weights, losses = self._record_gradients(t, model, params, sampled)
+        else:
+            for cid in sampled:
+                centre = self.dataset.centres[cid]
+                set_flat_params(model, params)
+                gen = torch.Generator().manual_seed(derive_seed(cfg.seed, t, _TAG_TRAIN, cid))
+                res = local_train(model, centre.x_train, centre.y_train, self.strategy.local, generator=gen)
+                updates[cid], weights[cid], losses[cid] = res.delta, res.n_samples, res.loss
         t1 = time.perf_counter()
         record: dict[str, Any] = {"round": t + 1, "sampled": sampled}
         try:
@@ -312,7 +367,13 @@ class Trainer:
                           bytes_up=0, bytes_down=0)
         t2 = time.perf_counter()
         if result is not None:
-            params = server_opt.step(params, np.asarray(result.aggregate))
+            step = np.asarray(result.aggregate)
+            if self.record_level:  # noisy Σ clipped gradients → a DP-SGD step of size client_lr
+                from .record_dp import DEFAULT_RECORD_LR, expected_batch
+
+                lr = DEFAULT_RECORD_LR if cfg.client_lr is None else cfg.client_lr
+                step = (-lr / expected_batch(self.record_sampling_rate, self.n_records) * step).astype(np.float32)
+            params = server_opt.step(params, step)
             record.update(aborted=False, survivors=list(result.survivors), dropped=list(result.dropped),
                           bytes_up=_total_bytes(result.bytes_up), bytes_down=_total_bytes(result.bytes_down),
                           stage_seconds={str(s): float(max(v.values())) if isinstance(v, dict) and v else v
@@ -323,11 +384,40 @@ class Trainer:
         trained = [c for c in sampled if result is None or c in result.survivors] or sampled
         total_w = sum(weights[c] for c in trained)
         record["loss"] = float(sum(weights[c] * losses[c] for c in trained) / total_w)
-        record["max_abs_delta"] = float(max(np.max(np.abs(u)) for u in updates.values()))
-        record["clipped_coordinates"] = int(sum(np.count_nonzero(np.abs(u) > cfg.clip) for u in updates.values()))
+        if self.record_level:
+            record["records"] = {str(c): int(len(u)) for c, u in updates.items()}  # simulation diagnostics
+            record["clipped_records"] = int(sum(np.count_nonzero(np.linalg.norm(u, axis=1) > self.dp_l2_clip)
+                                                for u in updates.values()))
+        else:
+            record["max_abs_delta"] = float(max(np.max(np.abs(u)) for u in updates.values()))
+            record["clipped_coordinates"] = int(sum(np.count_nonzero(np.abs(u) > cfg.clip)
+                                                    for u in updates.values()))
         record["dropout_schedule"] = {str(c): s for c, s in dropouts.items()}
         set_flat_params(model, params)
         record.update(evaluate(model, self.dataset))
         record.update(train_seconds=t1 - t0, aggregate_seconds=t2 - t1, seconds=time.perf_counter() - t0)
         record["_params"] = params
         return record
+
+    def _record_gradients(self, t: int, model: torch.nn.Module, params: NDArray[np.float32], sampled: list[int]
+                          ) -> tuple[dict[int, NDArray[np.float64]], dict[int, int], dict[int, float]]:
+        """Record-level DP: each hospital's per-record gradients at the global model, on a Poisson sample.
+
+        The sample comes from a generator seeded by ``(seed, round, client)``:
+        simulation randomness, like everything else in the trainer; a
+        deployment samples with :func:`fl.record_dp.poisson_sample`'s CSPRNG default.
+        """
+        from .record_dp import PerExampleGradients, poisson_sample
+
+        if self._grads is None:
+            self._grads = PerExampleGradients(model)
+        set_flat_params(model, params)
+        updates, weights, losses = {}, {}, {}
+        for cid in sampled:
+            centre = self.dataset.centres[cid]
+            rng = np.random.default_rng(derive_seed(self.config.seed, t, _TAG_TRAIN, cid))
+            idx = poisson_sample(centre.n_train, self.record_sampling_rate, rng=rng)
+            updates[cid] = self._grads(centre.x_train[idx], centre.y_train[idx])
+            weights[cid] = 1
+            losses[cid] = self._grads.last_loss
+        return updates, weights, losses

@@ -205,23 +205,20 @@ class DistributedDP:
                 dp_min_survivors=self.plan.min_survivors,
             )
 
-    def finish_round(self, result: AggregateResult, encoder: DistributedDPEncoder) -> DPRoundReport:
+    def finish_round(self, result: AggregateResult, encoder: DistributedDPEncoder, *,
+                     ids: Sequence[int] | None = None) -> DPRoundReport:
         """Account the round with the survivors actually summed; strip the padding from the aggregate.
 
         Mutates ``result.aggregate`` (length ``dim``) and sets ``result.extras["dp"]``.
-        Raises :class:`~secagg.errors.PrivacyBudgetExceeded` (after recording) if
+        ``ids[i]`` is the caller's id for protocol client ``i`` (for
+        :meth:`client_privacy`; default the protocol ids). Raises
+        :class:`~secagg.errors.PrivacyBudgetExceeded` (after recording) if
         the round overspent.
         """
         n_shares = len(result.survivors)
         result.aggregate = np.asarray(result.aggregate)[: self.dim]
-        central = round_rdp(self.plan, n_shares=n_shares, sampling_rate=self.sampling_rate, sampling=self.sampling)
-        alone = round_rdp(self.plan, n_shares=1, sampling_rate=self.sampling_rate, sampling=self.sampling)
-        for cid in result.survivors:
-            rounds, c_rdp, a_rdp = self._client_rdp.get(int(cid), (0, np.zeros_like(central), np.zeros_like(alone)))
-            self._client_rdp[int(cid)] = (rounds + 1, c_rdp + central, a_rdp + alone)
-        record: RoundPrivacy = self.budget.spend(
-            self.plan, n_shares=n_shares, sampling_rate=self.sampling_rate, sampling=self.sampling
-        )
+        summed = [int(c) if ids is None else int(ids[c]) for c in result.survivors]
+        record = self.replay(summed)
         report = DPRoundReport(
             round=record.round,
             n_shares=n_shares,
@@ -235,6 +232,21 @@ class DistributedDP:
         self._reports.append(report)
         result.extras["dp"] = report
         return report
+
+    def replay(self, survivors: Sequence[int]) -> RoundPrivacy:
+        """Account one round whose sum held the inputs of ``survivors`` (a resumed run replays its rounds).
+
+        Spends the budget (:class:`~secagg.errors.PrivacyBudgetExceeded` after
+        recording, if overspent) and updates the per-client ledger.
+        """
+        n_shares = len(survivors)
+        central = round_rdp(self.plan, n_shares=n_shares, sampling_rate=self.sampling_rate, sampling=self.sampling)
+        alone = round_rdp(self.plan, n_shares=1, sampling_rate=self.sampling_rate, sampling=self.sampling)
+        for cid in survivors:
+            rounds, c_rdp, a_rdp = self._client_rdp.get(int(cid), (0, np.zeros_like(central), np.zeros_like(alone)))
+            self._client_rdp[int(cid)] = (rounds + 1, c_rdp + central, a_rdp + alone)
+        return self.budget.spend(self.plan, n_shares=n_shares, sampling_rate=self.sampling_rate,
+                                 sampling=self.sampling)
 
     def client_privacy(self) -> dict[int, ClientPrivacy]:
         """Per client id: rounds its input was in an unmasked sum, ε for those sums, ε if exposed alone.

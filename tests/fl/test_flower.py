@@ -212,6 +212,7 @@ def test_error_reply_from_the_mod_itself() -> None:
 
 
 def test_other_messages_pass_through() -> None:
+    InProcessGrid(client_app(), [5])  # stamps the process's flwr task identity, which Message() needs
     ctx = Context(1, 5, {}, RecordDict(), {})
     msg = Message(RecordDict(), 5, MessageType.EVALUATE)
     sentinel = Message(RecordDict(), reply_to=msg)
