@@ -19,7 +19,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 # Order: primitives first, then protocols, HE, DP, GPU/streaming, Flower engine.
-SCRIPTS = ["primitives.py", "secagg_vs_flower.py", "he.py", "dp.py", "gpu.py", "flower_engine.py"]
+SCRIPTS = ["primitives.py", "secagg_vs_flower.py", "he.py", "dp.py", "record_dp.py", "gpu.py", "flower_engine.py"]
 
 
 def machine() -> str:
