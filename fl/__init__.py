@@ -5,7 +5,8 @@
 - :mod:`fl.models`: logistic regression and a small MLP, flat-vector view;
 - :mod:`fl.algorithms`: FedAvg, FedProx, FedSGD, FedAdam/FedYogi/FedAdagrad;
 - :mod:`fl.aggregation` / :mod:`fl.privacy`: the door to ``protocols.sim``
-  (SecAgg, SecAgg+, HE, plaintext; distributed DP);
+  (SecAgg, SecAgg+, HE, plaintext; distributed DP per hospital);
+- :mod:`fl.record_dp`: record-level DP (distributed DP-SGD, Opacus per-sample gradients);
 - :mod:`fl.trainer`: the round loop with checkpoints; :mod:`fl.experiment`,
   :mod:`fl.report`, :mod:`fl.cli` (the ``secagg`` command), :mod:`fl.demo`.
 
