@@ -136,3 +136,25 @@ def test_cli_record_level_run_reports_epsilon_per_centre(tmp_path) -> None:
     assert set(per_centre) == {"Cleveland", "Hungary", "Switzerland", "Long Beach VA"}
     assert all(0 < v["epsilon"] <= 6.0 for v in per_centre.values())
     assert "if its masked input were unmasked alone" in " ".join(result.output.split())
+
+
+def test_a_resumed_record_level_run_equals_the_uninterrupted_one_and_keeps_its_ledger(tmp_path) -> None:
+    cfg = TrainConfig(protocol="secagg+", rounds=4, local_steps=1, dp_epsilon=6.0, dp_delta=1e-5,
+                      dp_unit="record", dropout_rate=0.3, seed=21)
+    full_trainer = Trainer(cfg)
+    full = full_trainer.run()
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(record):
+        if record["round"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        Trainer(cfg, out_dir=tmp_path).run(on_round=stop_after_two)
+    again = Trainer(cfg, out_dir=tmp_path)
+    resumed = again.run(resume=True)
+    assert np.array_equal(full.params, resumed.params)
+    assert again.aggregator.privacy_report() == full_trainer.aggregator.privacy_report()
+    assert again.aggregator.dp.budget.spent == pytest.approx(full_trainer.aggregator.dp.budget.spent)
