@@ -104,6 +104,10 @@ def run_comparison(
     ``baseline_epochs`` is the pooled/local-only training length (FLamby: 50).
     Writes ``compare.md`` and ``compare.json`` into ``out_dir``; returns the JSON dict.
     """
+    if base.dp_epsilon is not None and base.dp_unit == "record":
+        # One DP-SGD step per round: FedProx's term vanishes, and HE protocols are not wired for records.
+        strategies = tuple(s for s in strategies if s != "fedprox")
+        he_protocols = ()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(base.dataset, **base.dataset_options)
