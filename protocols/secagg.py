@@ -41,9 +41,10 @@ from secagg.errors import (
     ProtocolError,
     SecAggError,
     ThresholdError,
+    require_extra,
 )
 from secagg.encoding_torch import is_tensor
-from secagg.masking import apply_masks, remove_masks
+from secagg.masking import apply_masks, unmask_sum
 
 from . import messages as m
 from .config import SecAggConfig
@@ -196,11 +197,16 @@ class SecAggClient(_Party):
             for v in sorted(self._held)
             if v != self.id
         ]
-        backend = "torch" if is_tensor(self._encoded) else "numpy"
-        masked = apply_masks(
-            self._encoded, bits=c.bits, self_seed=self._b_seed, pair_seeds=pair_seeds, backend=backend
-        )
-        self._encoded = None  # the plaintext encoding is no longer needed
+        encoded, self._encoded = self._encoded, None  # the plaintext encoding is not needed after this
+        if is_tensor(encoded):
+            masked = apply_masks(encoded, bits=c.bits, self_seed=self._b_seed, pair_seeds=pair_seeds, backend="torch")
+        else:
+            # We own the encoding and never need it unmasked again: mask it in place,
+            # so the round holds one d-word vector, not two (issue #9, CPU streaming).
+            out = encoded if _maskable_in_place(encoded, c.bits) else None
+            masked = apply_masks(
+                encoded, bits=c.bits, self_seed=self._b_seed, pair_seeds=pair_seeds, backend="numpy", out=out
+            )
         self.state = Stage.CONSISTENCY if c.active_security else Stage.UNMASK
         return m.MaskedInput(self._header(Stage.MASKED_INPUT, self.id, m.SERVER_ID), masked)
 
@@ -265,6 +271,18 @@ class SecAggClient(_Party):
             )
 
 
+def _maskable_in_place(encoded: Any, bits: int) -> bool:
+    """True for a writeable, contiguous 1-D array already in the wire dtype."""
+    wire = np.dtype(np.uint32 if bits <= 32 else np.uint64)
+    return (
+        isinstance(encoded, np.ndarray)
+        and encoded.dtype == wire
+        and encoded.flags.writeable
+        and encoded.flags.c_contiguous
+        and encoded.flags.owndata  # not a view into something the encoder may still hold
+    )
+
+
 _CLIENT_EXPECTS = {
     Stage.ADVERTISE_KEYS: m.AdvertiseKeysRequest,
     Stage.SHARE_KEYS: m.KeysBroadcast,
@@ -282,9 +300,25 @@ class SecAggServer(_Party):
     unchanged); ``close_stage()`` at each deadline -> next outbox; ``result()``
     once ``state is DONE``. Below ``min_survivors`` (or without t shares for a
     secret it must rebuild) the round ends ABORTED with ``abort_reason``.
+
+    ``backend`` picks how the final unmasking runs (:func:`secagg.masking.unmask_sum`):
+    ``"numpy"`` (default: ``cryptography``'s ChaCha20 on the CPU) or ``"torch"``
+    (:mod:`secagg.prg_torch` on ``device``: default CUDA if present, else the
+    CPU). Both give the same words, so the result does not depend on it.
+    Raises :class:`ConfigError` for another backend, :class:`MissingExtraError`
+    for ``"torch"`` without torch.
     """
 
-    def __init__(self, config: SecAggConfig) -> None:
+    UNMASK_BACKENDS = ("numpy", "torch")
+
+    def __init__(self, config: SecAggConfig, *, backend: str = "numpy", device: Any = None) -> None:
+        if backend not in self.UNMASK_BACKENDS:
+            raise ConfigError(f"backend must be one of {self.UNMASK_BACKENDS}", local=True, backend=backend)
+        if backend == "torch":
+            require_extra("torch", "fl")  # fail now, not after the clients have revealed shares
+        elif device is not None:
+            raise ConfigError("device is only meaningful with backend='torch'", local=True, device=str(device))
+        self.backend, self.device = backend, device
         self.config = config
         self.graph = config.graph()
         self.state: Stage | SessionState = Stage.ADVERTISE_KEYS
@@ -506,12 +540,16 @@ class SecAggServer(_Party):
             for w in owed[v]:
                 seed = kex.agree(s_key, self._keys[w][1], context=mask_context(c, w, v))
                 pair_seeds.append((seed, _sign(w, v)))
-        total = np.zeros(c.dim + 1, dtype=np.uint32 if c.bits <= 32 else np.uint64)
-        for u in survivors:
-            total += self._inbox[Stage.MASKED_INPUT][u].masked  # wraps mod 2^32 / 2^64 by design
-        if c.bits not in (32, 64):
-            total &= total.dtype.type((1 << c.bits) - 1)
-        total = remove_masks(total, bits=c.bits, self_seeds=b_seeds, pair_seeds=pair_seeds)
+        # Σ y_u over survivors, minus their self masks and the dropouts' pairwise
+        # masks, mod 2^bits, in one streamed pass (no separate total vector).
+        total = unmask_sum(
+            [self._inbox[Stage.MASKED_INPUT][u].masked for u in survivors],
+            bits=c.bits,
+            self_seeds=b_seeds,
+            pair_seeds=pair_seeds,
+            backend=self.backend,
+            device=self.device,
+        )
         vector_sum, weight_sum = c.encoder.decode_sum(total)
         aggregate = vector_sum / weight_sum if c.weighted and weight_sum else vector_sum
         dropped = sorted(set(c.client_ids) - set(survivors))

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from secagg.errors import ConfigError
-from secagg.masking import apply_masks, masked_sum, remove_masks
+from secagg.masking import apply_masks, masked_sum, remove_masks, unmask_sum
 from secagg.prg import expand
 
 torch = pytest.importorskip("torch")
@@ -145,6 +145,78 @@ def test_remove_masks_inverts_apply_masks(round_: tuple) -> None:
     assert np.array_equal(masked, before)  # input left untouched
 
 
+@given(data=st.data(), bits=st.integers(1, 64), d=st.integers(0, 150))
+def test_masking_in_place_gives_the_same_words_as_a_copy(data: st.DataObject, bits: int, d: int) -> None:
+    x = _vector(data.draw, bits, d)
+    self_seed = data.draw(st.none() | seeds)
+    pairs = [(data.draw(seeds), data.draw(st.sampled_from([1, -1]))) for _ in range(data.draw(st.integers(0, 3)))]
+    kwargs = dict(bits=bits, self_seed=self_seed, pair_seeds=pairs,
+                  offset=data.draw(st.integers(0, 10**6)), chunk=data.draw(st.integers(1, 200)))
+    copied = apply_masks(x, **kwargs)
+    buffer = x.copy()
+    masked = apply_masks(buffer, out=buffer, **kwargs)
+    assert masked is buffer
+    assert masked.dtype == copied.dtype and masked.tobytes() == copied.tobytes()
+
+
+@settings(max_examples=TORCH_EXAMPLES)
+@given(data=st.data(), bits=st.integers(1, 64), d=st.integers(0, 80))
+def test_torch_backend_masks_in_place_like_numpy(data: st.DataObject, bits: int, d: int) -> None:
+    x = _vector(data.draw, bits, d)
+    kwargs = dict(bits=bits, self_seed=data.draw(seeds), pair_seeds=[(data.draw(seeds), -1)],
+                  chunk=data.draw(st.integers(8, 100)))
+    buffer = x.copy()
+    got = apply_masks(buffer, out=buffer, backend="torch", **kwargs)
+    assert got is buffer and np.array_equal(got, apply_masks(x, backend="numpy", **kwargs))
+
+
+def test_a_cpu_tensor_over_the_output_buffer_is_masked_in_place() -> None:
+    buffer = np.arange(1000, dtype=np.uint32) * np.uint32(2_000_000)  # < 2**31: valid as int32 too
+    want = apply_masks(buffer, bits=32, self_seed=bytes(16), pair_seeds=[(bytes(range(16)), -1)])
+    tensor = torch.from_numpy(buffer.view(np.int32))  # the same words, as int32 patterns
+    got = apply_masks(tensor, bits=32, self_seed=bytes(16), pair_seeds=[(bytes(range(16)), -1)], out=buffer, chunk=64)
+    assert got is buffer and np.array_equal(got, want)
+
+
+@settings(max_examples=50)
+@given(round_=rounds(max_parties=6), data=st.data())
+def test_unmask_sum_is_remove_masks_of_masked_sum(round_: tuple, data: st.DataObject) -> None:
+    n, bits, xs, self_seeds, pairwise = round_
+    dropped = data.draw(st.sets(st.integers(0, n - 1), max_size=n - 1))
+    survivors = [u for u in range(n) if u not in dropped]
+    masked = [
+        apply_masks(xs[u], bits=bits, self_seed=self_seeds[u], pair_seeds=_pair_seeds(u, n, pairwise))
+        for u in survivors
+    ]
+    for vector in masked:
+        vector.flags.writeable = False  # as decoded from the wire: read-only, and left untouched
+    leftover = [(pairwise[min(u, v), max(u, v)], 1 if u < v else -1) for u in survivors for v in dropped]
+    kwargs = dict(bits=bits, self_seeds=[self_seeds[u] for u in survivors], pair_seeds=leftover)
+    want = masked_sum([xs[u] for u in survivors], bits=bits)
+    chunk = data.draw(st.integers(1, 200))
+    assert np.array_equal(unmask_sum(masked, chunk=chunk, **kwargs), want)
+    assert np.array_equal(remove_masks(masked_sum(masked, bits=bits), **kwargs), want)
+
+
+@settings(max_examples=TORCH_EXAMPLES)
+@given(round_=rounds(max_parties=4, max_d=60), data=st.data())
+def test_unmask_sum_torch_backend_equals_numpy_backend(round_: tuple, data: st.DataObject) -> None:
+    n, bits, xs, self_seeds, pairwise = round_
+    dropped = data.draw(st.sets(st.integers(0, n - 1), max_size=n - 1))
+    survivors = [u for u in range(n) if u not in dropped]
+    masked = []
+    for u in survivors:
+        y = apply_masks(xs[u], bits=bits, self_seed=self_seeds[u], pair_seeds=_pair_seeds(u, n, pairwise))
+        y.flags.writeable = False
+        masked.append(y)
+    leftover = [(pairwise[min(u, v), max(u, v)], 1 if u < v else -1) for u in survivors for v in dropped]
+    kwargs = dict(bits=bits, self_seeds=[self_seeds[u] for u in survivors], pair_seeds=leftover)
+    got = unmask_sum(masked, backend="torch", device="cpu", chunk=data.draw(st.integers(4, 64)), **kwargs)
+    assert got.dtype == _dtype(bits)
+    assert np.array_equal(got, unmask_sum(masked, backend="numpy", **kwargs))
+    assert np.array_equal(got, masked_sum([xs[u] for u in survivors], bits=bits))
+
+
 def test_accepts_any_integer_dtype_and_torch_dtypes() -> None:
     x = np.arange(50, dtype=np.int64)
     want = apply_masks(x.astype(np.uint32), bits=8, self_seed=bytes(16), pair_seeds=[])
@@ -166,6 +238,11 @@ def test_masked_sum_mixes_dtypes_exactly() -> None:
 
 
 vec = np.arange(4, dtype=np.uint32)
+
+
+def _overlapping_out() -> None:
+    buffer = np.arange(8, dtype=np.uint32)
+    apply_masks(buffer[:4], bits=8, self_seed=None, pair_seeds=[], out=buffer[2:6])  # shifted alias
 
 
 @pytest.mark.parametrize(
@@ -194,6 +271,16 @@ vec = np.arange(4, dtype=np.uint32)
         lambda: apply_masks(torch.tensor([-3]), bits=8, self_seed=None, pair_seeds=[]),
         lambda: remove_masks(vec, bits=8, self_seeds=[bytes(7)], pair_seeds=[]),
         lambda: remove_masks(vec.astype(np.float64), bits=8, self_seeds=[], pair_seeds=[]),
+        lambda: apply_masks(vec, bits=8, self_seed=None, pair_seeds=[], out=np.empty(4, np.uint64)),
+        lambda: apply_masks(vec, bits=8, self_seed=None, pair_seeds=[], out=np.empty(3, np.uint32)),
+        lambda: apply_masks(vec, bits=8, self_seed=None, pair_seeds=[], out=list(vec)),
+        lambda: apply_masks(vec, bits=8, self_seed=None, pair_seeds=[], out=np.frombuffer(bytes(16), np.uint32)),
+        lambda: apply_masks(vec, bits=8, self_seed=None, pair_seeds=[], out=np.empty(8, np.uint32)[::2]),
+        lambda: _overlapping_out(),
+        lambda: unmask_sum([], bits=8, self_seeds=[], pair_seeds=[]),
+        lambda: unmask_sum([vec, vec[:3]], bits=8, self_seeds=[], pair_seeds=[]),
+        lambda: unmask_sum([vec, vec.astype(np.float32)], bits=8, self_seeds=[], pair_seeds=[]),
+        lambda: unmask_sum([vec], bits=8, self_seeds=[], pair_seeds=[], backend="gpu"),
         lambda: masked_sum([], bits=8),
         lambda: masked_sum([vec, vec[:3]], bits=8),
         lambda: masked_sum([vec], bits=1),
