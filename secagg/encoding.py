@@ -46,6 +46,10 @@ __all__ = ["FixedPointEncoder", "plan_bits", "min_bits", "MAX_BITS", "MIN_SCALE"
 MAX_BITS = 64  # sums live in uint64 at most; wider rings would need object arrays
 NORMS = ("linf", "l2")
 MIN_SCALE = 1.0  # a derived scale below 1 cannot even represent integers: refuse
+# Values per step of quantize()/encode(): the float64 temporaries (scaled value,
+# floor, coin flips) stay in L2, so encoding needs O(1) memory beyond its output
+# instead of ~6x the update (issue #9: a 10**8-parameter update, peak RSS <= 3x).
+_PIECE = 1 << 16
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -274,30 +278,56 @@ class FixedPointEncoder:
         """Coordinates that encoding would clip (L-inf), or 1 if L2 would rescale x, else 0."""
         return self._count_clipped(self._check_vector(x))
 
-    def _scaled(self, arr: NDArray[Any], weight: int) -> NDArray[np.float64]:
-        """fl(clip(x) * fl(scale * weight)) as a fresh float64 array; sets last_clipped.
+    def _clipping(self, arr: NDArray[Any]) -> float | None:
+        """Sets ``last_clipped``; returns the L2 rescale factor (None: no rescale)."""
+        if self._norm == "linf":
+            self.last_clipped = self._count_clipped(arr)
+            return None
+        factor = self._l2_factor(arr)
+        self.last_clipped = 0 if factor is None else 1
+        return factor
+
+    def _scaled(self, part: NDArray[Any], k: float, factor: float | None) -> NDArray[np.float64]:
+        """fl(clip(part) * k) as a fresh float64 array, k = fl(scale * weight).
 
         For L-inf, clamping the scaled value to +-fl(clip * k) is bit-identical to
         scaling the clamped value (IEEE rounding is monotone), and saves a pass.
         """
-        k = self._scale * float(weight)
         c = self._clip
         if self._norm == "linf":
-            self.last_clipped = self._count_clipped(arr)
-            scaled = np.multiply(arr, k, dtype=np.float64)
+            scaled = np.multiply(part, k, dtype=np.float64)
             # Clamp unconditionally: the overflow proof must not rest on the count.
             ck = c * k
             np.clip(scaled, -ck, ck, out=scaled)
             return scaled
-        factor = self._l2_factor(arr)
-        self.last_clipped = 0 if factor is None else 1
         if factor is None:
-            return np.multiply(arr, k, dtype=np.float64)
+            return np.multiply(part, k, dtype=np.float64)
         # Rescale, clamp away the ulps by which a coordinate could exceed c, then scale.
-        scaled = np.multiply(arr, factor, dtype=np.float64)
+        scaled = np.multiply(part, factor, dtype=np.float64)
         np.clip(scaled, -c, c, out=scaled)
         scaled *= k
         return scaled
+
+    def _rounded_pieces(self, x: ArrayLike, weight: int, rng: np.random.Generator | None) -> Any:
+        """Validate, then yield (start, q) pieces of the stochastically rounded values.
+
+        The coin flips are drawn piece by piece; ``Generator.random`` fills its
+        output value by value, so a seeded ``rng`` gives the same flips as one
+        draw of all d values.
+        """
+        arr = self._check_vector(x)
+        weight = self._check_weight(weight)
+        factor = self._clipping(arr)
+        k = self._scale * float(weight)
+        if rng is None:
+            rng = np.random.Generator(np.random.PCG64(secrets.randbits(128)))
+        for start in range(0, arr.size, _PIECE):
+            scaled = self._scaled(arr[start : start + _PIECE], k, factor)
+            floor = np.floor(scaled)
+            frac = np.subtract(scaled, floor, out=scaled)
+            # Round up with probability frac: E[q] = floor + frac = v (unbiased).
+            floor += rng.random(floor.size) < frac
+            yield start, floor
 
     def quantize(
         self, x: ArrayLike, weight: int = 1, rng: np.random.Generator | None = None
@@ -308,17 +338,12 @@ class FixedPointEncoder:
         :class:`ConfigError` for NaN/inf, a non-1-D input, or a weight that is
         not an integer in ``[0, max_weight]``.
         """
-        arr = self._check_vector(x)
         weight = self._check_weight(weight)
-        scaled = self._scaled(arr, weight)
-        if rng is None:
-            rng = np.random.Generator(np.random.PCG64(secrets.randbits(128)))
-        floor = np.floor(scaled)
-        frac = np.subtract(scaled, floor, out=scaled)
-        # Round up with probability frac: E[q] = floor + frac = v (unbiased).
-        floor += rng.random(arr.size) < frac
+        pieces = self._rounded_pieces(x, weight, rng)
+        arr = np.asarray(x)
         out = np.empty(arr.size + 1, dtype=np.int64)
-        out[:-1] = floor
+        for start, q in pieces:
+            out[start : start + q.size] = q
         out[-1] = weight
         return out
 
@@ -387,8 +412,19 @@ class FixedPointEncoder:
 
         if is_tensor(x):
             return encode_torch(self, x, weight=weight, generator=rng)  # type: ignore[no-any-return]
-        # quantize() output is within +-M by construction: skip to_modular's range scan.
-        return self._wrap(self.quantize(x, weight, rng))
+        # Streamed: each rounded piece is mapped to the ring straight into the output,
+        # within +-M by construction (no range scan), so memory is the output + O(piece).
+        weight = self._check_weight(weight)
+        arr = np.asarray(x)
+        out = None
+        for start, q in self._rounded_pieces(arr, weight, rng):
+            if out is None:
+                out = np.empty(arr.size + 1, dtype=self.dtype)
+            out[start : start + q.size] = self._wrap(q.astype(np.int64))
+        if out is None:  # d == 0 (validated by _rounded_pieces)
+            out = np.empty(1, dtype=self.dtype)
+        out[-1] = weight
+        return out
 
     # -- decoding ---------------------------------------------------------------
     def decode_sum(self, y: ArrayLike) -> tuple[NDArray[np.float64], int]:

@@ -264,3 +264,23 @@ def test_quantize_matches_the_documented_definition(enc: FixedPointEncoder, data
     expected = np.floor(v) + (u < v - np.floor(v))
     assert np.array_equal(got[:-1], expected.astype(np.int64)) and got[-1] == w
     assert enc.last_clipped == enc.clip_count(x)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_encoding_in_pieces_equals_one_pass_over_the_whole_vector(norm: str) -> None:
+    """encode()/quantize() round piece by piece (bounded memory); a seeded rng gives the one-pass result."""
+    enc = FixedPointEncoder(1.0, 32, 10, max_weight=7, norm=norm)
+    d = 3 * (1 << 16) + 5  # several pieces and a ragged last one
+    x = np.random.default_rng(1).normal(size=d).astype(np.float32) * (0.5 if norm == "linf" else 0.003)
+    x64 = x.astype(np.float64)
+    if norm == "linf":
+        clipped = np.clip(x64, -1.0, 1.0)
+    else:
+        n = np.linalg.norm(x64)
+        clipped = np.clip(x64 * (1.0 / n), -1.0, 1.0) if n > 1.0 else x64
+    v = clipped * (enc.scale * 5.0)
+    u = np.random.default_rng(9).random(d)
+    expected = (np.floor(v) + (u < v - np.floor(v))).astype(np.int64)
+    assert np.array_equal(enc.quantize(x, 5, np.random.default_rng(9))[:-1], expected)
+    assert np.array_equal(enc.encode(x, weight=5, rng=np.random.default_rng(9)),
+                          enc.to_modular(np.append(expected, 5)))
