@@ -165,7 +165,7 @@ def register(kind: int) -> Callable[[M], M]:
 # ---------------------------------------------------------------- encoding
 
 
-def _encode_field(kind: FieldKind, value: Any, out: list[bytes]) -> None:
+def _encode_field(kind: FieldKind, value: Any, out: list[bytes | memoryview]) -> None:
     if kind is FieldKind.U8:
         out.append(struct.pack("<B", value))
     elif kind is FieldKind.U32:
@@ -192,14 +192,16 @@ def _encode_field(kind: FieldKind, value: Any, out: list[bytes]) -> None:
         if array.ndim != 1 or array.dtype not in _DTYPE_CODES:
             raise ConfigError("arrays on the wire are 1-D uint32 or uint64", dtype=str(array.dtype))
         out.append(struct.pack("<BQ", _DTYPE_CODES[array.dtype], array.size))
-        out.append(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+        # A view, not tobytes(): join() below makes the one copy of a large vector.
+        wire = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
+        out.append(memoryview(wire).cast("B"))
     else:  # pragma: no cover - exhaustive
         raise AssertionError(kind)
 
 
 def encode(msg: Message) -> bytes:
     """Serialise ``msg`` canonically."""
-    parts = [msg.header.to_bytes(type(msg).KIND)]
+    parts: list[bytes | memoryview] = [msg.header.to_bytes(type(msg).KIND)]
     for name, kind in type(msg).BODY:
         _encode_field(kind, getattr(msg, name), parts)
     return b"".join(parts)

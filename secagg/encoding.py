@@ -258,11 +258,15 @@ class FixedPointEncoder:
 
     def _l2_factor(self, arr: NDArray[Any]) -> float | None:
         """c / ||x||_2 if x must be rescaled, else None."""
-        wide = arr.astype(np.float64, copy=False)
-        norm = float(np.linalg.norm(wide))
+        # Sum of squares in float64, piece by piece (no float64 copy of a float32 update).
+        squares = 0.0
+        for start in range(0, arr.size, _PIECE):
+            part = arr[start : start + _PIECE].astype(np.float64)
+            squares += float(np.dot(part, part))
+        norm = math.sqrt(squares)
         if not math.isfinite(norm):  # finite entries whose squares overflow
-            peak = float(np.abs(wide).max())
-            norm = peak * float(np.linalg.norm(wide / peak))
+            peak = float(np.abs(arr).max())
+            norm = peak * float(np.linalg.norm(arr.astype(np.float64) / peak))
         return self._clip / norm if norm > self._clip else None
 
     def _count_clipped(self, arr: NDArray[Any]) -> int:
