@@ -78,7 +78,8 @@ CLIENT_GOAL_SECONDS_H100 = 1.0  # issue #9: 10**9 params, 8 neighbours, float te
 ENCODER_MAX_CLIENTS = 1000  # real encoder rows: scale ~2**21 for clip 1 at 32 bits
 SIM_SEED = 9  # simulation data only; mask seeds come from os.urandom
 CUDA_CHUNK = 1 << 26  # values per step on the GPU: 256 MiB of int32 words
-RSS_VARIANTS = ("standin-copy-newout", "standin-copy-inplace", "standin-inplace-inplace", "fixedpoint-inplace")
+RSS_VARIANTS = ("standin-copy-newout", "standin-copy-inplace", "standin-inplace-inplace", "fixedpoint-inplace",
+                "fixedpoint-inplace-wire")
 
 _best = best_of
 
@@ -395,6 +396,7 @@ _RSS_WHAT = {
     "standin-copy-inplace": "stand-in encode to a copy, mask in place (client path now)",
     "standin-inplace-inplace": "stand-in encode into the float buffer, mask in place",
     "fixedpoint-inplace": "FixedPointEncoder.encode + mask in place (SecAggClient's numpy work)",
+    "fixedpoint-inplace-wire": "the same, then serialised to the MaskedInput wire bytes",
 }
 
 
@@ -409,7 +411,7 @@ def rss_child(d: int, variant: str) -> dict[str, Any]:
         part *= np.float32(0.1)
     after_update = _peak_rss_bytes()
     t0 = time.perf_counter()
-    if variant == "fixedpoint-inplace":
+    if variant.startswith("fixedpoint-inplace"):
         encoded = FixedPointEncoder(CLIP, BITS, ENCODER_MAX_CLIENTS).encode(update)  # d + 1 words
     else:
         encoded = encode(update, out=update.view(np.uint32) if variant == "standin-inplace-inplace" else None)
@@ -423,6 +425,12 @@ def rss_child(d: int, variant: str) -> dict[str, Any]:
     mask_seconds = time.perf_counter() - t0
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    wire_bytes = 0
+    if variant == "fixedpoint-inplace-wire":
+        from protocols import messages as m
+
+        header = m.Header(1, bytes(16), 0, m.Stage.MASKED_INPUT, 1, m.SERVER_ID)
+        wire_bytes = len(m.encode(m.MaskedInput(header, masked)))
     peak = _peak_rss_bytes()
     update_bytes = 4 * d
     return {"what": _RSS_WHAT[variant], "variant": variant, "device": "cpu", "d": d, "update_bytes": update_bytes,
@@ -433,7 +441,7 @@ def rss_child(d: int, variant: str) -> dict[str, Any]:
                                       "mask": peak / update_bytes},
             "encode_seconds": encode_seconds, "apply_masks_seconds": mask_seconds,
             "apply_masks_transient_bytes": traced_peak - (0 if out is not None else masked.nbytes),
-            "checksum": int(masked[:1000].sum())}
+            "wire_bytes": wire_bytes, "checksum": int(masked[:1000].sum())}
 
 
 def bench_rss(quick: bool) -> list[dict[str, Any]]:

@@ -44,6 +44,7 @@ from secagg.errors import ConfigError, DecodeError
 from .session import Stage
 
 __all__ = [
+    "encode_parts",
     "MAGIC",
     "WIRE_VERSION",
     "SERVER_ID",
@@ -199,12 +200,23 @@ def _encode_field(kind: FieldKind, value: Any, out: list[bytes | memoryview]) ->
         raise AssertionError(kind)
 
 
-def encode(msg: Message) -> bytes:
-    """Serialise ``msg`` canonically."""
+def encode_parts(msg: Message) -> list[bytes | memoryview]:
+    """``encode(msg)`` as a list of buffers whose concatenation is the message.
+
+    Large vectors appear as views of the message's own arrays (no copy), so a
+    transport with scatter-gather writes (``socket.sendmsg``, ``writev``) can
+    send a 10^8-word masked input without a second update-sized buffer. The
+    views are valid while the arrays are alive and unmodified.
+    """
     parts: list[bytes | memoryview] = [msg.header.to_bytes(type(msg).KIND)]
     for name, kind in type(msg).BODY:
         _encode_field(kind, getattr(msg, name), parts)
-    return b"".join(parts)
+    return parts
+
+
+def encode(msg: Message) -> bytes:
+    """Serialise ``msg`` canonically."""
+    return b"".join(encode_parts(msg))
 
 
 # ---------------------------------------------------------------- decoding
