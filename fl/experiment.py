@@ -105,9 +105,8 @@ def run_comparison(
     Writes ``compare.md`` and ``compare.json`` into ``out_dir``; returns the JSON dict.
     """
     if base.dp_epsilon is not None and base.dp_unit == "record":
-        # One DP-SGD step per round: FedProx's term vanishes, and HE protocols are not wired for records.
+        # One DP-SGD step per round: FedProx's proximal term vanishes.
         strategies = tuple(s for s in strategies if s != "fedprox")
-        he_protocols = ()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(base.dataset, **base.dataset_options)

@@ -10,7 +10,8 @@ The unit of privacy is one patient record. Each round is one DP-SGD step
 3. the DP layer rotates, clips (``dp_l2_clip`` per record), scales and rounds
    each gradient, and the hospital adds one discrete-Gaussian noise share to
    their sum (:class:`secagg.dp.RecordDPEncoder`, through
-   :class:`fl.privacy.DPAggregator`), then masks it (SecAgg/SecAgg+);
+   :class:`fl.privacy.DPAggregator`), then masks it (SecAgg/SecAgg+) or encrypts
+   it (Paillier, CKKS);
 4. the server unmasks only the noisy sum over at least ``min_survivors``
    hospitals, divides it by the expected batch ``q N`` (``N`` records in all)
    and takes the step ``x ← x - lr · g`` through the strategy's server

@@ -139,9 +139,6 @@ class TrainConfig:
             if self.strategy == "fedprox":
                 raise ConfigError("FedProx's proximal term is zero at the global model, where record-level DP "
                                   "takes its one step; use fedavg or fedsgd", strategy=self.strategy)
-            if self.protocol not in ("plaintext", "secagg", "secagg+"):
-                raise ConfigError("record-level DP runs over plaintext, secagg or secagg+",
-                                  protocol=self.protocol)
             if self.dp_sampling_rate is not None and not 0 < self.dp_sampling_rate <= 1:
                 raise ConfigError("dp_sampling_rate must be in (0, 1]", dp_sampling_rate=self.dp_sampling_rate)
         if not (self.clip > 0 and self.precision > 0):

@@ -4,10 +4,12 @@ A :class:`DistributedDP` holds one training run's DP configuration (a
 :class:`secagg.dp.DDPPlan`), an optional :class:`secagg.dp.PrivacyBudget`,
 and the per-round ε report. Each round it hands the protocol a fresh
 :class:`secagg.dp.DistributedDPEncoder` (new public rotation seed); the
-protocol carries it exactly like a fixed-point encoder, so SecAgg, SecAgg+
-and the plaintext baseline work unchanged (HE protocols once they accept an
-encoder). The noise is added by each client *before* masking; the server only
-ever sees the modular sum of at least ``min_survivors`` noisy inputs.
+protocol carries it exactly like a fixed-point encoder, so SecAgg, SecAgg+,
+the plaintext baseline and the HE protocols (Paillier, threshold Paillier,
+CKKS: the encoder's ``quantize`` hands them ring elements, and the decrypted
+sum is reduced mod ``2^bits``) work unchanged. The noise is added by each
+client *before* masking or encryption; the server only ever sees the modular
+sum of at least ``min_survivors`` noisy inputs.
 
 Dropouts (DESIGN.md clarification 3): every share is calibrated so that
 ``min_survivors`` shares meet the target; the protocol config must refuse to

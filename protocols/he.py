@@ -127,9 +127,8 @@ class HeConfig:
 
     @property
     def bound(self) -> int:
-        """Largest |integer| the encoder emits (values and the weight)."""
-        enc = self.encoder
-        return max(int(np.ceil(enc.clip * (enc.scale * enc.max_weight))), enc.max_weight)
+        """Largest |integer| the encoder's ``quantize`` emits (values and the weight)."""
+        return int(self.encoder.max_abs_int)
 
     def context(self, purpose: bytes, *ids: int) -> bytes:
         """HKDF/AEAD/MAC context: scheme, session, round, purpose, party ids."""

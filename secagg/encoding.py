@@ -229,6 +229,11 @@ class FixedPointEncoder:
         """``np.uint32`` for ``bits <= 32``, else ``np.uint64``."""
         return np.uint32 if self._bits <= 32 else np.uint64
 
+    @property
+    def max_abs_int(self) -> int:
+        """Largest |integer| :meth:`quantize` emits (values and the weight): what HE slots must hold."""
+        return max(int(math.ceil(self._clip * (self._scale * self._max_weight))), self._max_weight)
+
     def __repr__(self) -> str:
         return (
             f"FixedPointEncoder(clip={self._clip!r}, bits={self._bits}, max_clients={self._max_clients}, "

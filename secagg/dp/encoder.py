@@ -176,6 +176,23 @@ class DistributedDPEncoder:
         out[-1] = weight
         return out
 
+    @property
+    def max_abs_int(self) -> int:
+        """Largest integer :meth:`quantize` emits: ring elements are in ``[0, 2^bits)``."""
+        return self.modulus - 1
+
+    def quantize(
+        self, x: ArrayLike, weight: int = 1, rng: np.random.Generator | RandomWords | None = None
+    ) -> NDArray[np.int64]:
+        """The encoding as int64 ring elements, for protocols that sum integers exactly (Paillier, CKKS).
+
+        The noisy sum is unbounded, so the ring is part of the mechanism
+        (DESIGN.md clarification 2): the HE sum of these values is reduced by
+        :meth:`to_modular` before :meth:`decode_sum`, giving exactly the
+        modular sum that masking protocols compute.
+        """
+        return self.encode(x, weight=weight, rng=rng).astype(np.int64)
+
     def to_modular(self, ints: ArrayLike) -> NDArray[np.unsignedinteger]:
         """Step 7: reduce signed integers mod ``2^bits`` (wrapping is intended here)."""
         wide = np.asarray(ints, dtype=np.int64).view(np.uint64) & np.uint64(self.modulus - 1)
