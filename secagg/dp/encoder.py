@@ -33,7 +33,6 @@ larger weights are released without DP protection.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -158,15 +157,26 @@ class DistributedDPEncoder:
     ) -> NDArray[np.int64]:
         """Steps 1-6: the signed integer vector before the modular reduction (length ``encoded_length``)."""
         arr, weight = self._check(x, weight)
-        p = self._plan
         src = as_random_words(rng)
-        rotated = rotate(arr * float(weight), self._seed)
-        norm = math.sqrt(float(np.sum(rotated * rotated)))  # no BLAS: its threads spin on a busy machine
-        self.last_clipped = int(norm > p.l2_clip)
-        if self.last_clipped:
-            rotated *= p.l2_clip / norm
-        scaled_clip = p.l2_clip * p.scale
-        ints = conditional_randomized_round(rotated * p.scale, l2_norm=scaled_clip, beta=p.beta, rng=src)
+        ints = self._rotate_clip_round(arr[None] * float(weight), src)[0]
+        return self._add_noise_share(ints, weight, src)
+
+    def _rotate_clip_round(self, rows: NDArray[np.float64], src: RandomWords) -> NDArray[np.int64]:
+        """Steps 2-5 for each row on its own: rotate, L2-clip, scale, conditional rounding.
+
+        Sets :attr:`last_clipped` to the number of rows that were clipped.
+        """
+        p = self._plan
+        rotated = rotate(rows, self._seed)
+        norms = np.sqrt(np.sum(rotated * rotated, axis=1))  # no BLAS: its threads spin on a busy machine
+        over = norms > p.l2_clip
+        self.last_clipped = int(over.sum())
+        rotated[over] *= (p.l2_clip / norms[over])[:, None]
+        return conditional_randomized_round(rotated * p.scale, l2_norm=p.l2_clip * p.scale, beta=p.beta, rng=src)
+
+    def _add_noise_share(self, ints: NDArray[np.int64], weight: int, src: RandomWords) -> NDArray[np.int64]:
+        """Step 6 and the weight slot: ``ints`` plus one noise share, then ``weight``."""
+        p = self._plan
         if p.mechanism == "ddgauss":
             noise = discrete_gaussian(p.scaled_stddev, p.dim, rng=src)
         else:

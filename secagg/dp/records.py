@@ -36,6 +36,7 @@ of records.
 from __future__ import annotations
 
 import math
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -43,9 +44,6 @@ from ..errors import ConfigError
 from .encoder import DistributedDPEncoder
 from .planning import DDPPlan
 from .randomness import RandomWords, as_random_words
-from .rotation import rotate
-from .rounding import conditional_randomized_round
-from .samplers import discrete_gaussian, skellam
 
 __all__ = ["RecordDPEncoder"]
 
@@ -102,13 +100,7 @@ class RecordDPEncoder(DistributedDPEncoder):
         if arr.shape[0] == 0:
             self.last_clipped = 0
             return np.zeros(p.dim, dtype=np.int64)
-        rotated = rotate(arr.astype(np.float64), self.rotation_seed)
-        norms = np.sqrt(np.sum(rotated * rotated, axis=1))
-        over = norms > p.l2_clip
-        self.last_clipped = int(over.sum())
-        rotated[over] *= (p.l2_clip / norms[over])[:, None]
-        ints = conditional_randomized_round(rotated * p.scale, l2_norm=p.l2_clip * p.scale, beta=p.beta, rng=rng)
-        return ints.sum(axis=0)
+        return self._rotate_clip_round(arr.astype(np.float64), as_random_words(rng)).sum(axis=0)
 
     def encode_signed(
         self, x: ArrayLike, *, weight: int = 1, rng: np.random.Generator | RandomWords | None = None
@@ -128,12 +120,4 @@ class RecordDPEncoder(DistributedDPEncoder):
         if norm > p.max_inputs * p.rounded_l2 * (1 + 1e-9):
             raise ConfigError("vector is larger than max_records rounded records", norm=norm,
                               bound=p.max_inputs * p.rounded_l2)
-        src = as_random_words(rng)
-        if p.mechanism == "ddgauss":
-            noise = discrete_gaussian(p.scaled_stddev, p.dim, rng=src)
-        else:
-            noise = skellam(p.scaled_variance, p.dim, rng=src)
-        out = np.empty(p.dim + 1, dtype=np.int64)
-        out[:-1] = arr.astype(np.int64) + noise
-        out[-1] = weight
-        return out
+        return self._add_noise_share(arr.astype(np.int64), weight, as_random_words(rng))
