@@ -27,7 +27,6 @@ document, then a table. Timings are not asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -35,7 +34,7 @@ import secrets
 import sys
 import time
 
-from timing import best_of  # noqa: E402  (bench/ is on sys.path)
+from timing import best_of, emit  # noqa: E402  (bench/ is on sys.path)
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
@@ -206,11 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "encoder": bench_encoder(args.quick),
         "round": bench_round(args.quick),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    print(_table(result))
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(result, _table(result), args.json)
     return result
 
 

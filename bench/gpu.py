@@ -68,7 +68,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms  # noqa: E
 
 from secagg.encoding import FixedPointEncoder  # noqa: E402
 from secagg.masking import apply_masks, masked_sum, remove_masks, unmask_sum  # noqa: E402
-from timing import best_of  # noqa: E402  (bench/ is on sys.path)
+from timing import best_of, emit  # noqa: E402  (bench/ is on sys.path)
 
 NEIGHBORS = 8
 CLIP, SCALE_BITS, BITS = 1.0, 20, 32  # stand-in encoding: |x| <= 1 -> +-2**20 around 2**31
@@ -508,11 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     results["client_masking"] = bench_client(args.quick, torch, device)
     results["server_unmasking"] = bench_server(args.quick, torch, device)
     results["cpu_streaming_rss"] = bench_rss(args.quick)
-    text = json.dumps(results, indent=2)
-    print(text)
-    print(_table(results))
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(results, _table(results), args.json)
     return 0
 
 

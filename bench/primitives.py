@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import platform
 import sys
 import time
 
-from timing import best_of  # noqa: E402  (bench/ is on sys.path)
+from timing import best_of, emit  # noqa: E402  (bench/ is on sys.path)
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -257,12 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "shamir": bench_shamir(args.quick, args.flower_1000),
         "encoding": bench_encoding(args.quick),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print()
-    print(_table(result))
+    emit(result, "\n" + _table(result), args.json)
     return result
 
 

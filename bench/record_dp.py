@@ -27,7 +27,6 @@ Run ``python bench/record_dp.py [--quick] [--json out.json]``. Prints JSON, then
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -41,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from timing import emit  # noqa: E402  (bench/ is on sys.path)
 
 from fl.datasets import load_dataset  # noqa: E402
 from fl.models import make_model  # noqa: E402
@@ -142,11 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
         "seconds_per_round": float(np.median(per_round)),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    print(_table(result))
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(result, _table(result), args.json)
     return result
 
 
