@@ -97,7 +97,6 @@ class DPAggregator:
         if unit == "client" and (sampling_rate != 1.0 or n_records is not None):
             raise ConfigError("client-level DP runs every client every round; sampling_rate and n_records "
                               "are for record-level DP", sampling_rate=sampling_rate, n_records=n_records)
-        max_records = n_records if unit == "record" else None
         from protocols.dp import DistributedDP
         from secagg.dp import PrivacyBudget
         from secagg.dp.calibration import calibrate_noise_multiplier
@@ -108,11 +107,11 @@ class DPAggregator:
         self.noise_multiplier = calibrate_noise_multiplier(
             epsilon, delta, steps=rounds, sampling_rate=self.sampling_rate, min_survivors=self.min_survivors,
             mechanism=DP_MECHANISM, n_clients=n_clients, dim=dim, l2_clip=l2_clip, bits=DP_BITS,
-            max_inputs=max_records)
+            max_inputs=n_records)
         self.dp = DistributedDP(dim=dim, n_clients=n_clients, min_survivors=self.min_survivors, l2_clip=l2_clip,
                                 noise_multiplier=self.noise_multiplier, bits=DP_BITS, delta=delta,
                                 mechanism=DP_MECHANISM, budget=PrivacyBudget(epsilon=epsilon, delta=delta),
-                                sampling_rate=self.sampling_rate, max_records=max_records)
+                                sampling_rate=self.sampling_rate, max_records=n_records)
         self.encoder = None  # per-round encoders come from the DP layer
         self.settings = {"epsilon_target": epsilon, "delta": delta, "l2_clip": l2_clip,
                          "noise_multiplier": self.noise_multiplier, "min_survivors": self.min_survivors,

@@ -35,6 +35,8 @@ from .algorithms import DEFAULT_BATCH_SIZE, STRATEGIES, local_train, make_strate
 from .datasets import FederatedDataset, load_dataset
 from .models import MODELS, get_flat_params, make_model, n_params, set_flat_params
 from .privacy import DP_L2_CLIP, DP_UNITS, DPAggregator
+from .record_dp import (DEFAULT_RECORD_CLIP, DEFAULT_RECORD_LR, DEFAULT_RECORD_SAMPLING_RATE, PerExampleGradients,
+                        expected_batch, poisson_sample)
 
 __all__ = [
     "TrainConfig",
@@ -223,6 +225,15 @@ class Trainer:
         self.max_weight = max(c.n_train for c in self.dataset.centres)
         self.n_records = sum(c.n_train for c in self.dataset.centres)
         self.record_level = config.dp_epsilon is not None and config.dp_unit == "record"
+        #: The DP clip in force: the config's, else 0.1 per hospital delta or 1.0 per record.
+        self.dp_l2_clip = config.dp_l2_clip if config.dp_l2_clip is not None else (
+            DEFAULT_RECORD_CLIP if config.dp_unit == "record" else DP_L2_CLIP)
+        #: Record-level DP's Poisson rate q per record.
+        self.record_sampling_rate = DEFAULT_RECORD_SAMPLING_RATE if config.dp_sampling_rate is None \
+            else config.dp_sampling_rate
+        if self.record_level:  # the server's DP-SGD step: -lr times the noisy gradient sum over q N
+            lr = DEFAULT_RECORD_LR if config.client_lr is None else config.client_lr
+            self._record_step = -lr / expected_batch(self.record_sampling_rate, self.n_records)
         if aggregator is None and config.dp_epsilon is not None:
             dim = n_params(make_model(config.model, self.dataset.n_features))
             record = {"unit": "record", "sampling_rate": self.record_sampling_rate, "n_records": self.n_records} \
@@ -237,24 +248,7 @@ class Trainer:
             aggregator = ProtocolAggregator(config.protocol, encoder, threshold=config.threshold,
                                             neighbors=config.neighbors)
         self.aggregator = aggregator
-        self._grads: Any = None  # Opacus per-sample gradients, built on first use (record-level DP)
-
-    @property
-    def dp_l2_clip(self) -> float:
-        """The DP clip in force: the config's, else 0.1 per hospital delta or 1.0 per record."""
-        if self.config.dp_l2_clip is not None:
-            return self.config.dp_l2_clip
-        from .record_dp import DEFAULT_RECORD_CLIP
-
-        return DEFAULT_RECORD_CLIP if self.config.dp_unit == "record" else DP_L2_CLIP
-
-    @property
-    def record_sampling_rate(self) -> float:
-        """Record-level DP's Poisson rate q (default :data:`fl.record_dp.DEFAULT_RECORD_SAMPLING_RATE`)."""
-        from .record_dp import DEFAULT_RECORD_SAMPLING_RATE
-
-        rate = self.config.dp_sampling_rate
-        return DEFAULT_RECORD_SAMPLING_RATE if rate is None else rate
+        self._grads: PerExampleGradients | None = None  # built on first use (record-level DP)
 
     # -- checkpoints ---------------------------------------------------------
 
@@ -366,10 +360,7 @@ class Trainer:
         if result is not None:
             step = np.asarray(result.aggregate)
             if self.record_level:  # noisy Σ clipped gradients → a DP-SGD step of size client_lr
-                from .record_dp import DEFAULT_RECORD_LR, expected_batch
-
-                lr = DEFAULT_RECORD_LR if cfg.client_lr is None else cfg.client_lr
-                step = (-lr / expected_batch(self.record_sampling_rate, self.n_records) * step).astype(np.float32)
+                step = (self._record_step * step).astype(np.float32)
             params = server_opt.step(params, step)
             record.update(aborted=False, survivors=list(result.survivors), dropped=list(result.dropped),
                           bytes_up=_total_bytes(result.bytes_up), bytes_down=_total_bytes(result.bytes_down),
@@ -404,8 +395,6 @@ class Trainer:
         simulation randomness, like everything else in the trainer; a
         deployment samples with :func:`fl.record_dp.poisson_sample`'s CSPRNG default.
         """
-        from .record_dp import PerExampleGradients, poisson_sample
-
         if self._grads is None:
             self._grads = PerExampleGradients(model)
         set_flat_params(model, params)

@@ -37,7 +37,6 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, ClassVar, TypeVar
 
 import numpy as np
-from numpy.typing import NDArray
 
 from secagg.errors import ConfigError, DecodeError
 
