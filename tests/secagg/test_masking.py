@@ -65,22 +65,28 @@ def test_masks_cancel_in_the_sum(round_: tuple, chunk: int) -> None:
     assert np.array_equal(unmasked, masked_sum(xs, bits=bits))
 
 
-@settings(max_examples=50)
-@given(round_=rounds(max_parties=6), data=st.data())
-def test_dropped_clients_pairwise_masks_are_removed(round_: tuple, data: st.DataObject) -> None:
+def _dropout_round(round_: tuple, data: st.DataObject) -> tuple[list[int], list[np.ndarray], dict]:
+    """Draw the dropped clients; return survivors, their masked inputs (read-only, as
+    decoded from the wire) and the server's unmasking keywords: survivors' self seeds
+    and the dropped clients' pairwise seeds with the sign each survivor used."""
     n, bits, xs, self_seeds, pairwise = round_
     dropped = data.draw(st.sets(st.integers(0, n - 1), max_size=n - 1))
     survivors = [u for u in range(n) if u not in dropped]
-    masked = [
-        apply_masks(xs[u], bits=bits, self_seed=self_seeds[u], pair_seeds=_pair_seeds(u, n, pairwise))
-        for u in survivors
-    ]
-    # The server reconstructs survivors' self seeds and dropped clients' pairwise seeds.
+    masked = []
+    for u in survivors:
+        y = apply_masks(xs[u], bits=bits, self_seed=self_seeds[u], pair_seeds=_pair_seeds(u, n, pairwise))
+        y.flags.writeable = False
+        masked.append(y)
     leftover = [(pairwise[min(u, v), max(u, v)], 1 if u < v else -1) for u in survivors for v in dropped]
-    result = remove_masks(
-        masked_sum(masked, bits=bits), bits=bits,
-        self_seeds=[self_seeds[u] for u in survivors], pair_seeds=leftover,
-    )
+    return survivors, masked, dict(bits=bits, self_seeds=[self_seeds[u] for u in survivors], pair_seeds=leftover)
+
+
+@settings(max_examples=50)
+@given(round_=rounds(max_parties=6), data=st.data())
+def test_dropped_clients_pairwise_masks_are_removed(round_: tuple, data: st.DataObject) -> None:
+    bits, xs = round_[1], round_[2]
+    survivors, masked, kwargs = _dropout_round(round_, data)
+    result = remove_masks(masked_sum(masked, bits=bits), **kwargs)
     assert np.array_equal(result, masked_sum([xs[u] for u in survivors], bits=bits))
 
 
@@ -181,17 +187,8 @@ def test_a_cpu_tensor_over_the_output_buffer_is_masked_in_place() -> None:
 @settings(max_examples=50)
 @given(round_=rounds(max_parties=6), data=st.data())
 def test_unmask_sum_is_remove_masks_of_masked_sum(round_: tuple, data: st.DataObject) -> None:
-    n, bits, xs, self_seeds, pairwise = round_
-    dropped = data.draw(st.sets(st.integers(0, n - 1), max_size=n - 1))
-    survivors = [u for u in range(n) if u not in dropped]
-    masked = [
-        apply_masks(xs[u], bits=bits, self_seed=self_seeds[u], pair_seeds=_pair_seeds(u, n, pairwise))
-        for u in survivors
-    ]
-    for vector in masked:
-        vector.flags.writeable = False  # as decoded from the wire: read-only, and left untouched
-    leftover = [(pairwise[min(u, v), max(u, v)], 1 if u < v else -1) for u in survivors for v in dropped]
-    kwargs = dict(bits=bits, self_seeds=[self_seeds[u] for u in survivors], pair_seeds=leftover)
+    bits, xs = round_[1], round_[2]
+    survivors, masked, kwargs = _dropout_round(round_, data)  # inputs read-only: left untouched
     want = masked_sum([xs[u] for u in survivors], bits=bits)
     chunk = data.draw(st.integers(1, 200))
     assert np.array_equal(unmask_sum(masked, chunk=chunk, **kwargs), want)
@@ -201,16 +198,8 @@ def test_unmask_sum_is_remove_masks_of_masked_sum(round_: tuple, data: st.DataOb
 @settings(max_examples=TORCH_EXAMPLES)
 @given(round_=rounds(max_parties=4, max_d=60), data=st.data())
 def test_unmask_sum_torch_backend_equals_numpy_backend(round_: tuple, data: st.DataObject) -> None:
-    n, bits, xs, self_seeds, pairwise = round_
-    dropped = data.draw(st.sets(st.integers(0, n - 1), max_size=n - 1))
-    survivors = [u for u in range(n) if u not in dropped]
-    masked = []
-    for u in survivors:
-        y = apply_masks(xs[u], bits=bits, self_seed=self_seeds[u], pair_seeds=_pair_seeds(u, n, pairwise))
-        y.flags.writeable = False
-        masked.append(y)
-    leftover = [(pairwise[min(u, v), max(u, v)], 1 if u < v else -1) for u in survivors for v in dropped]
-    kwargs = dict(bits=bits, self_seeds=[self_seeds[u] for u in survivors], pair_seeds=leftover)
+    bits, xs = round_[1], round_[2]
+    survivors, masked, kwargs = _dropout_round(round_, data)
     got = unmask_sum(masked, backend="torch", device="cpu", chunk=data.draw(st.integers(4, 64)), **kwargs)
     assert got.dtype == _dtype(bits)
     assert np.array_equal(got, unmask_sum(masked, backend="numpy", **kwargs))
