@@ -21,7 +21,7 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .errors import ConfigError, IntegrityError
+from .errors import ConfigError, IntegrityError, require_bytes
 
 __all__ = ["seal", "open", "KEY_BYTES", "NONCE_BYTES", "TAG_BYTES", "OVERHEAD"]
 
@@ -31,14 +31,8 @@ TAG_BYTES = 16  # full 128-bit tag; truncated tags weaken forgery bounds
 OVERHEAD = NONCE_BYTES + TAG_BYTES  # 28 bytes added by seal()
 
 
-def _bytes(value: object, name: str) -> bytes:
-    if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise ConfigError(f"{name} must be bytes", type=type(value).__name__)
-    return bytes(value)
-
-
 def _cipher(key: object) -> AESGCM:
-    key = _bytes(key, "key")
+    key = require_bytes(key, "key")
     if len(key) != KEY_BYTES:
         raise ConfigError("AES-256-GCM key must be 32 bytes", got=len(key))
     return AESGCM(key)
@@ -52,7 +46,7 @@ def seal(key: bytes, plaintext: bytes, *, aad: bytes) -> bytes:
     argument.
     """
     cipher = _cipher(key)
-    plaintext, aad = _bytes(plaintext, "plaintext"), _bytes(aad, "aad")
+    plaintext, aad = require_bytes(plaintext, "plaintext"), require_bytes(aad, "aad")
     nonce = os.urandom(NONCE_BYTES)
     return nonce + cipher.encrypt(nonce, plaintext, aad)
 
@@ -66,7 +60,7 @@ def open(key: bytes, ciphertext: bytes, *, aad: bytes) -> bytes:  # noqa: A001 -
     bytes or a non-bytes argument.
     """
     cipher = _cipher(key)
-    ciphertext, aad = _bytes(ciphertext, "ciphertext"), _bytes(aad, "aad")
+    ciphertext, aad = require_bytes(ciphertext, "ciphertext"), require_bytes(aad, "aad")
     if len(ciphertext) < OVERHEAD:
         raise IntegrityError(
             f"AEAD ciphertext too short: need at least {OVERHEAD} bytes (nonce + tag)",

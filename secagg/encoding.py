@@ -34,14 +34,25 @@ from __future__ import annotations
 
 import math
 import secrets
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .encoding_torch import encode_torch, is_tensor, to_numpy
 from .errors import ConfigError, IntegrityError, OverflowRiskError
 
-__all__ = ["FixedPointEncoder", "plan_bits", "min_bits", "MAX_BITS", "MIN_SCALE", "NORMS"]
+__all__ = [
+    "Encoder",
+    "RingEncoder",
+    "FixedPointEncoder",
+    "plan_bits",
+    "min_bits",
+    "word_dtype",
+    "MAX_BITS",
+    "MIN_SCALE",
+    "NORMS",
+]
 
 MAX_BITS = 64  # sums live in uint64 at most; wider rings would need object arrays
 NORMS = ("linf", "l2")
@@ -50,6 +61,71 @@ MIN_SCALE = 1.0  # a derived scale below 1 cannot even represent integers: refus
 # floor, coin flips) stay in L2, so encoding needs O(1) memory beyond its output
 # instead of ~6x the update (issue #9: a 10**8-parameter update, peak RSS <= 3x).
 _PIECE = 1 << 16
+# Smallest normal float64: an L2 rescale factor below it would be subnormal and
+# lose significant bits, so such vectors are rescaled through their peak instead.
+_TINY = float(np.finfo(np.float64).tiny)
+
+
+# How an L2 rescale is applied: x * factor, or x / peak * factor (see _l2_factor).
+_Rescale = tuple[float | None, float]
+
+
+def word_dtype(bits: int) -> type[np.unsignedinteger]:
+    """The machine word holding one element of ``Z_{2^bits}``: ``np.uint32`` for
+    ``bits <= 32``, else ``np.uint64`` (the wire format's two array dtypes)."""
+    return np.uint32 if bits <= 32 else np.uint64
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What a masking protocol needs from an encoder (:class:`FixedPointEncoder`,
+    :class:`secagg.dp.DistributedDPEncoder`).
+
+    ``encode`` maps one update and its integer weight to ring elements of
+    ``dtype`` (``word_dtype(bits)``); the protocol adds encodings modulo
+    ``modulus`` (``2**bits``); ``decode_sum`` turns the sum of at most
+    ``max_clients`` encodings into ``(sum_k w_k x_k, sum_k w_k)``. Weights
+    lie in ``[0, max_weight]``. ``rng`` is for seeded simulations only.
+    """
+
+    @property
+    def bits(self) -> int: ...
+
+    @property
+    def modulus(self) -> int: ...
+
+    @property
+    def dtype(self) -> type[np.unsignedinteger]: ...
+
+    @property
+    def max_clients(self) -> int: ...
+
+    @property
+    def max_weight(self) -> int: ...
+
+    def encode(self, x: Any, *, weight: int = 1, rng: Any = None) -> Any: ...
+
+    def decode_sum(self, y: ArrayLike) -> tuple[NDArray[np.float64], int]: ...
+
+    def decode_mean(self, y: ArrayLike) -> NDArray[np.float64]: ...
+
+
+@runtime_checkable
+class RingEncoder(Encoder, Protocol):
+    """An :class:`Encoder` whose integers homomorphic encryption can carry.
+
+    ``quantize`` returns the encoding as signed integers of magnitude at most
+    ``max_abs_int`` (what a plaintext slot must hold), weight last;
+    ``to_modular`` reduces a (decrypted) integer sum into the ring, ready
+    for ``decode_sum``.
+    """
+
+    @property
+    def max_abs_int(self) -> int: ...
+
+    def quantize(self, x: Any, weight: int = 1, rng: Any = None) -> NDArray[np.int64]: ...
+
+    def to_modular(self, ints: ArrayLike) -> NDArray[np.unsignedinteger]: ...
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -226,8 +302,8 @@ class FixedPointEncoder:
 
     @property
     def dtype(self) -> type[np.unsignedinteger]:
-        """``np.uint32`` for ``bits <= 32``, else ``np.uint64``."""
-        return np.uint32 if self._bits <= 32 else np.uint64
+        """``word_dtype(bits)``: ``np.uint32`` for ``bits <= 32``, else ``np.uint64``."""
+        return word_dtype(self._bits)
 
     @property
     def max_abs_int(self) -> int:
@@ -241,9 +317,13 @@ class FixedPointEncoder:
         )
 
     # -- encoding ---------------------------------------------------------------
-    def _check_vector(self, x: ArrayLike) -> NDArray[np.floating[Any] | np.integer[Any]]:
-        """1-D real array, finite; kept in its own dtype (float32 checks are cheaper)."""
-        arr = np.asarray(x)
+    def _check_vector(self, x: Any) -> NDArray[np.floating[Any] | np.integer[Any]]:
+        """1-D real array, finite; kept in its own dtype (float32 checks are cheaper).
+
+        A torch tensor is read through :func:`~secagg.encoding_torch.to_numpy`
+        (bfloat16 and float16 widen to float32).
+        """
+        arr = to_numpy(x)
         if arr.ndim != 1 or arr.dtype.kind not in "fiu":
             raise ConfigError("x must be a 1-D real array", shape=arr.shape, dtype=str(arr.dtype))
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
@@ -261,18 +341,33 @@ class FixedPointEncoder:
             )
         return int(weight)
 
-    def _l2_factor(self, arr: NDArray[Any]) -> float | None:
-        """c / ||x||_2 if x must be rescaled, else None."""
+    def _l2_factor(self, arr: NDArray[Any]) -> _Rescale | None:
+        """How to rescale x to L2 norm ``clip``: None if it is not longer, else
+        ``(peak, factor)``: ``x * factor`` when ``peak`` is None, ``x / peak * factor`` otherwise.
+
+        The peak form is taken only when the sum of squares overflows (entries
+        near the float max) or ``clip / ||x||`` would be subnormal: ``x / peak``
+        has entries in [-1, 1], so its norm and ``clip / ||x / peak||`` are
+        normal floats and the clipped vector keeps its direction.
+        """
         # Sum of squares in float64, piece by piece (no float64 copy of a float32 update).
         squares = 0.0
-        for start in range(0, arr.size, _PIECE):
-            part = arr[start : start + _PIECE].astype(np.float64)
-            squares += float(np.dot(part, part))
+        with np.errstate(over="ignore"):
+            for start in range(0, arr.size, _PIECE):
+                part = arr[start : start + _PIECE].astype(np.float64)
+                squares += float(np.dot(part, part))
         norm = math.sqrt(squares)
-        if not math.isfinite(norm):  # finite entries whose squares overflow
-            peak = float(np.abs(arr).max())
-            norm = peak * float(np.linalg.norm(arr.astype(np.float64) / peak))
-        return self._clip / norm if norm > self._clip else None
+        if not norm > self._clip:
+            return None
+        factor = self._clip / norm
+        if math.isfinite(norm) and factor >= _TINY:
+            return None, factor
+        peak = max(float(np.abs(arr[start : start + _PIECE]).max()) for start in range(0, arr.size, _PIECE))
+        unit_squares = 0.0
+        for start in range(0, arr.size, _PIECE):
+            part = np.divide(arr[start : start + _PIECE], peak, dtype=np.float64)
+            unit_squares += float(np.dot(part, part))
+        return peak, self._clip / math.sqrt(unit_squares)
 
     def _count_clipped(self, arr: NDArray[Any]) -> int:
         if self._norm == "l2":
@@ -287,16 +382,16 @@ class FixedPointEncoder:
         """Coordinates that encoding would clip (L-inf), or 1 if L2 would rescale x, else 0."""
         return self._count_clipped(self._check_vector(x))
 
-    def _clipping(self, arr: NDArray[Any]) -> float | None:
-        """Sets ``last_clipped``; returns the L2 rescale factor (None: no rescale)."""
+    def _clipping(self, arr: NDArray[Any]) -> _Rescale | None:
+        """Sets ``last_clipped``; returns the L2 rescale (:meth:`_l2_factor`; None: no rescale)."""
         if self._norm == "linf":
             self.last_clipped = self._count_clipped(arr)
             return None
-        factor = self._l2_factor(arr)
-        self.last_clipped = 0 if factor is None else 1
-        return factor
+        rescale = self._l2_factor(arr)
+        self.last_clipped = 0 if rescale is None else 1
+        return rescale
 
-    def _scaled(self, part: NDArray[Any], k: float, factor: float | None) -> NDArray[np.float64]:
+    def _scaled(self, part: NDArray[Any], k: float, rescale: _Rescale | None) -> NDArray[np.float64]:
         """fl(clip(part) * k) as a fresh float64 array, k = fl(scale * weight).
 
         For L-inf, clamping the scaled value to +-fl(clip * k) is bit-identical to
@@ -304,34 +399,38 @@ class FixedPointEncoder:
         """
         c = self._clip
         if self._norm == "linf":
-            scaled = np.multiply(part, k, dtype=np.float64)
+            with np.errstate(over="ignore"):  # x near the float max scales to +-inf, clamped next
+                scaled = np.multiply(part, k, dtype=np.float64)
             # Clamp unconditionally: the overflow proof must not rest on the count.
             ck = c * k
             np.clip(scaled, -ck, ck, out=scaled)
             return scaled
-        if factor is None:
+        if rescale is None:
             return np.multiply(part, k, dtype=np.float64)
         # Rescale, clamp away the ulps by which a coordinate could exceed c, then scale.
-        scaled = np.multiply(part, factor, dtype=np.float64)
+        peak, factor = rescale
+        if peak is None:
+            scaled = np.multiply(part, factor, dtype=np.float64)
+        else:
+            scaled = np.divide(part, peak, dtype=np.float64)
+            scaled *= factor
         np.clip(scaled, -c, c, out=scaled)
         scaled *= k
         return scaled
 
-    def _rounded_pieces(self, x: ArrayLike, weight: int, rng: np.random.Generator | None) -> Any:
-        """Validate, then yield (start, q) pieces of the stochastically rounded values.
+    def _rounded_pieces(self, arr: NDArray[Any], weight: int, rng: np.random.Generator | None) -> Any:
+        """Yield (start, q) pieces of the stochastically rounded values of a checked ``arr``.
 
         The coin flips are drawn piece by piece; ``Generator.random`` fills its
         output value by value, so a seeded ``rng`` gives the same flips as one
         draw of all d values.
         """
-        arr = self._check_vector(x)
-        weight = self._check_weight(weight)
-        factor = self._clipping(arr)
+        rescale = self._clipping(arr)
         k = self._scale * float(weight)
         if rng is None:
             rng = np.random.Generator(np.random.PCG64(secrets.randbits(128)))
         for start in range(0, arr.size, _PIECE):
-            scaled = self._scaled(arr[start : start + _PIECE], k, factor)
+            scaled = self._scaled(arr[start : start + _PIECE], k, rescale)
             floor = np.floor(scaled)
             frac = np.subtract(scaled, floor, out=scaled)
             # Round up with probability frac: E[q] = floor + frac = v (unbiased).
@@ -345,13 +444,13 @@ class FixedPointEncoder:
 
         Each ``|value| <= M`` (module docstring). Sets ``last_clipped``. Raises
         :class:`ConfigError` for NaN/inf, a non-1-D input, or a weight that is
-        not an integer in ``[0, max_weight]``.
+        not an integer in ``[0, max_weight]``. A torch tensor (any float
+        dtype, bfloat16 included) is read on the CPU.
         """
         weight = self._check_weight(weight)
-        pieces = self._rounded_pieces(x, weight, rng)
-        arr = np.asarray(x)
+        arr = self._check_vector(x)
         out = np.empty(arr.size + 1, dtype=np.int64)
-        for start, q in pieces:
+        for start, q in self._rounded_pieces(arr, weight, rng):
             out[start : start + q.size] = q
         out[-1] = weight
         return out
@@ -417,21 +516,15 @@ class FixedPointEncoder:
         :func:`secagg.encoding_torch.encode_torch` and returns an int64 tensor
         there (``rng`` is then an optional ``torch.Generator``).
         """
-        from .encoding_torch import encode_torch, is_tensor
-
         if is_tensor(x):
             return encode_torch(self, x, weight=weight, generator=rng)  # type: ignore[no-any-return]
         # Streamed: each rounded piece is mapped to the ring straight into the output,
         # within +-M by construction (no range scan), so memory is the output + O(piece).
         weight = self._check_weight(weight)
-        arr = np.asarray(x)
-        out = None
+        arr = self._check_vector(x)
+        out = np.empty(arr.size + 1, dtype=self.dtype)
         for start, q in self._rounded_pieces(arr, weight, rng):
-            if out is None:
-                out = np.empty(arr.size + 1, dtype=self.dtype)
             out[start : start + q.size] = self._wrap(q.astype(np.int64))
-        if out is None:  # d == 0 (validated by _rounded_pieces)
-            out = np.empty(1, dtype=self.dtype)
         out[-1] = weight
         return out
 

@@ -30,12 +30,14 @@ import secrets
 import sys
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .errors import ConfigError, require_extra
 
 if TYPE_CHECKING:
     from .encoding import FixedPointEncoder
 
-__all__ = ["encode_torch", "is_tensor", "DEFAULT_CHUNK", "MAX_TORCH_BITS"]
+__all__ = ["encode_torch", "is_tensor", "to_numpy", "DEFAULT_CHUNK", "MAX_TORCH_BITS"]
 
 DEFAULT_CHUNK = 1 << 20  # values per step: ~8 MiB of float64 temporaries, bounded memory
 MAX_TORCH_BITS = 63  # results are int64 tensors holding values in [0, 2**bits)
@@ -46,6 +48,31 @@ def is_tensor(value: object) -> bool:
     """True for a torch tensor, without importing torch."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(value, torch.Tensor)
+
+
+def to_numpy(value: object) -> Any:
+    """``value`` as a numpy array: array-likes through ``np.asarray``; a torch
+    tensor detached and copied to the CPU, its half-precision floats (float16,
+    bfloat16, float8: numpy has no bfloat16) widened exactly to float32.
+
+    Raises :class:`ConfigError` (fields ``type``, ``dtype``) for a value numpy
+    cannot turn into an array (a ragged list, an exotic tensor dtype). The
+    result is not validated further: callers check shape and dtype kind.
+    """
+    try:
+        if is_tensor(value):
+            torch = sys.modules["torch"]
+            tensor = value.detach()  # type: ignore[attr-defined]
+            if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
+                tensor = tensor.to(torch.float32)
+            return tensor.cpu().numpy()
+        return np.asarray(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(
+            f"cannot read this value as a real array: {exc}",
+            type=type(value).__name__,
+            dtype=str(getattr(value, "dtype", None)),
+        ) from None
 
 
 def _check_tensor(torch: Any, x: Any, chunk: int) -> None:

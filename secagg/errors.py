@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
 __all__ = [
     "SecAggError",
     "ConfigError",
@@ -26,6 +28,8 @@ __all__ = [
     "AbortError",
     "PrivacyBudgetExceeded",
     "MissingExtraError",
+    "require_bytes",
+    "require_extra",
 ]
 
 
@@ -120,3 +124,22 @@ def require_extra(module: str, extra: str) -> Any:
             module=module,
             extra=extra,
         ) from exc
+
+
+def require_bytes(
+    value: object, name: str, *, max_size: int | None = None, error: type[SecAggError] = ConfigError
+) -> bytes:
+    """``value`` as ``bytes`` if it is bytes-like and at most ``max_size`` bytes long.
+
+    Anything else (an int, a str, a float, a list) raises ``error`` (default
+    :class:`ConfigError`: a caller bug; pass :class:`DecodeError` for bytes
+    from a peer) with the fields ``name``, ``type`` and, for an oversized
+    value, ``size`` and ``limit``. The type and size are checked before any
+    copy, so ``bytes(10**9)`` is never built from an int.
+    """
+    if not isinstance(value, _BYTES_LIKE):
+        raise error(f"{name} must be bytes", name=name, type=type(value).__name__)
+    size = value.nbytes if isinstance(value, memoryview) else len(value)
+    if max_size is not None and size > max_size:
+        raise error(f"{name} is larger than {max_size} bytes", name=name, size=size, limit=max_size)
+    return value if type(value) is bytes else bytes(value)

@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from .errors import ConfigError, IntegrityError
+from .errors import ConfigError, IntegrityError, require_bytes
 
 __all__ = [
     "KeyPair",
@@ -76,16 +76,10 @@ def _hkdf(ikm: bytes, info: bytes, length: int) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(ikm)
 
 
-def _as_bytes(value: object, name: str) -> bytes:
-    if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise ConfigError(f"{name} must be bytes", type=type(value).__name__)
-    return bytes(value)
-
-
 def _private_from_seed(seed: bytes | None, info: bytes) -> bytes:
     if seed is None:
         return os.urandom(KEY_BYTES)
-    seed = _as_bytes(seed, "seed")
+    seed = require_bytes(seed, "seed")
     if len(seed) not in SEED_SIZES:
         raise ConfigError("key seed must be 16 or 32 bytes", got=len(seed))
     return _hkdf(seed, info, KEY_BYTES)
@@ -105,8 +99,8 @@ class KeyPair:
     _key: X25519PrivateKey = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        private = _as_bytes(self.private_bytes, "private_bytes")
-        public = _as_bytes(self.public_bytes, "public_bytes")
+        private = require_bytes(self.private_bytes, "private_bytes")
+        public = require_bytes(self.public_bytes, "public_bytes")
         if len(private) != KEY_BYTES or len(public) != KEY_BYTES:
             raise ConfigError("X25519 keys are 32 bytes", private=len(private), public=len(public))
         key = X25519PrivateKey.from_private_bytes(private)
@@ -154,12 +148,12 @@ def agree(
     if isinstance(private, KeyPair):
         key = private._key
     else:
-        raw = _as_bytes(private, "private")
+        raw = require_bytes(private, "private")
         if len(raw) != KEY_BYTES:
             raise ConfigError("X25519 private key must be 32 bytes", got=len(raw))
         key = X25519PrivateKey.from_private_bytes(raw)
-    peer = _as_bytes(peer_public, "peer_public")
-    context = _as_bytes(context, "context")
+    peer = require_bytes(peer_public, "peer_public")
+    context = require_bytes(context, "context")
     if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= MAX_AGREE_LENGTH:
         raise ConfigError("length must be an integer in [1, 8160]", length=length)
     if len(peer) != KEY_BYTES:
@@ -180,7 +174,7 @@ class IdentityKey:
     _key: Ed25519PrivateKey = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        private = _as_bytes(self.private_bytes, "private_bytes")
+        private = require_bytes(self.private_bytes, "private_bytes")
         if len(private) != KEY_BYTES:
             raise ConfigError("Ed25519 private key must be 32 bytes", got=len(private))
         key = Ed25519PrivateKey.from_private_bytes(private)
@@ -190,7 +184,7 @@ class IdentityKey:
 
     def sign(self, message: bytes) -> bytes:
         """Return the 64-byte Ed25519 signature of ``message`` (deterministic, RFC 8032)."""
-        return self._key.sign(_as_bytes(message, "message"))
+        return self._key.sign(require_bytes(message, "message"))
 
     def __reduce__(self):  # the cached OpenSSL key object does not pickle; rebuild it
         return (IdentityKey, (self.private_bytes,))
@@ -211,9 +205,9 @@ def verify(public: bytes, signature: bytes, message: bytes) -> None:
     wrong key or signature length, an invalid key encoding, or a bad signature.
     A non-bytes argument is a :class:`ConfigError`.
     """
-    public = _as_bytes(public, "public")
-    signature = _as_bytes(signature, "signature")
-    message = _as_bytes(message, "message")
+    public = require_bytes(public, "public")
+    signature = require_bytes(signature, "signature")
+    message = require_bytes(message, "message")
     if len(public) != KEY_BYTES or len(signature) != SIGNATURE_BYTES:
         raise IntegrityError(
             "Ed25519 public key must be 32 bytes and signature 64 bytes",

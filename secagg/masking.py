@@ -38,6 +38,8 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from numpy.typing import NDArray
 
+from .encoding import word_dtype
+from .encoding_torch import is_tensor
 from .errors import ConfigError, require_extra
 from .prg import PRG_NONCE, WORDS_PER_BLOCK, derive_key
 
@@ -71,10 +73,6 @@ def _check_count(name: str, value: int, minimum: int) -> int:
     return int(value)
 
 
-def _out_dtype(bits: int) -> type[np.unsignedinteger]:
-    return np.uint32 if bits <= 32 else np.uint64
-
-
 def _streams(
     self_seeds: Sequence[bytes], pair_seeds: Sequence[tuple[bytes, int]], flip: bool
 ) -> list[tuple[bytes, int]]:
@@ -92,14 +90,9 @@ def _streams(
     return out
 
 
-def _is_tensor(value: object) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(value, torch.Tensor)
-
-
 def _check_vector(vector: Any, bits: int, name: str) -> None:
     """1-D integer array or tensor with every value in [0, 2**bits); else ConfigError."""
-    if _is_tensor(vector):
+    if is_tensor(vector):
         torch = sys.modules["torch"]
         if vector.dtype.is_floating_point or vector.dtype.is_complex or vector.dtype == torch.bool:
             raise ConfigError(f"{name} must hold encoded integers", dtype=str(vector.dtype))
@@ -157,7 +150,7 @@ def _cpu_encryptor(key: bytes, first_word: int) -> Any:
 
 
 def _host_piece(part: Any) -> Any:
-    return part.detach().to("cpu").numpy() if _is_tensor(part) else part
+    return part.detach().to("cpu").numpy() if is_tensor(part) else part
 
 
 def _mask_cpu(
@@ -232,7 +225,7 @@ def _torch_pattern32(torch: Any, part: Any, device: Any, *, fresh: bool) -> Any:
     ``fresh``: the result must own its memory (it is the accumulator, added to in
     place), never alias the caller's array or tensor.
     """
-    if _is_tensor(part):
+    if is_tensor(part):
         if part.dtype == torch.int64:
             return _to_int32_pattern(part.to(device))  # a new tensor
         if part.dtype == torch.int32:
@@ -251,7 +244,7 @@ def _torch_limbs(torch: Any, part: Any, device: Any) -> tuple[Any, Any]:
     >= 2**63 is then negative (arithmetic shift), but it is masked to
     ``bits - 32`` bits after the carries, so the residue is exact.
     """
-    if _is_tensor(part):
+    if is_tensor(part):
         value = part.to(device=device, dtype=torch.int64)  # range-checked: non-negative
     elif part.dtype == np.uint64:
         value = _readable_numpy(torch, part.view(np.int64)).to(device)
@@ -318,7 +311,7 @@ def _torch_device(torch: Any, device: Any, vectors: Sequence[Any]) -> Any:
     if device is not None:
         return torch.device(device)
     for vector in vectors:
-        if _is_tensor(vector):
+        if is_tensor(vector):
             return vector.device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -334,7 +327,7 @@ def _check_backend(backend: str) -> None:
 
 
 def _address_range(value: Any) -> tuple[int, int]:
-    if _is_tensor(value):
+    if is_tensor(value):
         start = value.data_ptr()
         return start, start + value.numel() * value.element_size()
     start = value.__array_interface__["data"][0]
@@ -348,7 +341,7 @@ def _check_out(out: Any, encoded: Any, length: int, bits: int) -> bool:
     contiguous): every piece is read before it is written, so that is safe; a
     partial overlap would read words already masked.
     """
-    dtype = np.dtype(_out_dtype(bits))
+    dtype = np.dtype(word_dtype(bits))
     if not isinstance(out, np.ndarray) or out.ndim != 1 or out.shape[0] != length or out.dtype != dtype:
         raise ConfigError(
             f"out must be a 1-D numpy {dtype} array of the input's length",
@@ -356,14 +349,14 @@ def _check_out(out: Any, encoded: Any, length: int, bits: int) -> bool:
         )
     if not out.flags.writeable or not out.flags.c_contiguous:
         raise ConfigError("out must be writeable and contiguous", local=True)
-    if length == 0 or (_is_tensor(encoded) and encoded.device.type != "cpu"):
+    if length == 0 or (is_tensor(encoded) and encoded.device.type != "cpu"):
         return False
     lo, hi = _address_range(out)
     e_lo, e_hi = _address_range(encoded)
     if e_hi <= lo or hi <= e_lo:
         return False
-    itemsize = encoded.element_size() if _is_tensor(encoded) else encoded.itemsize
-    contiguous = encoded.is_contiguous() if _is_tensor(encoded) else encoded.flags.c_contiguous
+    itemsize = encoded.element_size() if is_tensor(encoded) else encoded.itemsize
+    contiguous = encoded.is_contiguous() if is_tensor(encoded) else encoded.flags.c_contiguous
     if e_lo != lo or itemsize != out.itemsize or not contiguous:
         raise ConfigError("out overlaps encoded without being the same words", local=True)
     return True
@@ -408,12 +401,12 @@ def apply_masks(
     _check_counter(bits, offset, length)
     inplace = False
     if out is None:
-        out = np.empty(length, dtype=_out_dtype(bits))
+        out = np.empty(length, dtype=word_dtype(bits))
     else:
         inplace = _check_out(out, encoded, length, bits)
-    if backend == "torch" or (backend == "auto" and _is_tensor(encoded)):
+    if backend == "torch" or (backend == "auto" and is_tensor(encoded)):
         torch = require_extra("torch", "fl")
-        device = encoded.device if _is_tensor(encoded) else torch.device("cpu")
+        device = encoded.device if is_tensor(encoded) else torch.device("cpu")
         _mask_torch(out, [encoded], streams, bits, offset, chunk, device)
     else:
         # The copy of the first piece can be skipped only when it is the same words.
@@ -476,10 +469,10 @@ def unmask_sum(
     vectors = list(masked)
     if not vectors:
         raise ConfigError("unmask_sum needs at least one masked vector")
-    use_torch = backend == "torch" or (backend == "auto" and any(_is_tensor(v) for v in vectors))
+    use_torch = backend == "torch" or (backend == "auto" and any(is_tensor(v) for v in vectors))
     length = None
     for index, vector in enumerate(vectors):
-        if _is_tensor(vector) and not use_torch:
+        if is_tensor(vector) and not use_torch:
             vectors[index] = vector = vector.detach().to("cpu").numpy()
         _check_vector(vector, bits, "total" if len(vectors) == 1 else f"masked[{index}]")
         if length is None:
@@ -489,7 +482,7 @@ def unmask_sum(
     assert length is not None
     streams = _streams(self_seeds, pair_seeds, flip=True)
     _check_counter(bits, 0, length)
-    out = np.empty(length, dtype=_out_dtype(bits))
+    out = np.empty(length, dtype=word_dtype(bits))
     if not use_torch:
         _mask_cpu(out, vectors, streams, bits, 0, chunk)
         return out
@@ -508,11 +501,11 @@ def masked_sum(vectors: Iterable[NDArray[np.integer]], *, bits: int) -> NDArray[
     bits = _check_bits(bits)
     acc: NDArray[Any] | None = None
     for index, vector in enumerate(vectors):
-        if _is_tensor(vector):
+        if is_tensor(vector):
             vector = vector.detach().to("cpu").numpy()
         _check_vector(vector, bits, f"vectors[{index}]")
         if acc is None:
-            acc = np.empty(vector.shape[0], dtype=_out_dtype(bits))
+            acc = np.empty(vector.shape[0], dtype=word_dtype(bits))
             np.copyto(acc, vector, casting="unsafe")
             continue
         if vector.shape[0] != acc.shape[0]:
