@@ -26,6 +26,7 @@ Limits: ``bits <= 63`` (the int64 result must hold every ring element);
 
 from __future__ import annotations
 
+import math
 import secrets
 import sys
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ __all__ = ["encode_torch", "is_tensor", "to_numpy", "DEFAULT_CHUNK", "MAX_TORCH_
 DEFAULT_CHUNK = 1 << 20  # values per step: ~8 MiB of float64 temporaries, bounded memory
 MAX_TORCH_BITS = 63  # results are int64 tensors holding values in [0, 2**bits)
 _SEED_BITS = 64  # torch.Generator.manual_seed takes a 64-bit seed
+_TINY = float(np.finfo(np.float64).tiny)  # an L2 factor below it would be subnormal: rescale via the peak
 
 
 def is_tensor(value: object) -> bool:
@@ -87,8 +89,11 @@ def _check_tensor(torch: Any, x: Any, chunk: int) -> None:
         raise ConfigError("x contains NaN or infinity", bad=bad)
 
 
-def _l2_factor(torch: Any, x: Any, clip: float, chunk: int) -> float | None:
-    """clip / ||x||_2 if x must be rescaled, else None (overflow-safe, chunked)."""
+def _l2_factor(torch: Any, x: Any, clip: float, chunk: int) -> tuple[float | None, float] | None:
+    """How to rescale x to L2 norm ``clip`` (overflow-safe, chunked), as the numpy path's
+    ``_l2_factor``: None if it is not longer, else ``(peak, factor)``: ``x * factor``
+    when ``peak`` is None, ``x / peak * factor`` when ``peak * ||x / peak||`` overflows
+    or ``clip / ||x||`` would be subnormal."""
     peak = 0.0
     for start in range(0, x.numel(), chunk):
         part = x[start : start + chunk].to(torch.float64)
@@ -100,8 +105,13 @@ def _l2_factor(torch: Any, x: Any, clip: float, chunk: int) -> float | None:
     for start in range(0, x.numel(), chunk):
         part = x[start : start + chunk].to(torch.float64) / peak  # entries in [-1, 1]: no overflow
         total += float(torch.dot(part, part))
-    norm = peak * total**0.5
-    return clip / norm if norm > clip else None
+    unit_norm = total**0.5
+    norm = peak * unit_norm
+    if not norm > clip:
+        return None
+    if math.isfinite(norm) and clip / norm >= _TINY:
+        return None, clip / norm
+    return peak, clip / unit_norm
 
 
 def encode_torch(
@@ -136,7 +146,7 @@ def encode_torch(
         generator.manual_seed(secrets.randbits(_SEED_BITS))
     k = encoder.scale * float(weight)
     clip = encoder.clip
-    factor: float | None = None
+    rescale: tuple[float | None, float] | None = None
     if encoder.norm == "linf":
         clipped = 0
         for start in range(0, x.numel(), chunk):
@@ -144,20 +154,22 @@ def encode_torch(
             clipped += int((part > clip).sum()) + int((part < -clip).sum())
         encoder.last_clipped = clipped
     else:
-        factor = _l2_factor(torch, x, clip, chunk)
-        encoder.last_clipped = 0 if factor is None else 1
+        rescale = _l2_factor(torch, x, clip, chunk)
+        encoder.last_clipped = 0 if rescale is None else 1
     ring = (1 << bits) - 1
     d = x.numel()
     out = torch.empty(d + 1, dtype=torch.int64, device=device)
     for start in range(0, d, chunk):
         part = x[start : start + chunk].to(torch.float64)
-        if factor is None:
-            scaled = part * k
+        if rescale is None:
+            scaled = part * k  # +-inf for x near the float max: clamped next (L-inf; L2 rescaled it)
             if encoder.norm == "linf":
                 # Clamp unconditionally: the overflow proof must not rest on the count.
                 scaled.clamp_(-clip * k, clip * k)
         else:
-            scaled = (part * factor).clamp_(-clip, clip).mul_(k)
+            peak, factor = rescale
+            unit = part if peak is None else part / peak
+            scaled = (unit * factor).clamp_(-clip, clip).mul_(k)
         floor = torch.floor(scaled)
         frac = scaled.sub_(floor)
         coins = torch.rand(frac.shape, generator=generator, dtype=torch.float64, device=device)

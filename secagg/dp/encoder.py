@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..encoding import word_dtype
+from ..encoding_torch import to_numpy
 from ..errors import ConfigError, IntegrityError, OverflowRiskError
 from .planning import DEFAULT_BETA, DEFAULT_K, DDPPlan, Mechanism, plan_ddp
 from .randomness import RandomWords, as_random_words
@@ -46,6 +48,20 @@ from .rounding import conditional_randomized_round
 from .samplers import discrete_gaussian, skellam
 
 __all__ = ["DistributedDPEncoder", "count_wraps"]
+
+# Smallest normal float64: a clip factor l2_clip / norm below it would be subnormal.
+_TINY = float(np.finfo(np.float64).tiny)
+
+
+def _clip_equivalent(rows: NDArray[np.floating], l2_clip: float) -> NDArray[np.float64]:
+    """Each row divided by its largest |entry| and scaled to norm >= 2 * ``l2_clip``.
+
+    For rows longer than ``l2_clip`` (all rows near the float max are) the L2
+    clip of the result equals the clip of the row, and nothing overflows on
+    the way: the rotation's butterflies and the sum of squares stay finite.
+    """
+    peak = np.max(np.abs(rows), axis=1, keepdims=True)
+    return np.divide(rows, peak, dtype=np.float64) * (2.0 * l2_clip)
 
 
 def count_wraps(signed_sum: ArrayLike, bits: int) -> int:
@@ -124,8 +140,8 @@ class DistributedDPEncoder:
 
     @property
     def dtype(self) -> type[np.unsignedinteger]:
-        """``np.uint32`` for ``bits <= 32``, else ``np.uint64``."""
-        return np.uint32 if self._plan.bits <= 32 else np.uint64
+        """``word_dtype(bits)``: ``np.uint32`` for ``bits <= 32``, else ``np.uint64``."""
+        return word_dtype(self._plan.bits)
 
     def __repr__(self) -> str:
         p = self._plan
@@ -140,8 +156,13 @@ class DistributedDPEncoder:
         return n_shares * self._plan.scaled_variance / self._plan.scale**2
 
     # -- client side -------------------------------------------------------------
-    def _check(self, x: ArrayLike, weight: Any) -> tuple[NDArray[np.float64], int]:
-        arr = np.asarray(x)
+    def _check(self, x: Any, weight: Any) -> tuple[NDArray[np.float64], int]:
+        """``x`` as a finite float64 vector of length ``dim`` and ``weight`` as an int.
+
+        A torch tensor of any real dtype (bfloat16 and float16 included) is
+        read on the CPU. :class:`ConfigError` otherwise.
+        """
+        arr = to_numpy(x)
         if arr.ndim != 1 or arr.dtype.kind not in "fiu" or arr.size != self._dim:
             raise ConfigError("x must be a 1-D real array of length dim", shape=arr.shape, dim=self._dim)
         arr = arr.astype(np.float64, copy=False)
@@ -158,7 +179,11 @@ class DistributedDPEncoder:
         """Steps 1-6: the signed integer vector before the modular reduction (length ``encoded_length``)."""
         arr, weight = self._check(x, weight)
         src = as_random_words(rng)
-        ints = self._rotate_clip_round(arr[None] * float(weight), src)[0]
+        with np.errstate(over="ignore"):
+            rows = arr[None] * float(weight)
+        if not np.isfinite(rows).all():  # w * x overflows: its clip is that of a shorter row, same direction
+            rows = _clip_equivalent(arr[None], self._plan.l2_clip)
+        ints = self._rotate_clip_round(rows, src)[0]
         return self._add_noise_share(ints, weight, src)
 
     def _rotate_clip_round(self, rows: NDArray[np.float64], src: RandomWords) -> NDArray[np.int64]:
@@ -167,8 +192,15 @@ class DistributedDPEncoder:
         Sets :attr:`last_clipped` to the number of rows that were clipped.
         """
         p = self._plan
-        rotated = rotate(rows, self._seed)
-        norms = np.sqrt(np.sum(rotated * rotated, axis=1))  # no BLAS: its threads spin on a busy machine
+        with np.errstate(over="ignore", invalid="ignore"):
+            rotated = rotate(rows, self._seed)
+            norms = np.sqrt(np.sum(rotated * rotated, axis=1))  # no BLAS: its threads spin on a busy machine
+        # Rows near the float max overflow above, or would clip by a subnormal factor:
+        # rotate a shorter row with the same clip instead.
+        bad = ~np.isfinite(norms) | (norms * _TINY > p.l2_clip)
+        if bad.any():
+            rotated[bad] = rotate(_clip_equivalent(rows[bad], p.l2_clip), self._seed)
+            norms[bad] = np.sqrt(np.sum(rotated[bad] * rotated[bad], axis=1))
         over = norms > p.l2_clip
         self.last_clipped = int(over.sum())
         rotated[over] *= (p.l2_clip / norms[over])[:, None]

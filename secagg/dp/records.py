@@ -40,6 +40,7 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..encoding_torch import to_numpy
 from ..errors import ConfigError
 from .encoder import DistributedDPEncoder
 from .planning import DDPPlan
@@ -85,9 +86,10 @@ class RecordDPEncoder(DistributedDPEncoder):
         that sampled no record; it still sends a noise share). The result has
         length ``padded_dim``. Sets :attr:`last_clipped` to the number of
         records that were clipped. Raises :class:`ConfigError` for a wrong
-        shape, NaN/inf, or more than :attr:`max_records` records.
+        shape, NaN/inf, or more than :attr:`max_records` records. A torch
+        tensor of any real dtype (bfloat16 and float16 included) is read on the CPU.
         """
-        arr = np.asarray(records)
+        arr = to_numpy(records)
         p = self.plan
         if arr.ndim != 2 or arr.dtype.kind not in "fiu" or not 1 <= arr.shape[1] <= p.dim \
                 or (arr.shape[1] < p.dim and 2 * arr.shape[1] <= p.dim):
@@ -116,7 +118,8 @@ class RecordDPEncoder(DistributedDPEncoder):
         p = self.plan
         if not np.array_equal(arr, np.round(arr)):
             raise ConfigError("record-level encode takes the integer vector from sum_records, not a float update")
-        norm = math.sqrt(float(np.sum(arr * arr)))
+        with np.errstate(over="ignore"):  # entries near the float max: an infinite norm, refused below
+            norm = math.sqrt(float(np.sum(arr * arr)))
         if norm > p.max_inputs * p.rounded_l2 * (1 + 1e-9):
             raise ConfigError("vector is larger than max_records rounded records", norm=norm,
                               bound=p.max_inputs * p.rounded_l2)
