@@ -20,13 +20,18 @@ Field codecs (``FieldKind``):
   little-endian words: never int64 padding.
 
 Decoding is total (SECURITY invariant 5): any byte string yields a message or a
-:class:`DecodeError`, never another exception. Every length is checked against
-the bytes that remain *before* anything is allocated, so memory is bounded by
-the input size, itself capped by ``max_bytes``. Trailing bytes are an error, so
-the encoding is canonical: ``encode(decode(b)) == b`` for every accepted ``b``.
+:class:`DecodeError`, never another exception. Every count and length is
+checked against :class:`DecodeLimits` and against the bytes that remain
+*before* anything is allocated, so a decoder holds at most a few times the
+input, and a session (``protocols.session``) sizes the limits from its
+config. :func:`decode_header` reads the fixed header alone, so a session can
+refuse a message for the wrong stage or sender without touching its body.
+Trailing bytes are an error, so the encoding is canonical:
+``encode(decode(b)) == b`` for every accepted ``b``.
 
-Message kinds are registered with :func:`register`; kinds 1–31 belong to
-SecAgg/SecAgg+, 32–63 to the HE protocols, 64–95 to the plaintext baseline.
+Message classes are declared with :func:`wire_message` (or :func:`register` on
+a ready dataclass); kinds 1–31 belong to SecAgg/SecAgg+, 32–63 to the HE
+protocols, 64–95 to the plaintext baseline.
 """
 
 from __future__ import annotations
@@ -40,9 +45,8 @@ import numpy as np
 
 from secagg.errors import ConfigError, DecodeError
 
-from .session import Stage
-
 __all__ = [
+    "Stage",
     "encode_parts",
     "MAGIC",
     "WIRE_VERSION",
@@ -53,16 +57,51 @@ __all__ = [
     "Header",
     "Message",
     "register",
+    "wire_message",
+    "message_classes",
     "encode",
     "decode",
+    "decode_header",
+    "DecodeLimits",
+    "HEADER_BYTES",
+    "ARRAY_PREFIX_BYTES",
+    "MAPS_PER_MESSAGE",
+    "DEFAULT_MAX_ENTRIES",
 ]
+
+class Stage(enum.Enum):
+    """Protocol stages, named as in Bonawitz et al. 2017 (rounds 0–4).
+
+    HE protocols reuse the names that fit (ADVERTISE_KEYS for the key
+    ceremony, MASKED_INPUT for ciphertext upload, UNMASK for decryption).
+    Defined here because every header carries one; ``protocols.session``
+    re-exports it.
+    """
+
+    ADVERTISE_KEYS = "advertise_keys"
+    SHARE_KEYS = "share_keys"
+    MASKED_INPUT = "masked_input"
+    CONSISTENCY = "consistency"
+    UNMASK = "unmask"
+
+    @property
+    def index(self) -> int:
+        return _STAGE_ORDER.index(self)
+
+
+_STAGE_ORDER = list(Stage)
 
 MAGIC = b"SAGG"
 WIRE_VERSION = 1
 SERVER_ID = 0xFFFFFFFF  # the server's sender/receiver id on the wire
 SESSION_ID_BYTES = 16  # 128-bit random session ids: collisions across sessions are negligible
 # 4 GiB: a 10^9-parameter uint32 update fits; anything larger is refused before parsing.
+# Only the bare decode() uses it: sessions derive a far smaller cap from their config.
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 32
+# Map and id-list entries per field in a bare decode(): more clients than any
+# SecAgg cohort (its cost is quadratic in n), and it bounds the Python objects a
+# map of tiny entries can cost (about 100 bytes each) to a few MiB.
+DEFAULT_MAX_ENTRIES = 1 << 16
 PROTOCOL_IDS: dict[str, int] = {
     "secagg": 1,
     "secagg+": 2,
@@ -76,6 +115,10 @@ _STAGE_BY_CODE = {code: stage for stage, code in _STAGE_CODES.items()}
 _DTYPE_CODES = {np.dtype(np.uint32): 4, np.dtype(np.uint64): 8}
 _DTYPE_BY_CODE = {4: np.dtype("<u4"), 8: np.dtype("<u8")}
 _HEADER = struct.Struct(f"<4sBBB{SESSION_ID_BYTES}sIBII")
+HEADER_BYTES = _HEADER.size  # 36: magic, version, kind and the Header fields
+ARRAY_PREFIX_BYTES = 9  # an ARRAY field's u8 dtype code and u64 word count
+# The most maps and id lists one message carries (UnmaskRequest: two id lists and a map).
+MAPS_PER_MESSAGE = 3
 
 
 class FieldKind(enum.Enum):
@@ -144,6 +187,7 @@ class Message:
 
 _REGISTRY: dict[int, type[Message]] = {}
 M = TypeVar("M", bound=type[Message])
+C = TypeVar("C", bound=type)
 
 
 def register(kind: int) -> Callable[[M], M]:
@@ -160,6 +204,77 @@ def register(kind: int) -> Callable[[M], M]:
         return cls
 
     return wrap
+
+
+def wire_message(kind: int) -> Callable[[C], C]:
+    """Class decorator: make ``cls`` a frozen dataclass and register it as ``kind``.
+
+    The one way protocol modules declare their messages::
+
+        @wire_message(64)
+        class InputRequest(Message):
+            header: Header
+            BODY = ()
+
+    Raises :class:`ConfigError` for a kind outside 1..255 or already taken, or
+    a ``BODY`` that does not list the fields after ``header`` in order.
+    """
+
+    def wrap(cls: C) -> C:
+        return register(kind)(dataclass(frozen=True)(cls))  # type: ignore[type-var, return-value]
+
+    return wrap
+
+
+def message_classes() -> dict[int, type[Message]]:
+    """Every registered message class, keyed by wire kind (a copy)."""
+    return dict(_REGISTRY)
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Caps that decoding checks before it allocates anything.
+
+    ``max_bytes`` bounds the whole message, ``max_entries`` the entries of one
+    IDS or BYTES_MAP field, ``max_entry_bytes`` one BYTES_MAP value and
+    ``max_words`` one ARRAY field. The defaults are those of a bare
+    :func:`decode`; sessions size them from their config with :meth:`for_round`.
+    Raises :class:`ConfigError` for a negative cap.
+    """
+
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_entries: int = DEFAULT_MAX_ENTRIES
+    max_entry_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_words: int = DEFAULT_MAX_MESSAGE_BYTES // 4
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_entries", "max_entry_bytes", "max_words"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be a non-negative int", **{name: value})
+
+    @classmethod
+    def for_round(
+        cls,
+        *,
+        clients: int,
+        dim: int,
+        word_bytes: int = 8,
+        entry_bytes: int = 0,
+        maps: int = MAPS_PER_MESSAGE,
+        slack: int = 4096,
+    ) -> "DecodeLimits":
+        """Limits for a round of ``clients`` clients whose vectors hold ``dim`` + 1
+        words of ``word_bytes`` and whose map values hold ``entry_bytes``.
+
+        ``max_bytes`` is the header, one full vector, ``maps`` full maps or id
+        lists and ``slack`` bytes for small fields (keys, signatures); with
+        ``maps=0, slack=0`` it is exactly the size of a vector message.
+        """
+        words = dim + 1
+        one_map = 4 + clients * (8 + entry_bytes)
+        total = HEADER_BYTES + ARRAY_PREFIX_BYTES + words * word_bytes + maps * one_map + slack
+        return cls(max_bytes=total, max_entries=clients, max_entry_bytes=entry_bytes, max_words=words)
 
 
 # ---------------------------------------------------------------- encoding
@@ -220,96 +335,158 @@ def encode(msg: Message) -> bytes:
 
 # ---------------------------------------------------------------- decoding
 
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_U8 = struct.Struct("<B")
+_ENTRY = struct.Struct("<II")  # BYTES_MAP entry: id, length
+_ARRAY_HEAD = struct.Struct("<BQ")
+
 
 class _Reader:
     """Bounds-checked cursor over a bytes object; every failure is a DecodeError."""
 
-    def __init__(self, data: bytes) -> None:
-        self.view = memoryview(data)
-        self.pos = 0
+    def __init__(self, data: bytes, limits: DecodeLimits, pos: int = 0) -> None:
+        self.data = data
+        self.limits = limits
+        self.pos = pos
 
-    def take(self, n: int, what: str) -> memoryview:
-        if n < 0 or n > len(self.view) - self.pos:
-            raise DecodeError(
-                f"truncated message: {what} needs {n} bytes", at=self.pos, remaining=len(self.view) - self.pos
-            )
-        chunk = self.view[self.pos : self.pos + n]
+    @property
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or n > self.remaining:
+            raise DecodeError(f"truncated message: {what} needs {n} bytes", at=self.pos, remaining=self.remaining)
+        chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
 
-    def unpack(self, fmt: str, what: str) -> tuple[Any, ...]:
-        s = struct.Struct("<" + fmt)
-        return s.unpack(self.take(s.size, what))
+    def unpack(self, fmt: struct.Struct, what: str) -> tuple[Any, ...]:
+        if fmt.size > self.remaining:
+            raise DecodeError(f"truncated message: {what} needs {fmt.size} bytes", at=self.pos, remaining=self.remaining)
+        values = fmt.unpack_from(self.data, self.pos)
+        self.pos += fmt.size
+        return values
+
+    def count(self, name: str, entry_bytes: int) -> int:
+        """An entry count, checked against the limit and the bytes left."""
+        (n,) = self.unpack(_U32, name)
+        if n > self.limits.max_entries:
+            raise DecodeError(f"{name}: {n} entries exceed the limit", count=n, limit=self.limits.max_entries)
+        if n * entry_bytes > self.remaining:
+            raise DecodeError(f"{name}: entry count exceeds the message size", count=n)
+        return n
 
     def field(self, kind: FieldKind, name: str) -> Any:
         if kind is FieldKind.U8:
-            return self.unpack("B", name)[0]
+            return self.unpack(_U8, name)[0]
         if kind is FieldKind.U32:
-            return self.unpack("I", name)[0]
+            return self.unpack(_U32, name)[0]
         if kind is FieldKind.U64:
-            return self.unpack("Q", name)[0]
+            return self.unpack(_U64, name)[0]
         if kind is FieldKind.BYTES:
-            (n,) = self.unpack("I", name)
-            return bytes(self.take(n, name))
+            (n,) = self.unpack(_U32, name)
+            return self.take(n, name)
         if kind is FieldKind.IDS:
-            (n,) = self.unpack("I", name)
-            if n > (len(self.view) - self.pos) // 4:
-                raise DecodeError(f"{name}: id count exceeds the message size", count=n)
-            raw = self.take(4 * n, name)
-            ids = np.frombuffer(raw, dtype="<u4").astype(np.int64)
+            n = self.count(name, 4)
+            ids = np.frombuffer(self.take(4 * n, name), dtype="<u4")
             if n > 1 and not bool(np.all(ids[1:] > ids[:-1])):
                 raise DecodeError(f"{name}: ids must be strictly increasing")
-            return tuple(int(i) for i in ids)
+            return tuple(ids.tolist())
         if kind is FieldKind.BYTES_MAP:
-            (n,) = self.unpack("I", name)
-            if n > (len(self.view) - self.pos) // 8:
-                raise DecodeError(f"{name}: entry count exceeds the message size", count=n)
-            result: dict[int, bytes] = {}
-            last = -1
-            for _ in range(n):
-                key, length = self.unpack("II", name)
-                if key <= last:
-                    raise DecodeError(f"{name}: keys must be strictly increasing")
-                last = key
-                result[key] = bytes(self.take(length, name))
-            return result
+            return self.bytes_map(name)
         if kind is FieldKind.ARRAY:
-            code, n = self.unpack("BQ", name)
+            code, n = self.unpack(_ARRAY_HEAD, name)
             dtype = _DTYPE_BY_CODE.get(code)
             if dtype is None:
                 raise DecodeError(f"{name}: unknown array dtype code {code}")
-            if n > (len(self.view) - self.pos) // dtype.itemsize:
+            if n > self.limits.max_words:
+                raise DecodeError(f"{name}: {n} words exceed the limit", count=n, limit=self.limits.max_words)
+            if n > self.remaining // dtype.itemsize:
                 raise DecodeError(f"{name}: array length exceeds the message size", count=n)
             raw = self.take(n * dtype.itemsize, name)
             return np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="), copy=False)
         raise AssertionError(kind)  # pragma: no cover
 
+    def bytes_map(self, name: str) -> dict[int, bytes]:
+        # The count is capped before the loop, so the dict (about 100 bytes of
+        # Python objects per entry, against 8 wire bytes) stays within the limit.
+        n = self.count(name, _ENTRY.size)
+        max_entry = self.limits.max_entry_bytes
+        result: dict[int, bytes] = {}
+        last = -1
+        for _ in range(n):
+            key, length = self.unpack(_ENTRY, name)
+            if key <= last:
+                raise DecodeError(f"{name}: keys must be strictly increasing")
+            if length > max_entry:
+                raise DecodeError(f"{name}: an entry of {length} bytes exceeds the limit", limit=max_entry, key=key)
+            last = key
+            result[key] = self.take(length, name)
+        return result
 
-def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
-    """Parse one message. Any malformed, truncated, oversized, trailing-garbage
-    or unknown-version input raises :class:`DecodeError` and nothing else."""
+
+def _byte_view(data: Any) -> memoryview:
+    """``data`` as a flat byte view; DecodeError for anything that is not bytes."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError("messages are bytes", type=type(data).__name__)
-    if len(data) > max_bytes:
-        raise DecodeError("message exceeds the size limit", size=len(data), limit=max_bytes)
-    reader = _Reader(bytes(data))
-    magic, version, kind, protocol, session_id, round_, stage_code, sender, receiver = (
-        _HEADER.unpack(reader.take(_HEADER.size, "header"))
-    )
+    view = memoryview(data)
+    if view.format != "B" or view.ndim != 1:
+        try:
+            view = view.cast("B")
+        except (TypeError, ValueError):
+            raise DecodeError("message buffer is not contiguous bytes") from None
+    return view
+
+
+def _parse_header(view: memoryview) -> tuple[int, Header]:
+    if len(view) < HEADER_BYTES:
+        raise DecodeError(f"truncated message: header needs {HEADER_BYTES} bytes", remaining=len(view))
+    magic, version, kind, protocol, session_id, round_, stage_code, sender, receiver = _HEADER.unpack_from(view)
     if magic != MAGIC:
         raise DecodeError("not a secagg message (bad magic)")
     if version != WIRE_VERSION:
         raise DecodeError("unsupported wire version", version=version, supported=WIRE_VERSION)
-    cls = _REGISTRY.get(kind)
-    if cls is None:
+    if kind not in _REGISTRY:
         raise DecodeError("unknown message kind", kind=kind)
     stage = _STAGE_BY_CODE.get(stage_code)
     if stage is None:
         raise DecodeError("unknown stage code", stage=stage_code)
-    header = Header(protocol, session_id, round_, stage, sender, receiver)
+    return kind, Header(protocol, session_id, round_, stage, sender, receiver)
+
+
+def decode_header(data: bytes | bytearray | memoryview) -> tuple[int, Header]:
+    """Parse only the fixed header: ``(kind, header)``, the body untouched.
+
+    Raises :class:`DecodeError` for a short buffer, bad magic, another wire
+    version, an unregistered kind or an unknown stage code, and nothing else.
+    Costs O(1) whatever the body's size.
+    """
+    return _parse_header(_byte_view(data))
+
+
+def decode(
+    data: bytes | bytearray | memoryview, *, max_bytes: int | None = None, limits: DecodeLimits | None = None
+) -> Message:
+    """Parse one message. Any malformed, truncated, oversized, trailing-garbage
+    or unknown-version input raises :class:`DecodeError` and nothing else.
+
+    ``limits`` caps counts and lengths before allocation (default:
+    ``DecodeLimits()``); ``max_bytes``, when given, further caps the size.
+    """
+    limits = limits if limits is not None else DecodeLimits()
+    cap = limits.max_bytes if max_bytes is None else min(max_bytes, limits.max_bytes)
+    view = _byte_view(data)
+    if len(view) > cap:
+        raise DecodeError("message exceeds the size limit", size=len(view), limit=cap)
+    kind, header = _parse_header(view)
+    cls = _REGISTRY[kind]
+    # One copy for mutable buffers: decoded arrays view it, and the caller may reuse its buffer.
+    raw = data if type(data) is bytes else bytes(view)
+    reader = _Reader(raw, limits, HEADER_BYTES)
     values = {name: reader.field(fk, name) for name, fk in cls.BODY}
-    if reader.pos != len(reader.view):
-        raise DecodeError("trailing bytes after message", extra=len(reader.view) - reader.pos)
+    if reader.remaining:
+        raise DecodeError("trailing bytes after message", extra=reader.remaining)
     try:
         return cls(header=header, **values)
     except DecodeError:
@@ -323,14 +500,7 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Messag
 # messages serve SecAgg+ (Bell et al. 2020), where maps only hold neighbours.
 
 
-def _message(kind: int) -> Callable[[type], type]:
-    def wrap(cls: type) -> type:
-        return register(kind)(dataclass(frozen=True)(cls))
-
-    return wrap
-
-
-@_message(1)
+@wire_message(1)
 class AdvertiseKeysRequest(Message):
     """Server -> client: round 0 begins."""
 
@@ -338,7 +508,7 @@ class AdvertiseKeysRequest(Message):
     BODY = ()
 
 
-@_message(2)
+@wire_message(2)
 class AdvertiseKeys(Message):
     """Client -> server, round 0: the encryption key c_pk and the mask key s_pk,
     signed with the client's Ed25519 identity when identities are configured."""
@@ -350,7 +520,7 @@ class AdvertiseKeys(Message):
     BODY = (("c_public", FieldKind.BYTES), ("s_public", FieldKind.BYTES), ("signature", FieldKind.BYTES))
 
 
-@_message(3)
+@wire_message(3)
 class KeysBroadcast(Message):
     """Server -> client, round 1: each neighbour's c_pk || s_pk || signature."""
 
@@ -359,7 +529,7 @@ class KeysBroadcast(Message):
     BODY = (("keys", FieldKind.BYTES_MAP),)
 
 
-@_message(4)
+@wire_message(4)
 class EncryptedShares(Message):
     """Client -> server, round 1: AEAD-sealed (b_u, s_u) share pairs per neighbour."""
 
@@ -368,7 +538,7 @@ class EncryptedShares(Message):
     BODY = (("ciphertexts", FieldKind.BYTES_MAP),)
 
 
-@_message(5)
+@wire_message(5)
 class SharesDelivery(Message):
     """Server -> client, round 2: the ciphertexts addressed to this client, by sender."""
 
@@ -377,7 +547,7 @@ class SharesDelivery(Message):
     BODY = (("ciphertexts", FieldKind.BYTES_MAP),)
 
 
-@_message(6)
+@wire_message(6)
 class MaskedInput(Message):
     """Client -> server, round 2: y_u = encode(x_u) + PRG(b_u) + Σ ±PRG(s_uv) mod 2^bits."""
 
@@ -386,7 +556,7 @@ class MaskedInput(Message):
     BODY = (("masked", FieldKind.ARRAY),)
 
 
-@_message(7)
+@wire_message(7)
 class ConsistencyRequest(Message):
     """Server -> client, round 3 (active security): the survivor set U3 to sign."""
 
@@ -395,7 +565,7 @@ class ConsistencyRequest(Message):
     BODY = (("survivors", FieldKind.IDS),)
 
 
-@_message(8)
+@wire_message(8)
 class ConsistencySignature(Message):
     """Client -> server, round 3: the client's signature over U3."""
 
@@ -404,7 +574,7 @@ class ConsistencySignature(Message):
     BODY = (("signature", FieldKind.BYTES),)
 
 
-@_message(9)
+@wire_message(9)
 class UnmaskRequest(Message):
     """Server -> client, round 4: which neighbours survived (reveal b shares) and
     which dropped (reveal s shares), plus, in active mode, the U3 signatures."""
@@ -416,7 +586,7 @@ class UnmaskRequest(Message):
     BODY = (("survivors", FieldKind.IDS), ("dropped", FieldKind.IDS), ("signatures", FieldKind.BYTES_MAP))
 
 
-@_message(10)
+@wire_message(10)
 class UnmaskShares(Message):
     """Client -> server, round 4: shares of b_v for survivors, of s_v for dropouts."""
 

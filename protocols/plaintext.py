@@ -2,22 +2,24 @@
 
 Same session interface and the same fixed-point encoding as SecAgg, so that
 ``protocols.sim.run_plaintext`` can be compared with the secure protocols bit
-for bit. It protects nothing; it exists for comparisons and tests.
+for bit. It protects nothing; it exists for comparisons and tests. One stage,
+MASKED_INPUT, on the shared core (:mod:`protocols.session`): the server asks,
+each client answers once with its encoded update, the server sums.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 from numpy.typing import NDArray
 
-from secagg.errors import ConfigError, DecodeError, ProtocolError
+from secagg.errors import ConfigError, DecodeError
 
 from . import messages as m
-from .session import ABORTED, DONE, AbortReason, AggregateResult, SessionState, Stage
+from .session import DONE, AggregateResult, Binding, ClientCore, ServerCore, Stage, StageSpec
 
 __all__ = ["PlaintextConfig", "PlaintextServer", "PlaintextClient"]
 
@@ -42,8 +44,7 @@ class PlaintextConfig:
             raise ConfigError("min_survivors must be in [1, n]", min_survivors=self.min_survivors)
 
 
-@m.register(64)
-@dataclass(frozen=True)
+@m.wire_message(64)
 class InputRequest(m.Message):
     """Server -> client: send your encoded update."""
 
@@ -51,8 +52,7 @@ class InputRequest(m.Message):
     BODY = ()
 
 
-@m.register(65)
-@dataclass(frozen=True)
+@m.wire_message(65)
 class PlainInput(m.Message):
     """Client -> server: the encoded update, unmasked."""
 
@@ -61,11 +61,22 @@ class PlainInput(m.Message):
     BODY = (("encoded", m.FieldKind.ARRAY),)
 
 
-def _header(config: PlaintextConfig, sender: int, receiver: int) -> m.Header:
-    return m.Header(m.PROTOCOL_IDS["plaintext"], config.session_id, config.round, Stage.MASKED_INPUT, sender, receiver)
+def _binding(config: PlaintextConfig) -> Binding:
+    return Binding.of("plaintext", config.session_id, config.round)
 
 
-class PlaintextClient:
+def _server_limits(config: PlaintextConfig) -> m.DecodeLimits:
+    """Exactly one PlainInput of dim + 1 words: nothing larger is decoded."""
+    word_bytes = np.dtype(config.encoder.dtype).itemsize
+    return m.DecodeLimits.for_round(clients=len(config.client_ids), dim=config.dim, word_bytes=word_bytes,
+                                    maps=0, slack=0)
+
+
+# An InputRequest is a bare header.
+_CLIENT_LIMITS = m.DecodeLimits(max_bytes=m.HEADER_BYTES, max_entries=0, max_entry_bytes=0, max_words=0)
+
+
+class PlaintextClient(ClientCore):
     """Encodes its update and sends it in the clear."""
 
     def __init__(self, config: PlaintextConfig, client_id: int, update: NDArray[np.floating], *, weight: int = 1,
@@ -73,72 +84,52 @@ class PlaintextClient:
         if client_id not in config.client_ids:
             raise ConfigError("unknown client id", client_id=client_id)
         self.config, self.id = config, client_id
+        super().__init__(
+            _binding(config), client_id,
+            {Stage.MASKED_INPUT: StageSpec(InputRequest, self._send_input, DONE)},
+            limits=_CLIENT_LIMITS,
+        )
         self._encoded = config.encoder.encode(np.asarray(update), weight=weight, rng=rng)
-        self.state: Stage | SessionState = Stage.MASKED_INPUT
 
-    def handle(self, msg: Any) -> m.Message | None:
-        if isinstance(msg, (bytes, bytearray)):
-            msg = m.decode(bytes(msg))
-        if self.state is DONE:
-            raise ProtocolError("session is over")
-        if not isinstance(msg, InputRequest) or msg.header != _header(self.config, m.SERVER_ID, self.id):
-            raise ProtocolError("unexpected message", got=type(msg).__name__)
-        self.state = DONE
-        return PlainInput(_header(self.config, self.id, m.SERVER_ID), self._encoded)
+    def _send_input(self, msg: InputRequest) -> PlainInput:
+        return PlainInput(self.header(Stage.MASKED_INPUT), self._encoded)
 
 
-class PlaintextServer:
+class PlaintextServer(ServerCore):
     """Sums the encoded updates it receives and decodes the sum."""
 
     def __init__(self, config: PlaintextConfig) -> None:
         self.config = config
-        self.state: Stage | SessionState = Stage.MASKED_INPUT
-        self.abort_reason: AbortReason | None = None
-        self._inbox: dict[int, NDArray] = {}
-        self._result: AggregateResult | None = None
+        super().__init__(
+            _binding(config), config.client_ids,
+            {Stage.MASKED_INPUT: StageSpec(PlainInput, self._accept_input, DONE, close=self._sum_inputs)},
+            opening=self._request_inputs,
+            min_survivors=config.min_survivors,
+            limits=_server_limits(config),
+        )
 
-    def start(self) -> dict[int, m.Message]:
-        return {u: InputRequest(_header(self.config, m.SERVER_ID, u)) for u in self.config.client_ids}
+    def _request_inputs(self) -> dict[int, m.Message]:
+        return {u: InputRequest(self.header(Stage.MASKED_INPUT, u)) for u in self.config.client_ids}
 
-    def receive(self, client_id: int, msg: Any) -> None:
-        if self.state is not Stage.MASKED_INPUT:
-            raise ProtocolError("no stage is open", local=True)
-        if client_id not in self.config.client_ids:
-            raise ProtocolError("message from an unknown sender", client_id=client_id)
-        if isinstance(msg, (bytes, bytearray)):
-            msg = m.decode(bytes(msg))
-        if not isinstance(msg, PlainInput) or msg.header != _header(self.config, client_id, m.SERVER_ID):
-            raise ProtocolError("unexpected message", client_id=client_id)
-        if client_id in self._inbox:
-            raise ProtocolError("duplicate message", client_id=client_id)
-        if msg.encoded.shape != (self.config.dim + 1,) or msg.encoded.dtype != self.config.encoder.dtype:
-            raise DecodeError("encoded vector has the wrong shape or word size", client_id=client_id)
-        self._inbox[client_id] = msg.encoded
+    def _accept_input(self, client_id: int, msg: PlainInput) -> NDArray[np.unsignedinteger]:
+        c, y = self.config, msg.encoded
+        if y.shape != (c.dim + 1,) or y.dtype != c.encoder.dtype:
+            raise DecodeError("encoded vector has the wrong shape or word size", client_id=client_id,
+                              shape=y.shape, dtype=str(y.dtype))
+        if c.encoder.bits not in (32, 64) and int(y.max(initial=0)) >> c.encoder.bits:
+            raise DecodeError("encoded vector has values outside Z_{2^bits}", client_id=client_id)
+        return y
 
-    def close_stage(self) -> dict[int, m.Message]:
+    def _sum_inputs(self, accepted: Mapping[int, NDArray[np.unsignedinteger]]) -> AggregateResult:
         c = self.config
-        survivors = sorted(self._inbox)
+        survivors = sorted(accepted)
         dropped = sorted(set(c.client_ids) - set(survivors))
-        if len(survivors) < c.min_survivors:
-            self.state = ABORTED
-            self.abort_reason = AbortReason(Stage.MASKED_INPUT, c.min_survivors, len(survivors),
-                                            {Stage.MASKED_INPUT.value: tuple(dropped)})
-            return {}
         total = np.zeros(c.dim + 1, dtype=c.encoder.dtype)
         for u in survivors:
-            total += self._inbox[u]
+            total += accepted[u]
         if c.encoder.bits not in (32, 64):
             total &= total.dtype.type((1 << c.encoder.bits) - 1)
         vector_sum, weight_sum = c.encoder.decode_sum(total)
         aggregate = vector_sum / weight_sum if c.weighted and weight_sum else vector_sum
-        self._result = AggregateResult(np.asarray(aggregate, dtype=np.float64), survivors, dropped,
-                                       weight_sum=float(weight_sum), weighted=c.weighted, raw_sum=total)
-        self.state = DONE
-        return {}
-
-    def result(self) -> AggregateResult:
-        if self.state is ABORTED:
-            raise self.abort_reason.to_error()  # type: ignore[union-attr]
-        if self._result is None:
-            raise ProtocolError("round not finished", local=True)
-        return self._result
+        return AggregateResult(np.asarray(aggregate, dtype=np.float64), survivors, dropped,
+                               weight_sum=float(weight_sum), weighted=c.weighted, raw_sum=total)

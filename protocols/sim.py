@@ -54,8 +54,14 @@ class ProtocolSpec:
 _PROTOCOLS: dict[str, ProtocolSpec] = {}
 
 
-def register_protocol(spec: ProtocolSpec) -> None:
-    """Make ``spec.name`` available to :func:`run`."""
+def register_protocol(spec: ProtocolSpec, *, replace: bool = False) -> None:
+    """Make ``spec.name`` available to :func:`run`.
+
+    Raises :class:`ConfigError` if the name is taken, unless ``replace=True``.
+    """
+    if spec.name in _PROTOCOLS and not replace:
+        raise ConfigError(f"protocol {spec.name!r} is already registered; pass replace=True to replace it",
+                          protocol=spec.name)
     _PROTOCOLS[spec.name] = spec
 
 
