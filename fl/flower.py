@@ -22,6 +22,12 @@ error, is a dropout at that stage. A client's :class:`secagg.errors.SecAggError`
 Flower error reply (code :data:`ERROR_CODE`, reason ``"<ErrorType>: <message> (fields)"``). An
 aborted round leaves the global model unchanged and records our ``AbortReason``.
 
+Hostile input: each side checks a record's field types and sizes before copying or
+parsing them. A payload that is not ``bytes`` or is longer than :func:`payload_limit`
+(from the round's ``dim``, ``n`` and ``bits``), a config over :data:`MAX_CONFIG_BYTES`,
+or a stage label that names no stage is a :class:`~secagg.errors.DecodeError`: an
+error reply on the client, a dropout with a recorded reason on the server.
+
 Security notes: semi-honest server only (``active_security`` needs identities
 that Flower's node ids do not carry yet). The round config (clients, threshold,
 graph seed, encoder) comes from the server in JSON and is validated by
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import pickle
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,8 +51,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from secagg.errors import ConfigError, DecodeError, SecAggError, require_extra
-from secagg.encoding import FixedPointEncoder
+from secagg.encoding import FixedPointEncoder, word_dtype
+from secagg.errors import ConfigError, DecodeError, SecAggError, require_bytes, require_extra
 
 from protocols import ABORTED, DONE, AggregateResult, SecAggClient, SecAggConfig, SecAggServer, Stage, as_stage
 from protocols.config import choose_params
@@ -78,6 +85,8 @@ __all__ = [
     "encode_round_config",
     "decode_round_config",
     "error_reason",
+    "payload_limit",
+    "MAX_CONFIG_BYTES",
     "InProcessGrid",
     "Traffic",
     "message_stage",
@@ -92,6 +101,16 @@ STATUS_KEY = "secagg.status"  # server Context record: outcome of the last round
 # refusals from crashes (ErrorCode.CLIENT_APP_RAISED_EXCEPTION = 2).
 ERROR_CODE = 0x5EC
 CONFIG_VERSION = 1
+# The round config is JSON of node ids and layer shapes: 1 MiB holds ~10^5
+# clients or layers. A larger (or non-bytes) config is refused before parsing.
+MAX_CONFIG_BYTES = 1 << 20
+# Bounds for payload_limit: the header and field prefixes of any message, and
+# what one party adds to a message that lists every party (a broadcast key
+# bundle with signature, an encrypted share pair, a share, ids): 4-8x the
+# largest such entry today, so an honest message always fits.
+_FIXED_MESSAGE_BYTES = 4096
+_PER_PARTY_BYTES = 1024
+_MAX_STAGE_LABEL = 32  # longest Stage value is 14 characters
 # Finite by default: a SuperNode that never answers is a dropout, not a hang.
 # ADVERTISE_KEYS includes local training, so it gets the long deadline.
 DEFAULT_TIMEOUTS: dict[Stage, float] = {stage: 120.0 for stage in Stage} | {Stage.ADVERTISE_KEYS: 600.0}
@@ -100,6 +119,36 @@ DEFAULT_TIMEOUTS: dict[Stage, float] = {stage: 120.0 for stage in Stage} | {Stag
 def error_reason(exc: BaseException) -> str:
     """``"<ErrorType>: <message> (field=value, ...)"`` for a Flower error reply."""
     return f"{type(exc).__name__}: {exc}"
+
+
+def payload_limit(config: SecAggConfig) -> int:
+    """Most bytes one protocol message of a round with ``config`` can take, either way.
+
+    The masked input (``dim + 1`` words of ``word_dtype(bits)``) plus a fixed
+    header allowance and a per-party allowance for the messages that list
+    every client (keys, encrypted shares, unmasking shares). The adapter
+    refuses a larger payload, on either side, before it is copied or parsed.
+    """
+    word = np.dtype(word_dtype(config.bits)).itemsize
+    return _FIXED_MESSAGE_BYTES + config.n * _PER_PARTY_BYTES + (config.dim + 1) * word
+
+
+def _field(record: ConfigRecord, name: str) -> Any:
+    """``record[name]``; a missing field is the peer's :class:`DecodeError`."""
+    if name not in record:
+        raise DecodeError(f"message lacks field {name!r}", field=name)
+    return record[name]
+
+
+def _stage_of(record: ConfigRecord) -> Stage:
+    """The stage label of our record: a short str naming a :class:`Stage`, else :class:`DecodeError`."""
+    label = _field(record, "stage")
+    if not isinstance(label, str) or len(label) > _MAX_STAGE_LABEL:
+        raise DecodeError("stage label must be a stage name", type=type(label).__name__)
+    try:
+        return as_stage(label)
+    except ConfigError:
+        raise DecodeError("unknown stage label", stage=label) from None
 
 
 # ------------------------------------------------------------------ round config
@@ -129,9 +178,11 @@ def encode_round_config(config: SecAggConfig, node_ids: Sequence[int], shapes: S
 
 def decode_round_config(data: bytes) -> tuple[SecAggConfig, list[int], list[tuple[int, ...]]]:
     """Inverse of :func:`encode_round_config`; :class:`DecodeError` on malformed
-    input, :class:`ConfigError` (from the config's own validation) on unsafe values."""
+    input (not bytes, over :data:`MAX_CONFIG_BYTES`, bad JSON or fields),
+    :class:`ConfigError` (from the config's own validation) on unsafe values."""
+    data = require_bytes(data, "round config", max_size=MAX_CONFIG_BYTES, error=DecodeError)
     try:
-        doc = json.loads(bytes(data).decode())
+        doc = json.loads(data.decode())
         if not isinstance(doc, dict) or doc.get("v") != CONFIG_VERSION:
             raise DecodeError("unsupported round config version")
         node_ids = [int(n) for n in doc["node_ids"]]
@@ -153,7 +204,10 @@ def decode_round_config(data: bytes) -> tuple[SecAggConfig, list[int], list[tupl
         raise
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise DecodeError(f"malformed round config: {exc}") from None
-    if len(set(node_ids)) != len(node_ids) or sum(int(np.prod(s)) for s in shapes) != config.dim:
+    if any(x < 0 for s in shapes for x in s):
+        raise DecodeError("round config: negative array dimension")
+    # math.prod on Python ints: np.prod would wrap at 2**63 and let huge shapes "add up".
+    if len(set(node_ids)) != len(node_ids) or sum(math.prod(s) for s in shapes) != config.dim:
         raise DecodeError("round config: node ids repeat or shapes do not add up to dim")
     return config, node_ids, shapes
 
@@ -167,11 +221,22 @@ def _reply(msg: Message, stage: Stage, payload: bytes | None) -> Message:
 
 
 def _train(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> tuple[list[NDArray], int]:
-    out = call_next(msg, ctxt)
-    if out.has_error():
-        raise ConfigError("local training failed", reason=out.error.reason)
-    fitres = compat.recorddict_to_fitres(out.content, keep_input=False)
-    return parameters_to_ndarrays(fitres.parameters), int(fitres.num_examples)
+    """Local training on the FitIns in ``msg``; any failure is a :class:`ConfigError`.
+
+    The FitIns comes from the server, so a malformed one must end in our error
+    reply, not in whatever the ClientApp raises on it.
+    """
+    try:
+        out = call_next(msg, ctxt)
+        if out.has_error():
+            raise ConfigError("local training failed", reason=out.error.reason)
+        fitres = compat.recorddict_to_fitres(out.content, keep_input=False)
+        return parameters_to_ndarrays(fitres.parameters), int(fitres.num_examples)
+    except SecAggError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported in the error reply, with its type
+        log.warning("local training failed", exc_info=True)
+        raise ConfigError("local training failed", reason=error_reason(exc)) from None
 
 
 def _flatten(arrays: Sequence[NDArray], shapes: Sequence[tuple[int, ...]]) -> NDArray[np.float64]:
@@ -203,7 +268,9 @@ def secagg_mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Contex
     same message) and builds a fresh session; later stages resume it from
     ``ctxt.state``. Any :class:`SecAggError` (a bad config, a weight above
     ``max_weight``, a misbehaving server) is returned as a Flower error reply
-    with code :data:`ERROR_CODE`; the session is then discarded. No policy
+    with code :data:`ERROR_CODE`; the session is then discarded. So is a
+    malformed record (a field of the wrong type or size: :class:`DecodeError`)
+    and a failure of local training (:class:`ConfigError`). No policy
     beyond the config's own validation: see :func:`make_secagg_mod`.
     """
     return _run_mod(msg, ctxt, call_next, 1, None)
@@ -215,10 +282,13 @@ def _run_mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context]
         return call_next(msg, ctxt)
     record = msg.content.config_records[RECORD_KEY]
     try:
-        stage = as_stage(str(record["stage"]))
-        payload = bytes(record["payload"])  # type: ignore[arg-type]
+        # Types and sizes are checked before anything is copied: bytes(2 * 10**8) from
+        # an int payload would allocate 200 MB, and bytes(1.5) raises TypeError.
+        stage = _stage_of(record)
+        raw = _field(record, "payload")
         if stage is Stage.ADVERTISE_KEYS:
-            config, node_ids, shapes = decode_round_config(bytes(record["config"]))  # type: ignore[arg-type]
+            config, node_ids, shapes = decode_round_config(_field(record, "config"))
+            payload = require_bytes(raw, "payload", max_size=payload_limit(config), error=DecodeError)
             if config.min_survivors < min_survivors or (max_dim is not None and config.dim > max_dim):
                 raise ConfigError("round config violates this client's policy", min_survivors=config.min_survivors,
                                   required=min_survivors, dim=config.dim)
@@ -232,13 +302,13 @@ def _run_mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context]
         else:
             if STATE_KEY not in ctxt.state.config_records:
                 raise ConfigError("no session in progress on this node (it restarted?)", stage=stage.value)
+            # Node-local state this mod wrote itself (module docstring): trusted bytes.
             session = pickle.loads(bytes(ctxt.state.config_records[STATE_KEY]["session"]))  # type: ignore[arg-type]
+            payload = require_bytes(raw, "payload", max_size=payload_limit(session.config), error=DecodeError)
         reply = session.handle(payload)
     except SecAggError as exc:
         ctxt.state.config_records.pop(STATE_KEY, None)
         return Message(Error(code=ERROR_CODE, reason=error_reason(exc)), reply_to=msg)
-    except KeyError as exc:
-        return Message(Error(ERROR_CODE, error_reason(DecodeError(f"message lacks field {exc}"))), reply_to=msg)
     ctxt.state.config_records[STATE_KEY] = ConfigRecord({"session": pickle.dumps(session)})
     return _reply(msg, stage, reply.to_bytes() if reply is not None else None)
 
@@ -326,6 +396,7 @@ def run_secure_round(
         min_survivors=min_survivors, round=round_number, weighted=True,
     )
     config_bytes = encode_round_config(config, node_ids, shapes)
+    limit = payload_limit(config)
     server = SecAggServer(config)
     outcome = RoundOutcome(None, None, None, node_ids)
     up: dict[int, int] = {i: 0 for i in node_ids}
@@ -354,15 +425,17 @@ def run_secure_round(
             if reply.has_error():
                 outcome.errors[nid] = f"[{stage.value}] code {reply.error.code}: {reply.error.reason}"
                 continue
+            rec = reply.content.config_records.get(RECORD_KEY)
+            if rec is None:
+                outcome.errors[nid] = f"[{stage.value}] reply without our record"
+                continue
             try:
-                rec = reply.content.config_records[RECORD_KEY]
-                payload = bytes(rec["payload"])  # type: ignore[arg-type]
+                # Type and size first: an int payload must not become bytes(int) (an allocation).
+                payload = require_bytes(_field(rec, "payload"), "payload", max_size=limit, error=DecodeError)
                 up[nid] += len(payload)
                 server.receive(index[nid], payload)
             except SecAggError as exc:  # a rejected message counts as a dropout at this stage
                 outcome.errors[nid] = f"[{stage.value}] rejected: {error_reason(exc)}"
-            except KeyError:
-                outcome.errors[nid] = f"[{stage.value}] reply without our record"
         try:
             outbox = server.close_stage()
         except SecAggError as exc:  # inconsistent shares: the server session aborted itself
@@ -500,7 +573,8 @@ def message_stage(content: RecordDict) -> str | None:
     for key, field_name in ((RECORD_KEY, "stage"), ("secaggplus_configs", "stage")):
         record = content.config_records.get(key)
         if record is not None and field_name in record:
-            return str(record[field_name])
+            label = record[field_name]
+            return label if isinstance(label, str) and len(label) <= _MAX_STAGE_LABEL else None
     return None
 
 
