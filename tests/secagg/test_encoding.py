@@ -284,3 +284,93 @@ def test_encoding_in_pieces_equals_one_pass_over_the_whole_vector(norm: str) -> 
     assert np.array_equal(enc.quantize(x, 5, np.random.default_rng(9))[:-1], expected)
     assert np.array_equal(enc.encode(x, weight=5, rng=np.random.default_rng(9)),
                           enc.to_modular(np.append(expected, 5)))
+
+
+# -- extreme magnitudes, shared rules, the Encoder protocol -------------------
+
+FLOAT_MAX = float(np.finfo(np.float64).max)
+_EXTREMES = st.sampled_from([FLOAT_MAX, -FLOAT_MAX, FLOAT_MAX / 2, 1e308, -1e300, 1e200, 5e-324, 0.0])
+_ANY_FINITE = st.floats(allow_nan=False, allow_infinity=False, width=64) | _EXTREMES
+
+
+def _l2_reference(x: np.ndarray, clip: float) -> np.ndarray:
+    """x clipped to L2 norm clip: the decision is exact (Fractions), the rescale through the peak."""
+    from fractions import Fraction
+
+    squares = sum(Fraction(float(v)) ** 2 for v in x)
+    if squares <= Fraction(clip) ** 2:
+        return x.astype(np.float64)
+    unit = x / np.max(np.abs(x))
+    return unit * (clip / math.sqrt(float(np.dot(unit, unit))))
+
+
+@given(
+    x=st.lists(_ANY_FINITE, min_size=1, max_size=12).map(np.array),
+    clip=st.sampled_from([1e-3, 1.0, 4.0, 1e6]),
+    bits=st.sampled_from([32, 48]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_l2_clipping_of_any_finite_vector_decodes_within_one_step(
+    x: np.ndarray, clip: float, bits: int, seed: int
+) -> None:
+    """Values up to the float max clip along their direction: the norm may overflow, the result may not."""
+    enc = FixedPointEncoder(clip, bits, 1, norm="l2")
+    total, weight = enc.decode_sum(enc.encode(x, rng=np.random.default_rng(seed)))
+    assert weight == 1
+    want = _l2_reference(x, clip)
+    assert np.all(np.abs(total - want) <= enc.precision + 1e-9 * clip)
+    assert np.array_equal(enc.quantize(x, rng=np.random.default_rng(seed))[:-1], enc.from_modular(
+        enc.encode(x, rng=np.random.default_rng(seed)))[:-1])
+
+
+def test_l2_clipping_near_the_float_max_keeps_the_direction() -> None:
+    enc = FixedPointEncoder(1.0, 32, 10, norm="l2")
+    total, _ = enc.decode_sum(enc.encode(np.array([1.7e308, 1.7e308, 0.0]), rng=np.random.default_rng(0)))
+    np.testing.assert_allclose(total, [2**-0.5, 2**-0.5, 0.0], atol=enc.precision)
+    assert enc.last_clipped == 1 and enc.clip_count(np.array([1.7e308, -1.7e308])) == 1
+
+
+@given(x=st.lists(_ANY_FINITE, min_size=1, max_size=12).map(np.array), seed=st.integers(0, 2**32 - 1))
+def test_linf_clipping_of_any_finite_vector_decodes_within_one_step(x: np.ndarray, seed: int) -> None:
+    enc = FixedPointEncoder(2.0, 32, 3, norm="linf")
+    total, _ = enc.decode_sum(enc.encode(x, rng=np.random.default_rng(seed)))
+    assert np.all(np.abs(total - np.clip(x, -2.0, 2.0)) <= enc.precision)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_and_infinity_are_refused_next_to_extreme_values(norm: str, bad: float) -> None:
+    enc = FixedPointEncoder(1.0, 32, 2, norm=norm)
+    with pytest.raises(ConfigError, match="NaN or infinity"):
+        enc.encode(np.array([FLOAT_MAX, bad, -FLOAT_MAX]))
+
+
+def test_unconvertible_input_is_a_config_error() -> None:
+    enc = FixedPointEncoder(1.0, 32, 2)
+    for x in ([[1.0], [1.0, 2.0]], ["a", "b"], np.array([1 + 2j]), np.array([True])):
+        with pytest.raises(ConfigError):
+            enc.encode(x)  # type: ignore[arg-type]
+
+
+def test_word_dtype_is_the_one_bits_rule() -> None:
+    from secagg import masking
+    from secagg.dp import encoder as dp_encoder
+    from secagg.encoding import word_dtype
+
+    assert [word_dtype(b) for b in (1, 16, 32, 33, 64)] == [np.uint32] * 3 + [np.uint64] * 2
+    assert masking.word_dtype is word_dtype and dp_encoder.word_dtype is word_dtype
+    assert FixedPointEncoder(1.0, 32, 2).dtype is np.uint32 and FixedPointEncoder(1.0, 33, 2).dtype is np.uint64
+
+
+def test_encoders_satisfy_the_encoder_protocols() -> None:
+    import os
+
+    from secagg.dp import DistributedDPEncoder
+    from secagg.encoding import Encoder, RingEncoder
+
+    fixed = FixedPointEncoder(1.0, 32, 4)
+    dp = DistributedDPEncoder.create(dim=8, n_clients=4, l2_clip=1.0, noise_multiplier=1.0, bits=20,
+                                     rotation_seed=os.urandom(16))
+    for enc in (fixed, dp):
+        assert isinstance(enc, Encoder) and isinstance(enc, RingEncoder)
+    assert not isinstance(object(), Encoder)

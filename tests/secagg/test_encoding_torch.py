@@ -130,3 +130,31 @@ def test_cuda_on_grid_equals_numpy():
     got = enc.encode(torch.from_numpy(x).to("cuda", torch.float32))
     assert got.device.type == "cuda"
     np.testing.assert_array_equal(got.cpu().numpy().astype(np.uint32), enc.encode(x))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_values_at_the_dtype_max_clip_by_direction_on_the_device_path(dtype, norm: str) -> None:  # noqa: ANN001
+    enc = FixedPointEncoder(1.0, 32, 10, norm=norm)
+    big = float(torch.finfo(dtype).max)
+    words = enc.encode(torch.tensor([big, -big, 0.0], dtype=dtype)).numpy().astype(np.uint64)
+    total, _ = enc.decode_sum(words)
+    want = [2**-0.5, -(2**-0.5), 0.0] if norm == "l2" else [1.0, -1.0, 0.0]
+    np.testing.assert_allclose(total, want, atol=enc.precision)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_tensors_quantize_as_their_float32_values(dtype) -> None:  # noqa: ANN001
+    enc = FixedPointEncoder(2.0, 32, 4, norm="l2")
+    t = torch.linspace(-3, 3, 50, dtype=dtype)
+    as_float32 = t.float().numpy()
+    got = enc.quantize(t, rng=np.random.default_rng(5))
+    np.testing.assert_array_equal(got, enc.quantize(as_float32, rng=np.random.default_rng(5)))
+    assert enc.clip_count(t) == enc.clip_count(as_float32) == 1
+
+
+def test_is_tensor_has_one_definition() -> None:
+    from secagg import encoding, encoding_torch, masking
+
+    assert masking.is_tensor is encoding_torch.is_tensor is encoding.is_tensor
+    assert encoding_torch.is_tensor(torch.zeros(1)) and not encoding_torch.is_tensor(np.zeros(1))

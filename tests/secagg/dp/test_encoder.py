@@ -7,6 +7,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from secagg.dp import DistributedDPEncoder, count_wraps
 from secagg.errors import ConfigError, IntegrityError, OverflowRiskError
@@ -132,3 +134,63 @@ def test_bad_inputs_raise_typed_errors() -> None:
         make("skellam", dim=100, n=4, min_survivors=4, bits=8, max_weight=100)
     with pytest.raises(ConfigError):
         DistributedDPEncoder(enc.plan, dim=100, rotation_seed=b"short")
+
+
+# -- extreme magnitudes and half-precision tensors ----------------------------
+
+FLOAT_MAX = float(np.finfo(np.float64).max)
+_EXTREMES = st.sampled_from([FLOAT_MAX, -FLOAT_MAX, FLOAT_MAX / 3, 1e308, -1e300, 1e200, 5e-324, 0.0])
+
+
+def _clipped_weighted(x: np.ndarray, weight: int, c: float) -> np.ndarray:
+    """clip_c(weight * x) without overflow: compare and rescale through the peak."""
+    peak = float(np.max(np.abs(x)))
+    if peak == 0.0 or weight == 0:
+        return np.zeros_like(x)
+    unit = x / peak
+    unit_norm = math.sqrt(float(np.dot(unit, unit)))
+    if unit_norm <= c / (weight * peak):
+        return weight * x
+    return unit * (c / unit_norm)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=st.lists(st.floats(allow_nan=False, allow_infinity=False) | _EXTREMES, min_size=5, max_size=12).map(np.array),
+    weight=st.integers(0, 3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_any_finite_update_decodes_near_its_clipped_weighted_value(x: np.ndarray, weight: int, seed: int) -> None:
+    """Values up to the float max clip along their direction; nothing overflows into NaN or zeros."""
+    enc = DistributedDPEncoder.create(dim=x.size, n_clients=4, min_survivors=4, l2_clip=1.0, noise_multiplier=1e-3,
+                                      bits=32, rotation_seed=bytes(16), max_weight=3)
+    total, weight_sum = enc.decode_sum(enc.encode(x, weight=weight, rng=np.random.default_rng(seed)))
+    assert weight_sum == weight and np.isfinite(total).all()
+    p = enc.padded_dim
+    bound = math.sqrt(p) / enc.scale + 10 * math.sqrt(p * enc.noise_variance(1))
+    assert float(np.linalg.norm(total - _clipped_weighted(x, weight, 1.0))) <= bound
+
+
+def test_update_at_the_float_max_is_clipped_not_zeroed() -> None:
+    enc = make(dim=4, n=4, min_survivors=4, bits=32, z=1e-3, max_weight=3)
+    for weight in (1, 3):
+        total, _ = enc.decode_sum(enc.encode(np.array([FLOAT_MAX, FLOAT_MAX, 0.0, 0.0]), weight=weight,
+                                             rng=np.random.default_rng(0)))
+        np.testing.assert_allclose(total, [2**-0.5, 2**-0.5, 0.0, 0.0], atol=0.01)
+        assert enc.last_clipped == 1
+
+
+@pytest.mark.parametrize("dtype_name", ["bfloat16", "float16", "float32"])
+def test_torch_tensors_of_any_float_dtype_encode_as_their_float32_values(dtype_name: str) -> None:
+    torch = pytest.importorskip("torch")
+    enc = make(dim=10, n=4, min_survivors=4, bits=20)
+    t = torch.linspace(-0.3, 0.3, 10, dtype=getattr(torch, dtype_name))
+    got = enc.encode(t, rng=np.random.default_rng(3))
+    np.testing.assert_array_equal(got, enc.encode(t.float().numpy(), rng=np.random.default_rng(3)))
+
+
+def test_unconvertible_updates_are_config_errors() -> None:
+    enc = make(dim=2, n=4, min_survivors=4)
+    for x in ([[1.0], [1.0, 2.0]], ["a", "b"], np.array([1j, 2j]), np.array([np.nan, 1.0])):
+        with pytest.raises(ConfigError):
+            enc.encode(x)  # type: ignore[arg-type]

@@ -161,3 +161,33 @@ def test_an_empty_batch_still_sends_a_noise_share() -> None:
     assert not ints.any()
     total, _ = enc.decode_sum(enc.encode(ints))
     assert total.std() > 0.3  # local std 1/sqrt(3) ≈ 0.58
+
+
+def test_records_near_the_float_max_clip_by_direction() -> None:
+    enc = encoder(noise_multiplier=1e-3)
+    big = float(np.finfo(np.float64).max)
+    rows = np.zeros((2, 16))
+    rows[0, :2] = [big, big]
+    rows[1, 0] = -big
+    ints = enc.sum_records(rows, rng=np.random.default_rng(0))
+    assert enc.last_clipped == 2
+    want = rotate(np.array([2**-0.5 - 1.0, 2**-0.5] + [0.0] * 14), SEED) * enc.plan.scale
+    # each of the two records rounds every coordinate by less than one step
+    assert float(np.linalg.norm(ints - want)) <= 2 * math.sqrt(enc.padded_dim)
+
+
+@pytest.mark.parametrize("dtype_name", ["bfloat16", "float16"])
+def test_half_precision_record_tensors_sum_as_their_float32_values(dtype_name: str) -> None:
+    torch = pytest.importorskip("torch")
+    enc = encoder()
+    t = torch.linspace(-0.5, 0.5, 3 * 16, dtype=getattr(torch, dtype_name)).reshape(3, 16)
+    got = enc.sum_records(t, rng=np.random.default_rng(2))
+    np.testing.assert_array_equal(got, enc.sum_records(t.float().numpy(), rng=np.random.default_rng(2)))
+
+
+def test_an_overflowing_integer_vector_is_refused() -> None:
+    enc = encoder()
+    x = np.zeros(enc.padded_dim)
+    x[0] = np.finfo(np.float64).max
+    with pytest.raises(ConfigError):
+        enc.encode(x)
