@@ -93,6 +93,10 @@ def run(
     dp_clip: Optional[float] = typer.Option(None, help="DP L2 clip: per hospital delta (default 0.1) or per record (default 1.0)"),
     dp_unit: str = typer.Option("client", help="DP unit: client (a hospital's update) or record (a patient: distributed DP-SGD)"),
     dp_sampling_rate: Optional[float] = typer.Option(None, help="record-level DP: Poisson rate per record (default 0.05)"),
+    insecure_reproducible_noise: bool = typer.Option(
+        False, "--insecure-reproducible-noise",
+        help="INSECURE, tests only: derive DP noise from --seed so runs repeat bit for bit; "
+             "anyone who knows the seed can then remove the noise (no privacy)"),
     n_clients: Optional[int] = typer.Option(None, help="simulated centres (breast-cancer)"),
     partition: Optional[str] = typer.Option(None, help="iid or dirichlet (breast-cancer)"),
     alpha: Optional[float] = typer.Option(None, help="Dirichlet α (breast-cancer)"),
@@ -116,6 +120,7 @@ def run(
             dataset=dataset, model=model, strategy=strategy, protocol=protocol, rounds=rounds,
             local_steps=(1 if dp_unit == "record" else 100) if local_steps is None else local_steps,
             client_lr=client_lr, dp_unit=dp_unit, dp_sampling_rate=dp_sampling_rate,
+            insecure_reproducible_noise=insecure_reproducible_noise,
             batch_size=batch_size, mu=mu, server_lr=server_lr, clients_per_round=clients_per_round,
             dropout_rate=dropout_rate, seed=seed, dp_epsilon=dp_epsilon, dp_delta=dp_delta,
             **({} if dp_clip is None else {"dp_l2_clip": dp_clip}),
@@ -145,7 +150,11 @@ def run_with_progress(config: Any, out_dir: Path, *, resume: bool = False, quiet
                       aggregator: Any = None) -> dict[str, Any]:
     """Run one experiment with a rich progress bar and per-round table; return its report."""
     from .experiment import run_experiment
+    from .report import security_warnings
 
+    warnings = security_warnings(config.to_dict())
+    for line in warnings:  # before training, even with --quiet
+        err_console.print(f"[bold red]WARNING:[/] {line}")
     if not quiet:
         console.print(f"[bold]secagg run[/] {config.dataset} · protocol {config.protocol} · "
                       f"strategy {config.strategy} · {config.rounds} rounds · seed {config.seed}")
@@ -171,6 +180,8 @@ def run_with_progress(config: Any, out_dir: Path, *, resume: bool = False, quiet
         for name, entry in (dp.get("per_centre") or {}).items():
             console.print(f"  {name}: ε = {entry['epsilon']:.3f} over {entry['rounds']} rounds; "
                           f"{entry['epsilon_if_exposed']:.3f} if its masked input were unmasked alone")
+    for line in warnings:  # and again under the results, where a reader looks
+        err_console.print(f"[bold red]WARNING:[/] {line}")
     console.print(f"report: {report['paths']['report']}", soft_wrap=True)
     console.print(f"plots:  {report['paths']['accuracy_plot']}, {report['paths']['costs_plot']}", soft_wrap=True)
     return report

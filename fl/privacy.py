@@ -32,8 +32,13 @@ Per-hospital accounting (both units): :meth:`DPAggregator.privacy_report`
 gives, per centre, ε over the rounds its input was summed and ε "if exposed"
 (its masked input unmasked alone, protected only by its own noise share).
 
-The rotation seed is public; in simulation it is derived from the run seed so
-that DP runs are reproducible too.
+Noise is secret. By default every client-side draw of a DP round (the noise
+shares, the rounding coins, the public rotation seed) comes from the OS
+CSPRNG, whatever the run seed: anyone who knows a seed could re-derive noise
+drawn from it and subtract it from the released sum. ``insecure_reproducible_noise=True``
+derives them from the round's simulation seed instead, so that two runs are
+bit-identical; the released model then has no privacy at all against anyone
+who knows the seed (tests and debugging only; :data:`INSECURE_NOISE_WARNING`).
 """
 
 from __future__ import annotations
@@ -50,12 +55,17 @@ from secagg.errors import ConfigError
 
 from .aggregation import relabel
 
-__all__ = ["DP_UNITS", "DP_L2_CLIP", "DP_BITS", "DP_MECHANISM", "dp_available", "dp_min_survivors", "DPAggregator"]
+__all__ = ["DP_UNITS", "DP_L2_CLIP", "DP_BITS", "DP_MECHANISM", "INSECURE_NOISE_WARNING", "dp_available",
+           "dp_min_survivors", "DPAggregator"]
 
 DP_UNITS = ("client", "record")
 DP_L2_CLIP = 0.1  # L2 bound per client delta; FedAvg deltas on heart-disease have norm ≈ 0.05-0.2
 DP_BITS = 32  # ring for the noisy sum; plan_ddp checks the wrap probability (≤ 1e-4) for it
 DP_MECHANISM = "ddgauss"  # distributed discrete Gaussian (Kairouz et al. 2021)
+#: What the CLI prints and report.json records when DP noise is derived from the run seed.
+INSECURE_NOISE_WARNING = ("INSECURE: DP noise, rounding coins and record samples are derived from the run seed "
+                          "(insecure_reproducible_noise); anyone who knows the seed can remove the noise, so "
+                          "this run has NO differential privacy. For tests and debugging only.")
 
 
 def dp_available() -> bool:
@@ -76,6 +86,10 @@ def dp_min_survivors(n_clients: int, dropout_rate: float) -> int:
 class DPAggregator:
     """A protocol round with distributed DP; same call shape as ProtocolAggregator.
 
+    Noise shares, rounding coins and the rotation seed come from the OS
+    CSPRNG and the ``seed`` of a call is ignored (the protocol's public graph
+    is then fresh too, as in a deployment). ``insecure_reproducible_noise=True``
+    derives them all from ``seed`` (no privacy against anyone who knows it; tests only).
     Raises ConfigError if DP is not installed or the target is unreachable,
     PrivacyBudgetExceeded before a round that could overspend, AbortError when
     fewer than ``min_survivors`` clients survive.
@@ -84,7 +98,7 @@ class DPAggregator:
     def __init__(self, protocol: str, *, n_clients: int, dim: int, rounds: int, epsilon: float, delta: float,
                  dropout_rate: float = 0.0, l2_clip: float = DP_L2_CLIP, threshold: int | None = None,
                  neighbors: int | None = None, unit: str = "client", sampling_rate: float = 1.0,
-                 n_records: int | None = None) -> None:
+                 n_records: int | None = None, insecure_reproducible_noise: bool = False) -> None:
         if not dp_available():
             raise ConfigError("distributed DP is not available yet in this installation "
                               "(protocols.dp / secagg.dp are missing); run without --dp-epsilon")
@@ -113,11 +127,14 @@ class DPAggregator:
                                 mechanism=DP_MECHANISM, budget=PrivacyBudget(epsilon=epsilon, delta=delta),
                                 sampling_rate=self.sampling_rate, max_records=n_records)
         self.encoder = None  # per-round encoders come from the DP layer
+        self.insecure_reproducible_noise = bool(insecure_reproducible_noise)
         self.settings = {"epsilon_target": epsilon, "delta": delta, "l2_clip": l2_clip,
                          "noise_multiplier": self.noise_multiplier, "min_survivors": self.min_survivors,
                          "mechanism": DP_MECHANISM, "bits": DP_BITS,
                          "unit": "client (hospital)" if unit == "client" else "record (patient)",
-                         "sampling_rate": self.sampling_rate, "n_records": n_records}
+                         "sampling_rate": self.sampling_rate, "n_records": n_records,
+                         "noise_source": "run seed (INSECURE)" if self.insecure_reproducible_noise else "OS CSPRNG",
+                         "insecure_reproducible_noise": self.insecure_reproducible_noise}
 
     def restore(self, rounds: Sequence[Mapping[str, Any]]) -> None:
         """Re-spend the budget of rounds already run (when resuming from a checkpoint)."""
@@ -137,11 +154,15 @@ class DPAggregator:
         ids = sorted(updates)
         position = {cid: i for i, cid in enumerate(ids)}
         self.dp.check_round()
-        rotation_seed = hashlib.sha256(b"fl/dp/rotation|%d" % (seed or 0)).digest()[:16]
+        # protocols.sim seeds each client's encoder stream, noise included, from its seed: pass one only
+        # when the noise may be public. Without it the graph seed is fresh too (a deployment draws it anyway).
+        noise_seed = seed if self.insecure_reproducible_noise else None
+        rotation_seed = None if noise_seed is None else \
+            hashlib.sha256(b"fl/dp/rotation|%d" % noise_seed).digest()[:16]
         encoder = self.dp.round_encoder(rotation_seed=rotation_seed)
-        padded = self.dp.client_inputs([updates[c] for c in ids], encoder, seed=seed)
+        padded = self.dp.client_inputs([updates[c] for c in ids], encoder, seed=noise_seed)
         drops = {position[c]: s for c, s in (dropouts or {}).items() if c in position} or None
-        common = dict(weights=[1] * len(ids), dropouts=drops, seed=seed, encoder=encoder,
+        common = dict(weights=[1] * len(ids), dropouts=drops, seed=noise_seed, encoder=encoder,
                       min_survivors=self.min_survivors)
         if self.protocol == "plaintext":
             result = sim.run_plaintext(padded, **common)

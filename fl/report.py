@@ -12,7 +12,9 @@
   {centre: float}, ``test_loss``;
 - ``costs``: protocol cost totals (bytes up/down, seconds, aborted rounds,
   dropped client-rounds) and the fixed-point encoding used;
-- ``environment``: versions of Python, numpy, torch, platform, CPU count.
+- ``environment``: versions of Python, numpy, torch, platform, CPU count;
+- ``security_warnings``: one line per setting that voids a guarantee
+  (:func:`security_warnings`; empty for a sound run).
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .privacy import INSECURE_NOISE_WARNING
+
 __all__ = [
+    "security_warnings",
     "REPORT_SCHEMA",
     "environment",
     "build_report",
@@ -52,6 +57,14 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
     }
+
+
+def security_warnings(config: Mapping[str, Any]) -> list[str]:
+    """Lines a user must see for this config: today, DP noise derived from the public run seed."""
+    warnings = []
+    if config.get("dp_epsilon") is not None and config.get("insecure_reproducible_noise"):
+        warnings.append(INSECURE_NOISE_WARNING)
+    return warnings
 
 
 def build_report(config: Mapping[str, Any], dataset: Any, rounds: Sequence[Mapping[str, Any]],
@@ -88,6 +101,7 @@ def build_report(config: Mapping[str, Any], dataset: Any, rounds: Sequence[Mappi
         },
         "costs": costs,
         "environment": environment(),
+        "security_warnings": security_warnings(config),
         **dict(extra or {}),
     }
 

@@ -2,12 +2,23 @@
 through a protocol → server update → per-centre evaluation, with a checkpoint
 after every round.
 
-Determinism: every random choice is drawn from a generator seeded by
-``(seed, round, client)`` through ``numpy.random.SeedSequence``, never from a
-running global stream, so a run resumed from round r's checkpoint replays
-rounds r+1.. exactly as an uninterrupted run would. ``torch.manual_seed(seed)``
-is also set for anything that still touches torch's global RNG. This is
-simulation randomness (``sim_seed``); the protocols draw their own keys.
+Determinism: every simulation choice (client sampling, dropouts, local
+training batches, the protocol's public graph outside DP) is drawn from a generator
+seeded by ``(seed, round, client)`` through ``numpy.random.SeedSequence``,
+never from a running global stream, so a run resumed from round r's
+checkpoint replays rounds r+1.. exactly as an uninterrupted run would.
+``torch.manual_seed(seed)`` is also set for anything that still touches
+torch's global RNG. This is simulation randomness (``sim_seed``); the
+protocols draw their own keys.
+
+Differential privacy is the exception: the seed is public (it is in the
+config, the report and the CLI's default), so the DP noise shares, the
+rounding coins and record-level DP's Poisson samples come from the OS CSPRNG
+and a DP run is not reproducible. A resumed DP run restores the released
+model and the privacy ledger (ε per hospital) from the checkpoint, which
+holds no noise, and draws fresh noise for the remaining rounds.
+``insecure_reproducible_noise=True`` derives all of it from the seed instead
+(bit-identical DP runs for tests; no privacy against anyone who knows the seed).
 
 Metrics per round: ``loss`` (n_k-weighted mean local training loss of the
 clients that trained), per-centre test accuracy and their unweighted mean
@@ -77,6 +88,9 @@ class TrainConfig:
     so ``local_steps`` must be 1, records Poisson-sampled at
     ``dp_sampling_rate`` and clipped to ``dp_l2_clip``, default 1.0;
     ``client_lr`` is the step size, default 0.5).
+    ``insecure_reproducible_noise`` (DP only) derives the DP noise, rounding
+    coins and record samples from ``seed`` so that equal configs give
+    identical DP runs: anyone who knows the seed can then remove the noise.
     ``clients_per_round=None`` samples every centre. ``dropout_rate`` is the
     per-round probability that a sampled client vanishes mid-protocol.
     """
@@ -103,6 +117,7 @@ class TrainConfig:
     dp_l2_clip: float | None = None
     dp_unit: str = "client"
     dp_sampling_rate: float | None = None
+    insecure_reproducible_noise: bool = False
     dataset_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -126,8 +141,9 @@ class TrainConfig:
         if self.dp_unit not in DP_UNITS:
             raise ConfigError(f"unknown DP unit {self.dp_unit!r}; choose one of {DP_UNITS}", dp_unit=self.dp_unit)
         if self.dp_epsilon is None and (self.dp_unit != "client" or self.dp_sampling_rate is not None
-                                        or self.dp_l2_clip is not None):
-            raise ConfigError("dp_unit, dp_sampling_rate and dp_l2_clip need dp_epsilon and dp_delta")
+                                        or self.dp_l2_clip is not None or self.insecure_reproducible_noise):
+            raise ConfigError("dp_unit, dp_sampling_rate, dp_l2_clip and insecure_reproducible_noise need "
+                              "dp_epsilon and dp_delta")
         if self.dp_l2_clip is not None and not (self.dp_l2_clip > 0 and np.isfinite(self.dp_l2_clip)):
             raise ConfigError("dp_l2_clip must be > 0", dp_l2_clip=self.dp_l2_clip)
         if self.dp_unit == "client" and self.dp_sampling_rate is not None:
@@ -241,7 +257,8 @@ class Trainer:
             aggregator = DPAggregator(config.protocol, n_clients=n_clients, dim=dim, rounds=config.rounds,
                                       epsilon=config.dp_epsilon, delta=float(config.dp_delta or 0.0),
                                       dropout_rate=config.dropout_rate, l2_clip=self.dp_l2_clip,
-                                      threshold=config.threshold, neighbors=config.neighbors, **record)
+                                      threshold=config.threshold, neighbors=config.neighbors,
+                                      insecure_reproducible_noise=config.insecure_reproducible_noise, **record)
         if aggregator is None:
             encoder = make_encoder(clip=config.clip, precision=config.precision, max_clients=n_clients,
                                    max_weight=self.max_weight)
@@ -275,6 +292,7 @@ class Trainer:
             return None
         meta = json.loads((self.out_dir / CHECKPOINT_JSON).read_text())
         saved = dict(meta.get("config", {}))
+        saved.setdefault("insecure_reproducible_noise", False)  # checkpoints from before the option
         mine = self.config.to_dict()
         if self.config.dp_epsilon is None:  # a resumed run may be extended, unless DP noise was sized for it
             saved.pop("rounds", None), mine.pop("rounds", None)
@@ -391,9 +409,10 @@ class Trainer:
                           ) -> tuple[dict[int, NDArray[np.float64]], dict[int, int], dict[int, float]]:
         """Record-level DP: each hospital's per-record gradients at the global model, on a Poisson sample.
 
-        The sample comes from a generator seeded by ``(seed, round, client)``:
-        simulation randomness, like everything else in the trainer; a
-        deployment samples with :func:`fl.record_dp.poisson_sample`'s CSPRNG default.
+        The sample is private (amplification by sampling counts on it), so it
+        comes from the OS CSPRNG, :func:`fl.record_dp.poisson_sample`'s default;
+        from a generator seeded by ``(seed, round, client)`` only with
+        ``insecure_reproducible_noise``.
         """
         if self._grads is None:
             self._grads = PerExampleGradients(model)
@@ -401,7 +420,8 @@ class Trainer:
         updates, weights, losses = {}, {}, {}
         for cid in sampled:
             centre = self.dataset.centres[cid]
-            rng = np.random.default_rng(derive_seed(self.config.seed, t, _TAG_TRAIN, cid))
+            rng = np.random.default_rng(derive_seed(self.config.seed, t, _TAG_TRAIN, cid)) \
+                if self.config.insecure_reproducible_noise else None
             idx = poisson_sample(centre.n_train, self.record_sampling_rate, rng=rng)
             updates[cid] = self._grads(centre.x_train[idx], centre.y_train[idx])
             weights[cid] = 1

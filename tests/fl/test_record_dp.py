@@ -1,4 +1,4 @@
-"""Record-level DP training: Opacus per-sample gradients, Poisson sampling, distributed DP-SGD (issue #5)."""
+"""Record-level DP training: Opacus per-sample gradients, Poisson sampling, distributed DP-SGD."""
 
 from __future__ import annotations
 
@@ -117,8 +117,9 @@ def test_record_level_training_through_secagg_plus_meets_the_target_per_hospital
 
 
 def test_record_level_plaintext_and_secagg_plus_release_the_same_model() -> None:
-    """Same seed → same samples, coins and noise: masking changes nothing the server computes."""
-    common = dict(rounds=5, local_steps=1, dp_epsilon=8.0, dp_delta=1e-5, dp_unit="record", seed=9)
+    """Same seed → same samples, coins and noise (insecure option): masking changes nothing the server computes."""
+    common = dict(rounds=5, local_steps=1, dp_epsilon=8.0, dp_delta=1e-5, dp_unit="record", seed=9,
+                  insecure_reproducible_noise=True)
     plain = Trainer(TrainConfig(protocol="plaintext", **common)).run()
     masked = Trainer(TrainConfig(protocol="secagg+", **common)).run()
     assert np.array_equal(plain.params, masked.params) and np.any(plain.params != 0)
@@ -137,32 +138,61 @@ def test_cli_record_level_run_reports_epsilon_per_centre(tmp_path) -> None:
     assert "if its masked input were unmasked alone" in " ".join(result.output.split())
 
 
-def test_a_resumed_record_level_run_equals_the_uninterrupted_one_and_keeps_its_ledger(tmp_path) -> None:
+class _Stop(Exception):
+    pass
+
+
+def _stop_after_two(record):
+    if record["round"] == 2:
+        raise _Stop
+
+
+def _interrupted_then_resumed(cfg, out_dir):
+    with pytest.raises(_Stop):
+        Trainer(cfg, out_dir=out_dir).run(on_round=_stop_after_two)
+    checkpoint = json.loads((out_dir / "checkpoint.json").read_text())
+    with np.load(out_dir / "checkpoint.npz") as z:
+        at_two = z["params"].copy()
+    again = Trainer(cfg, out_dir=out_dir)
+    return again, again.run(resume=True), checkpoint, at_two
+
+
+def test_a_resumed_record_level_run_keeps_its_ledger_and_draws_fresh_noise(tmp_path) -> None:
+    """CSPRNG noise cannot be replayed: the ledger and ε match an uninterrupted run, the noise does not."""
     cfg = TrainConfig(protocol="secagg+", rounds=4, local_steps=1, dp_epsilon=6.0, dp_delta=1e-5,
                       dp_unit="record", dropout_rate=0.3, seed=21)
     full_trainer = Trainer(cfg)
     full = full_trainer.run()
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(record):
-        if record["round"] == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        Trainer(cfg, out_dir=tmp_path).run(on_round=stop_after_two)
-    again = Trainer(cfg, out_dir=tmp_path)
-    resumed = again.run(resume=True)
-    assert np.array_equal(full.params, resumed.params)
+    again, resumed, checkpoint, at_two = _interrupted_then_resumed(cfg, tmp_path)
+    assert [r["round"] for r in resumed.rounds] == [1, 2, 3, 4]
+    # the dropout schedule is simulation, so both runs sum the same hospitals and spend the same ε
+    assert [r["survivors"] for r in resumed.rounds] == [r["survivors"] for r in full.rounds]
+    assert [r.get("epsilon") for r in resumed.rounds] == [r.get("epsilon") for r in full.rounds]
     assert again.aggregator.privacy_report() == full_trainer.aggregator.privacy_report()
     assert again.aggregator.dp.budget.spent == pytest.approx(full_trainer.aggregator.dp.budget.spent)
+    # the first two rounds are the checkpoint's, the last two drew fresh noise
+    assert resumed.rounds[:2] == checkpoint["rounds"] and not np.array_equal(resumed.params, at_two)
+    assert not np.array_equal(full.params, resumed.params) and np.all(np.isfinite(resumed.params))
+    # the checkpoint holds the released model, the optimiser state and the ledger's inputs: no noise, no seed
+    with np.load(tmp_path / "checkpoint.npz") as z:
+        assert set(z.files) <= {"params", "round", "server_m", "server_v"}
+
+
+def test_a_resumed_record_level_run_with_insecure_noise_equals_the_uninterrupted_one(tmp_path) -> None:
+    cfg = TrainConfig(protocol="secagg+", rounds=4, local_steps=1, dp_epsilon=6.0, dp_delta=1e-5,
+                      dp_unit="record", dropout_rate=0.3, seed=21, insecure_reproducible_noise=True)
+    full_trainer = Trainer(cfg)
+    full = full_trainer.run()
+    again, resumed, _, _ = _interrupted_then_resumed(cfg, tmp_path)
+    assert np.array_equal(full.params, resumed.params)
+    assert again.aggregator.privacy_report() == full_trainer.aggregator.privacy_report()
 
 
 @pytest.mark.parametrize("protocol", ["paillier", "ckks"])
 def test_client_level_dp_over_he_releases_the_same_model_as_over_masking(protocol: str) -> None:
     """DP noise goes into the encoded integers before encryption; the HE sum reduced mod 2^bits is the ring sum."""
-    common = dict(rounds=2, local_steps=3, dp_epsilon=8.0, dp_delta=1e-5, seed=5, dropout_rate=0.25)
+    common = dict(rounds=2, local_steps=3, dp_epsilon=8.0, dp_delta=1e-5, seed=5, dropout_rate=0.25,
+                  insecure_reproducible_noise=True)
     masked = Trainer(TrainConfig(protocol="secagg+", **common)).run()
     he = Trainer(TrainConfig(protocol=protocol, **common)).run()
     assert np.array_equal(masked.params, he.params) and np.any(he.params != 0)
@@ -170,7 +200,8 @@ def test_client_level_dp_over_he_releases_the_same_model_as_over_masking(protoco
 
 
 def test_record_level_dp_over_paillier_releases_the_same_model_as_over_masking() -> None:
-    common = dict(rounds=3, local_steps=1, dp_epsilon=8.0, dp_delta=1e-5, dp_unit="record", seed=6)
+    common = dict(rounds=3, local_steps=1, dp_epsilon=8.0, dp_delta=1e-5, dp_unit="record", seed=6,
+                  insecure_reproducible_noise=True)
     masked = Trainer(TrainConfig(protocol="secagg", **common)).run()
     he = Trainer(TrainConfig(protocol="paillier", **common)).run()
     assert np.array_equal(masked.params, he.params) and np.any(he.params != 0)
