@@ -26,23 +26,37 @@ Both Paillier and CKKS carry the encoder's integers exactly (CKKS in integer
 packing, ``secagg.ckks.integer_params``), so the result equals
 ``run_plaintext``'s bit for bit when the encoders' rounding agrees.
 
-**Trust model** (semi-honest server; no identity signatures here):
+**Trust model**:
 
 * ``paillier`` and ``ckks`` (shared secret key): every client holds the secret
-  key. The server sees only ciphertexts and the final sum, but **the server
-  colluding with any one client decrypts every client's update**. A malicious
-  server could also substitute keys during the ceremony (no signatures).
-* ``paillier-threshold``: no single party holds the key. Fewer than t
-  clients, even together with the server, learn nothing beyond the sum. The
-  dealer (the key holder) knows the factorisation while dealing and must
-  erase it; it is **trusted during set-up only**.
+  key, so **the server colluding with any one client decrypts every client's
+  update**. ``HeConfig`` refuses them when ``max_corrupt > 0``.
+* ``paillier-threshold``: no single party holds the key. With t >
+  ``max_corrupt``, the colluding clients' shares, even with the server, do
+  not decrypt anything. The dealer (the key holder) knows the factorisation
+  while dealing and must erase it; it is **trusted during set-up only**.
+* Signed ceremony (when ``HeConfig.identities`` is set): each client signs its
+  session X25519 key and the key holder checks those signatures before
+  sealing; the key holder signs the HE public key (Paillier n, the threshold
+  key with its verification keys, or the public CKKS context), its X25519 key
+  and the parties, bound to protocol, session, round and holder id
+  (:func:`key_transcript`). Clients refuse an unsigned or mismatched key with
+  an ``IntegrityError`` naming the key holder, so a server that substitutes
+  keys learns nothing. **Without identities the ceremony is unsigned** and a
+  malicious server can substitute keys and read every update
+  (``tests/protocols/test_he_active.py`` shows both).
+* The server refuses a Paillier ciphertext that is not a unit of Z*_{n²},
+  naming its sender. A unit that encrypts an out-of-range plaintext cannot be
+  attributed without range proofs; when it overflows the packing, the round
+  aborts at decryption instead of returning a sum.
 * Keys are per session: every session (round) runs a fresh ceremony, so keys
   rotate every round. Reusing a key across N rounds is not implemented.
 * HE gives no integrity against the server: it can add any ciphertext it likes.
   Decryptors cannot check that what they are asked to decrypt is the
-  aggregate, so a *malicious* server could have one client's ciphertext
-  decrypted (in both models). The guarantees above are for a semi-honest
-  server.
+  aggregate, so a *malicious* server can still have one client's ciphertext
+  decrypted (in all schemes). Privacy of individual updates holds against a
+  semi-honest server only; the signed ceremony removes key substitution, not
+  this.
 """
 
 from __future__ import annotations
@@ -51,24 +65,29 @@ import hmac
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 from numpy.typing import NDArray
 
 from secagg import aead, kex
-from secagg.errors import ConfigError, DecodeError, IntegrityError, ProtocolError, ThresholdError
+from secagg.encoding_torch import to_numpy
+from secagg.errors import ConfigError, DecodeError, IntegrityError, ProtocolError, SecAggError, ThresholdError
 
 from . import messages as m
 from .he_messages import (HeAdvertise, HeDecrypted, HeDecryptRequest, HeInput, HeKeyDelivery, HeKeyForward,
                           HeKeyRequest, HeKeysBroadcast, HePartial, chunk_mac, pack_ints, unpack_ints)
 from .session import ABORTED, DONE, AbortReason, AggregateResult, SessionState, Stage
 
-__all__ = ["SCHEMES", "HeConfig", "HeServer", "HeClient", "register"]
+__all__ = ["SCHEMES", "SHARED_KEY_SCHEMES", "HeConfig", "HeScheme", "HeServer", "HeClient", "advert_transcript",
+           "key_transcript", "ckks_chunk_sizes", "register"]
 
 SCHEMES = ("paillier", "paillier-threshold", "ckks")
+#: Schemes in which every client holds the whole secret key.
+SHARED_KEY_SCHEMES = ("paillier", "ckks")
 _CONTEXT = b"secagg/he/v1"
 _U32 = struct.Struct(">I")
+_X25519_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,14 @@ class HeConfig:
     Paillier pools and decryption; ``pool_method`` ``"standard"`` (textbook
     r) or ``"djn"`` (DJN 2010 short-exponent r, ~5-20x cheaper encryption;
     see ``secagg.paillier``).
+
+    ``max_corrupt`` is how many clients may collude with the server (default
+    0). Above 0, ``paillier`` and ``ckks`` are refused (every client holds the
+    key), and ``paillier-threshold`` needs t > max_corrupt; the default t is
+    max(n//2 + 1, max_corrupt + 1). ``identities`` maps every client id to its
+    Ed25519 public key; when set, the key ceremony is signed (module
+    docstring) and every ``HeClient`` needs its ``identity``. When ``None`` the
+    ceremony is unsigned: safe against a semi-honest server only.
     """
 
     client_ids: tuple[int, ...]
@@ -98,6 +125,8 @@ class HeConfig:
     pool_method: str = "standard"
     session_id: bytes = field(default_factory=lambda: os.urandom(16))
     round: int = 0
+    max_corrupt: int = 0
+    identities: Mapping[int, bytes] | None = None
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
@@ -109,17 +138,41 @@ class HeConfig:
             object.__setattr__(self, "key_holder", min(ids))
         elif self.key_holder not in ids:
             raise ConfigError("key_holder must be a client", key_holder=self.key_holder)
-        if self.scheme == "paillier-threshold":
-            t = len(ids) // 2 + 1 if self.threshold is None else self.threshold
-            if not 1 <= t <= len(ids):
-                raise ThresholdError("threshold must be in [1, n]", needed=t, got=len(ids))
-            object.__setattr__(self, "threshold", t)
+        self._check_collusion()
+        self._check_identities()
         if not 1 <= self.min_survivors <= len(ids):
             raise ConfigError("min_survivors must be in [1, n]", min_survivors=self.min_survivors)
         if self.pool_method not in ("standard", "djn"):
             raise ConfigError("pool_method must be 'standard' or 'djn'", pool_method=self.pool_method)
         if self.dim < 0 or self.decryptors < 1 or self.workers < 1:
             raise ConfigError("dim >= 0, decryptors >= 1 and workers >= 1 are required")
+
+    def _check_collusion(self) -> None:
+        n, c = len(self.client_ids), self.max_corrupt
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n:
+            raise ConfigError("max_corrupt must be an int in [0, n - 1]", max_corrupt=c, n=n)
+        if c and self.scheme in SHARED_KEY_SCHEMES:
+            raise ConfigError(
+                f"{self.scheme!r} gives every client the secret key, so one client colluding with the server "
+                f"decrypts every update; with max_corrupt={c} use 'paillier-threshold' with threshold >= {c + 1}",
+                scheme=self.scheme, max_corrupt=c)
+        if self.scheme != "paillier-threshold":
+            return
+        t = max(n // 2 + 1, c + 1) if self.threshold is None else self.threshold
+        if not 1 <= t <= n:
+            raise ThresholdError("threshold must be in [1, n]", needed=t, got=n)
+        if t <= c:  # c colluding clients hold c shares: they must stay below t
+            raise ConfigError(f"paillier-threshold needs threshold > max_corrupt (got threshold={t}, "
+                              f"max_corrupt={c}); use threshold >= {c + 1}", needed=c + 1, got=t, max_corrupt=c)
+        object.__setattr__(self, "threshold", t)
+
+    def _check_identities(self) -> None:
+        if self.identities is None:
+            return
+        ids = dict(self.identities)
+        if set(ids) != set(self.client_ids) or any(not isinstance(k, bytes) or len(k) != 32 for k in ids.values()):
+            raise ConfigError("identities must map every client id to a 32-byte Ed25519 public key")
+        object.__setattr__(self, "identities", ids)
 
     @property
     def protocol_id(self) -> int:
@@ -140,8 +193,38 @@ def _header(config: HeConfig, stage: Stage, sender: int, receiver: int) -> m.Hea
     return m.Header(config.protocol_id, config.session_id, config.round, stage, sender, receiver)
 
 
+# ---------------------------------------------------------------- signed transcripts
+def _transcript(config: HeConfig, label: bytes, *fields: bytes) -> bytes:
+    """Length-prefixed fields after scheme, protocol id, session and round, so
+    no two different transcripts encode alike."""
+    parts = (_CONTEXT + b"/" + label, config.scheme.encode(), _U32.pack(config.protocol_id), config.session_id,
+             _U32.pack(config.round), *fields)
+    return b"".join(_U32.pack(len(p)) + p for p in parts)
+
+
+def advert_transcript(config: HeConfig, client_id: int, public: bytes) -> bytes:
+    """What client ``client_id`` signs: its X25519 key for this session."""
+    return _transcript(config, b"advertise", _U32.pack(client_id), public)
+
+
+def key_transcript(config: HeConfig, he_public: bytes, holder_public: bytes, parties: tuple[int, ...]) -> bytes:
+    """What the key holder signs: the HE public key bytes (Paillier n; the
+    threshold key with its verification keys; the public CKKS context), the
+    holder's X25519 key that sealed the secrets, and the parties."""
+    return _transcript(config, b"he-key", _U32.pack(config.key_holder), he_public,  # type: ignore[arg-type]
+                       holder_public, b"".join(_U32.pack(u) for u in parties))
+
+
+def _verify_signed(config: HeConfig, signer: int, signature: bytes, transcript: bytes, what: str) -> None:
+    """``IntegrityError(client_id=signer)`` unless ``signer`` signed ``transcript``."""
+    try:
+        kex.verify(config.identities[signer], signature, transcript)  # type: ignore[index]
+    except IntegrityError:
+        raise IntegrityError(f"{what} is unsigned or not signed by client {signer}", client_id=signer) from None
+
+
 # ---------------------------------------------------------------- scheme back-ends
-class _Scheme:
+class HeScheme:
     """What differs between Paillier, threshold Paillier and CKKS."""
 
     def __init__(self, config: HeConfig) -> None:
@@ -197,7 +280,7 @@ class HeServer:
 
     def __init__(self, config: HeConfig) -> None:
         self.config = config
-        self.scheme = _Scheme(config)
+        self.scheme = HeScheme(config)
         self.state: Stage | SessionState = Stage.ADVERTISE_KEYS
         self.abort_reason: AbortReason | None = None
         self._kx = kex.generate_keypair()
@@ -269,29 +352,37 @@ class HeServer:
         return kex.agree(self._kx, self._publics[u], context=self.config.context(b"mac", u))
 
     # -- stage 0 ------------------------------------------------------------
-    def _on_advertise(self, u: int, msg: Any) -> bytes:
-        if not isinstance(msg, HeAdvertise) or len(msg.public) != 32:
+    def _on_advertise(self, u: int, msg: Any) -> HeAdvertise:
+        c = self.config
+        if not isinstance(msg, HeAdvertise) or len(msg.public) != _X25519_BYTES:
             raise DecodeError("expected a 32-byte X25519 key", client_id=u)
-        return msg.public
+        if c.identities is not None:
+            _verify_signed(c, u, msg.signature, advert_transcript(c, u, msg.public), "X25519 advert")
+        return msg
 
     def _close_advertise(self) -> dict[int, m.Message]:
         c = self.config
         self._parties = self._note_dropped(Stage.ADVERTISE_KEYS, sorted(c.client_ids))
-        self._publics = dict(self._inbox)
+        self._publics = {u: msg.public for u, msg in self._inbox.items()}
+        signatures = {u: msg.signature for u, msg in self._inbox.items()}
         needed = c.threshold if c.scheme == "paillier-threshold" else c.min_survivors
         if c.key_holder not in self._publics or len(self._parties) < needed:  # type: ignore[operator]
             return self._abort(Stage.ADVERTISE_KEYS, needed or 1, len(self._parties), "key holder or quorum missing")
         self.state = Stage.SHARE_KEYS
         holder = c.key_holder
         return {holder: HeKeysBroadcast(_header(c, Stage.SHARE_KEYS, m.SERVER_ID, holder),  # type: ignore[arg-type]
-                                        dict(self._publics))}
+                                        dict(self._publics), signatures)}
 
     # -- stage 1 ------------------------------------------------------------
     def _on_delivery(self, u: int, msg: Any) -> HeKeyDelivery:
         if u != self.config.key_holder:
             raise ProtocolError("only the key holder speaks in this stage", client_id=u)
+        c = self.config
         if not isinstance(msg, HeKeyDelivery) or set(msg.sealed) != set(self._parties):
             raise DecodeError("key delivery must seal one secret per live client", client_id=u)
+        if c.identities is not None:
+            transcript = key_transcript(c, msg.public_key, self._publics[u], tuple(self._parties))
+            _verify_signed(c, u, msg.signature, transcript, "HE public key")
         self._public = self.scheme.load_public(msg.public_key)  # CKKS: refuses a secret key
         return msg
 
@@ -304,7 +395,7 @@ class HeServer:
         self.state = Stage.MASKED_INPUT
         holder_public = self._publics[c.key_holder]  # type: ignore[index]
         return {u: HeKeyForward(_header(c, Stage.MASKED_INPUT, m.SERVER_ID, u), delivery.public_key,
-                                holder_public, delivery.sealed[u], tuple(self._parties))
+                                holder_public, delivery.sealed[u], tuple(self._parties), delivery.signature)
                 for u in self._parties}
 
     # -- stage 2 ------------------------------------------------------------
@@ -313,6 +404,14 @@ class HeServer:
             raise ProtocolError("unexpected input", client_id=u)
         if not hmac.compare_digest(msg.tag, chunk_mac(self._mac_key(u), msg.header.aad(), msg.chunks)):
             raise IntegrityError("input tag does not verify", client_id=u)
+        try:
+            self._add_input(u, msg)
+        except (DecodeError, IntegrityError) as exc:  # blame the sender, never the decryptors later
+            raise type(exc)(exc.message, **{**exc.fields, "client_id": u, "stage": Stage.MASKED_INPUT}) from None
+        return True
+
+    def _add_input(self, u: int, msg: HeInput) -> None:
+        """Check one client's ciphertexts (Paillier: range and gcd(c, n) = 1) and add them."""
         c, s = self.config, self.scheme
         if c.scheme == "ckks":
             if self._sum is None:
@@ -326,9 +425,8 @@ class HeServer:
             count = s.plan.n_ciphertexts(c.dim + 1)
             if set(msg.chunks) != {0}:
                 raise DecodeError("Paillier input is one chunk", client_id=u)
-            cts = s.paillier.ciphertexts_from_bytes(pk, msg.chunks[0], count)
+            cts = s.paillier.ciphertexts_from_bytes(pk, msg.chunks[0], count)  # refuses non-units
             self._sum = cts if self._sum is None else s.paillier.sum_ciphertexts(pk, [self._sum, cts])
-        return True
 
     def _close_input(self) -> dict[int, m.Message]:
         c = self.config
@@ -385,14 +483,18 @@ class HeServer:
                 self._dropped[Stage.UNMASK.value] = tuple(sorted(set(self._survivors) - set(answered)))
                 return self._abort(Stage.UNMASK, t, len(answered), "too few partial decryptions")
             plaintexts = T.combine(self._public, self._sum, [self._inbox[u] for u in answered], verify=False)
-            ints = self.scheme.plan.unpack(plaintexts, c.dim + 1, len(self._survivors))
-            raw = c.encoder.to_modular(ints)
-        else:
-            if not answered:
-                self._dropped[Stage.UNMASK.value] = tuple(self._survivors[: c.decryptors])
-                return self._abort(Stage.UNMASK, 1, 0, "no decryptor answered")
-            raw = self._inbox[answered[0]]
-        vector_sum, weight_sum = c.encoder.decode_sum(raw)
+        elif not answered:
+            self._dropped[Stage.UNMASK.value] = tuple(self._survivors[: c.decryptors])
+            return self._abort(Stage.UNMASK, 1, 0, "no decryptor answered")
+        try:
+            if c.scheme == "paillier-threshold":
+                raw = c.encoder.to_modular(self.scheme.plan.unpack(plaintexts, c.dim + 1, len(self._survivors)))
+            else:
+                raw = self._inbox[answered[0]]
+            vector_sum, weight_sum = c.encoder.decode_sum(raw)
+        except IntegrityError as exc:  # a unit ciphertext of an out-of-range plaintext: abort, never a sum
+            return self._abort(Stage.UNMASK, 1, 0, f"no valid sum: {exc.message} (a client encrypted a plaintext "
+                               "outside its bound; not attributable without range proofs)")
         aggregate = vector_sum / weight_sum if c.weighted and weight_sum else vector_sum
         dropped = sorted(set(c.client_ids) - set(self._survivors))
         self._result = AggregateResult(np.asarray(aggregate, dtype=np.float64), list(self._survivors), dropped,
@@ -403,50 +505,72 @@ class HeServer:
         return {}
 
 
-def _ckks_sizes(params: Any, dim: int) -> list[int]:
+def ckks_chunk_sizes(params: Any, dim: int) -> list[int]:
+    """Slots per CKKS ciphertext chunk for a ``dim``-long update plus its weight."""
     from secagg.ckks import SLOTS
     n_slots = params.n_slots(dim)
     return [min(SLOTS, n_slots - i) for i in range(0, n_slots, SLOTS)]
 
 
 class HeClient:
-    """Client side: key ceremony, encrypt the encoded update, decrypt on request."""
+    """Client side: key ceremony, encrypt the encoded update, decrypt on request.
 
-    def __init__(self, config: HeConfig, client_id: int, update: NDArray[np.floating], *, weight: int = 1,
-                 identity: Any = None, rng: np.random.Generator | None = None) -> None:
+    ``update`` is a 1-D float array or torch tensor (bfloat16/float16 tensors
+    are widened to float32, which holds them exactly). ``identity`` is this
+    client's Ed25519 key, required when ``config.identities`` is set. Any
+    error moves the client to ABORTED (kept in ``error``); every later
+    ``handle`` raises ``ProtocolError``.
+    """
+
+    def __init__(self, config: HeConfig, client_id: int, update: Any, *, weight: int = 1,
+                 identity: kex.IdentityKey | None = None, rng: np.random.Generator | None = None) -> None:
         if client_id not in config.client_ids:
             raise ConfigError("unknown client id", client_id=client_id)
-        self.config, self.id = config, client_id
-        self.scheme = _Scheme(config)
-        self._ints = config.encoder.quantize(np.asarray(update), weight, rng)  # weight is the last slot
+        if config.identities is not None and (identity is None
+                                              or identity.public_bytes != config.identities[client_id]):
+            raise ConfigError("identities are configured: this client needs its own identity key",
+                              client_id=client_id)
+        self.config, self.id, self.identity = config, client_id, identity
+        self.scheme = HeScheme(config)
+        self._ints = config.encoder.quantize(to_numpy(update), weight, rng)  # weight is the last slot
         self._kx = kex.generate_keypair()
         self._server_public = b""
         self._secret: Any = None
         self._public: Any = None
         self._parties: tuple[int, ...] = ()
-        self._handled: set[Stage] = set()
+        self.error: SecAggError | None = None
         self.state: Stage | SessionState = Stage.ADVERTISE_KEYS
 
     def handle(self, msg: Any) -> m.Message | None:
+        """Consume one server message and return the reply."""
+        if self.state in (DONE, ABORTED):
+            raise ProtocolError("session is over", local=True, client_id=self.id, state=self.state.value)
+        try:
+            return self._step(msg)
+        except SecAggError as exc:
+            self.state, self.error = ABORTED, exc
+            raise
+        except (ValueError, TypeError, ArithmeticError, LookupError, RuntimeError) as exc:
+            # a library (gmpy2, TenSEAL, numpy) choking on bytes the server sent
+            err = DecodeError(f"cannot process the server's message: {type(exc).__name__}: {exc}",
+                              stage=getattr(self.state, "value", None))
+            self.state, self.error = ABORTED, err
+            raise err from exc
+
+    def _step(self, msg: Any) -> m.Message | None:
         if isinstance(msg, (bytes, bytearray, memoryview)):
             msg = m.decode(bytes(msg))
-        if self.state in (DONE, ABORTED) or not isinstance(msg, m.Message):
-            raise ProtocolError("session is over or message is not a message", local=True)
-        stage = msg.header.stage
+        if not isinstance(msg, m.Message):
+            raise ProtocolError("not a message", local=True)
+        entry = _CLIENT_TRANSITIONS[self.state].get(type(msg))  # type: ignore[index]
+        if entry is None:
+            raise ProtocolError("message at the wrong stage, or a duplicate", stage=msg.header.stage,
+                                state=self.state.value, kind=type(msg).__name__)  # type: ignore[union-attr]
+        stage, handler, next_state = entry
         if msg.header != _header(self.config, stage, m.SERVER_ID, self.id):
-            raise ProtocolError("message for another session or party", stage=stage)
-        expected = {HeKeyRequest: Stage.ADVERTISE_KEYS, HeKeysBroadcast: Stage.SHARE_KEYS,
-                    HeKeyForward: Stage.MASKED_INPUT, HeDecryptRequest: Stage.UNMASK}.get(type(msg))
-        order = [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK]
-        if expected is not stage or stage in self._handled \
-                or order.index(stage) < order.index(self.state):  # type: ignore[arg-type]
-            raise ProtocolError("message at the wrong stage, or a duplicate", stage=stage, state=self.state)
-        self._handled.add(stage)
-        self.state = stage
-        reply = {HeKeyRequest: self._advertise, HeKeysBroadcast: self._deal, HeKeyForward: self._encrypt,
-                 HeDecryptRequest: self._decrypt}[type(msg)](msg)
-        if stage is Stage.UNMASK:
-            self.state = DONE
+            raise ProtocolError("message for another stage, session or party", stage=stage)
+        reply = handler(self, msg)
+        self.state = next_state
         return reply
 
     def _reply_header(self, stage: Stage) -> m.Header:
@@ -458,11 +582,21 @@ class HeClient:
 
     def _advertise(self, msg: HeKeyRequest) -> HeAdvertise:
         self._server_public = msg.server_public
-        return HeAdvertise(self._reply_header(Stage.ADVERTISE_KEYS), self._kx.public_bytes)
+        public = self._kx.public_bytes
+        signature = b"" if self.identity is None else self.identity.sign(advert_transcript(self.config, self.id, public))
+        return HeAdvertise(self._reply_header(Stage.ADVERTISE_KEYS), public, signature)
 
     def _deal(self, msg: HeKeysBroadcast) -> HeKeyDelivery:
-        if self.id != self.config.key_holder or self.id not in msg.keys:
-            raise ProtocolError("only the key holder deals keys", local=True)
+        c = self.config
+        if self.id != c.key_holder or msg.keys.get(self.id) != self._kx.public_bytes:
+            raise ProtocolError("only the key holder deals keys, to its own advertised key", stage=Stage.SHARE_KEYS)
+        if not set(msg.keys) <= set(c.client_ids):
+            raise ProtocolError("keys of unknown clients", stage=Stage.SHARE_KEYS)
+        for v, public in msg.keys.items():
+            if len(public) != _X25519_BYTES:
+                raise DecodeError("expected a 32-byte X25519 key", client_id=v)
+            if c.identities is not None:  # else the server could pose as v and receive v's secret
+                _verify_signed(c, v, msg.signatures.get(v, b""), advert_transcript(c, v, public), "X25519 advert")
         parties = sorted(msg.keys)
         public, secrets_ = self.scheme.generate(parties)
         sealed = {}
@@ -470,33 +604,41 @@ class HeClient:
             key, ctx = self._seal_key(msg.keys[u], self.id, u)
             sealed[u] = aead.seal(key, secrets_[u], aad=ctx)
         del secrets_  # the dealer keeps nothing (its own share arrives sealed, like everyone's)
-        return HeKeyDelivery(self._reply_header(Stage.SHARE_KEYS), public, sealed)
+        signature = b"" if self.identity is None else self.identity.sign(
+            key_transcript(c, public, self._kx.public_bytes, tuple(parties)))
+        return HeKeyDelivery(self._reply_header(Stage.SHARE_KEYS), public, sealed, signature)
 
     def _encrypt(self, msg: HeKeyForward) -> HeInput:
         c, s = self.config, self.scheme
+        if self.id not in msg.parties or not set(msg.parties) <= set(c.client_ids):
+            raise ProtocolError("the party list omits this client or names unknown ones", stage=Stage.MASKED_INPUT)
+        if c.identities is not None:  # before opening anything: a substituted key is refused here
+            transcript = key_transcript(c, msg.public_key, msg.holder_public, msg.parties)
+            _verify_signed(c, c.key_holder, msg.signature, transcript, "HE key")  # type: ignore[arg-type]
         key, ctx = self._seal_key(msg.holder_public, c.key_holder, self.id)  # type: ignore[arg-type]
         secret = aead.open(key, msg.sealed, aad=ctx)
-        self._parties = msg.parties
         if c.scheme == "ckks":
             self._secret = s.ckks.CkksKeyHolder.from_secret_bytes(s.params, secret)
             slots = s.ckks.pack_integers(s.params, self._ints)
             chunks = dict(enumerate(self._secret.encrypt(slots)))
         else:
-            self._public = s.load_public(msg.public_key)
+            public = s.load_public(msg.public_key)
             if c.scheme == "paillier":
                 p, q = unpack_ints(secret, 2)
-                self._secret = s.paillier.PaillierSecretKey(self._public, p, q)
-                pk = self._public
+                self._secret = s.paillier.PaillierSecretKey(public, p, q)
+                pk = public
                 pool = s.paillier.NoisePool(pk, self._secret, method=c.pool_method)
             else:
                 from secagg import paillier_threshold as T
                 index, share = unpack_ints(secret, 2)
                 self._secret = T.KeyShare(index, share)
-                pk = self._public.paillier
+                pk = public.paillier
                 pool = s.paillier.NoisePool(pk, method=c.pool_method)  # no factors here
+            self._public = public
             pool.fill(s.plan.n_ciphertexts(self._ints.size), workers=c.workers)
             cts = s.paillier.encrypt_packed(pk, s.plan, self._ints, pool)
             chunks = {0: s.paillier.ciphertexts_to_bytes(pk, cts)}
+        self._parties = msg.parties
         h = self._reply_header(Stage.MASKED_INPUT)
         return HeInput(h, chunks, chunk_mac(self._mac_key(), h.aad(), chunks))
 
@@ -506,13 +648,14 @@ class HeClient:
     def _decrypt(self, msg: HeDecryptRequest) -> m.Message:
         c, s = self.config, self.scheme
         if not hmac.compare_digest(msg.tag, chunk_mac(self._mac_key(), msg.header.aad(), msg.chunks)):
-            raise IntegrityError("aggregate tag does not verify")
-        if not set(msg.survivors) <= set(self._parties) or not msg.survivors:
-            raise ProtocolError("survivor set is not a subset of the parties")
+            raise IntegrityError("aggregate tag does not verify", stage=Stage.UNMASK)
+        if self._secret is None or not msg.survivors or not set(msg.survivors) <= set(self._parties):
+            raise ProtocolError("unexpected decrypt request: no key, or survivors outside the parties",
+                                stage=Stage.UNMASK)
         k = len(msg.survivors)
         h = self._reply_header(Stage.UNMASK)
         if c.scheme == "ckks":
-            sizes = _ckks_sizes(s.params, c.dim)
+            sizes = ckks_chunk_sizes(s.params, c.dim)
             if set(msg.chunks) != set(range(len(sizes))):
                 raise DecodeError("wrong CKKS chunk indices")
             slots = self._secret.decrypt([msg.chunks[i] for i in range(len(sizes))], sizes)
@@ -531,27 +674,42 @@ class HeClient:
                          pack_ints(part.challenge, part.response, part.commitment_a, part.commitment_b))
 
 
+#: The client's stages, h11-style: state -> message type -> (header stage, handler, next state).
+#: The key holder goes through SHARE_KEYS (it deals); every other client skips it.
+_CLIENT_TRANSITIONS: dict[Any, dict[type, tuple[Stage, Any, Any]]] = {
+    Stage.ADVERTISE_KEYS: {HeKeyRequest: (Stage.ADVERTISE_KEYS, HeClient._advertise, Stage.SHARE_KEYS)},
+    Stage.SHARE_KEYS: {HeKeysBroadcast: (Stage.SHARE_KEYS, HeClient._deal, Stage.MASKED_INPUT),
+                       HeKeyForward: (Stage.MASKED_INPUT, HeClient._encrypt, Stage.UNMASK)},
+    Stage.MASKED_INPUT: {HeKeyForward: (Stage.MASKED_INPUT, HeClient._encrypt, Stage.UNMASK)},
+    Stage.UNMASK: {HeDecryptRequest: (Stage.UNMASK, HeClient._decrypt, DONE)},
+}
+
+
 # ---------------------------------------------------------------- sim registration
 def register(*, key_bits: int = 2048, threshold_key_bits: int = 2048, decryptors: int = 2,
-             workers: int = 1, pool_method: str = "standard") -> None:
+             workers: int = 1, pool_method: str = "standard", max_corrupt: int = 0) -> None:
     """(Re)register the three HE protocols with ``protocols.sim``.
 
     Tests call it with small keys; deployments keep 2048 bits. Dealing a
     2048-bit threshold key generates two 1024-bit safe primes (can take minutes).
+    The simulator's identities (``sim.run(..., active_security=True)``) sign
+    the key ceremony; ``max_corrupt`` goes to every ``HeConfig``.
     """
     from .sim import ProtocolSpec, register_protocol
 
     def builder(scheme: str):
         bits = threshold_key_bits if scheme == "paillier-threshold" else key_bits
 
-        def build(client_ids, dim, *, encoder, weighted, threshold, min_survivors, **_: Any) -> HeConfig:
+        def build(client_ids, dim, *, encoder, weighted, threshold, min_survivors, identities=None,
+                  **_: Any) -> HeConfig:
             return HeConfig(tuple(client_ids), dim, encoder, scheme, threshold=threshold,
                             min_survivors=min_survivors or 1, weighted=weighted, key_bits=bits,
-                            decryptors=decryptors, workers=workers, pool_method=pool_method)
+                            decryptors=decryptors, workers=workers, pool_method=pool_method,
+                            max_corrupt=max_corrupt, identities=identities)
         return build
 
     for scheme in SCHEMES:
-        register_protocol(ProtocolSpec(scheme, builder(scheme), HeServer, HeClient))
+        register_protocol(ProtocolSpec(scheme, builder(scheme), HeServer, HeClient), replace=True)
 
 
 register()

@@ -42,39 +42,47 @@ class HeKeyRequest(m.Message):
 
 @_message(33)
 class HeAdvertise(m.Message):
-    """Client -> server: the client's X25519 public key for this session."""
+    """Client -> server: the client's X25519 public key for this session, and
+    its Ed25519 signature over ``advert_transcript`` (empty without identities)."""
     header: m.Header
     public: bytes
-    BODY = (("public", m.FieldKind.BYTES),)
+    signature: bytes
+    BODY = (("public", m.FieldKind.BYTES), ("signature", m.FieldKind.BYTES))
 
 
 @_message(34)
 class HeKeysBroadcast(m.Message):
-    """Server -> key holder: every live client's X25519 public key."""
+    """Server -> key holder: every live client's X25519 public key and its signature."""
     header: m.Header
     keys: dict
-    BODY = (("keys", m.FieldKind.BYTES_MAP),)
+    signatures: dict
+    BODY = (("keys", m.FieldKind.BYTES_MAP), ("signatures", m.FieldKind.BYTES_MAP))
 
 
 @_message(35)
 class HeKeyDelivery(m.Message):
-    """Key holder -> server: the HE public key and one sealed secret per client."""
+    """Key holder -> server: the HE public key, one sealed secret per client, and
+    the holder's signature over ``key_transcript`` (empty without identities)."""
     header: m.Header
     public_key: bytes
     sealed: dict
-    BODY = (("public_key", m.FieldKind.BYTES), ("sealed", m.FieldKind.BYTES_MAP))
+    signature: bytes
+    BODY = (("public_key", m.FieldKind.BYTES), ("sealed", m.FieldKind.BYTES_MAP),
+            ("signature", m.FieldKind.BYTES))
 
 
 @_message(36)
 class HeKeyForward(m.Message):
-    """Server -> client: HE public key, the holder's X25519 key, this client's sealed secret."""
+    """Server -> client: HE public key, the holder's X25519 key, this client's
+    sealed secret, the parties, and the holder's signature over all but the sealed secret."""
     header: m.Header
     public_key: bytes
     holder_public: bytes
     sealed: bytes
     parties: tuple
+    signature: bytes
     BODY = (("public_key", m.FieldKind.BYTES), ("holder_public", m.FieldKind.BYTES),
-            ("sealed", m.FieldKind.BYTES), ("parties", m.FieldKind.IDS))
+            ("sealed", m.FieldKind.BYTES), ("parties", m.FieldKind.IDS), ("signature", m.FieldKind.BYTES))
 
 
 @_message(37)

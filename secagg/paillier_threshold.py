@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from secagg.errors import ConfigError, IntegrityError, ThresholdError, require_extra
-from secagg.paillier import (MIN_KEY_BITS, _PARALLEL_MIN_ITEMS, PaillierPublicKey, _check_workers,
+from secagg.paillier import (MIN_KEY_BITS, _PARALLEL_MIN_ITEMS, PaillierPublicKey, _check_workers, check_units,
                              _map_chunks)
 
 __all__ = [
@@ -333,9 +333,12 @@ def _challenge(pub: ThresholdPublicKey, index: int, *elems: int) -> int:
 
 
 def _check_cts(pub: ThresholdPublicKey, cts: Sequence[int]) -> None:
+    """``ConfigError`` outside [1, n²); ``IntegrityError(index=j)`` for a
+    non-unit, which no partial decryption could prove (no party is blamed)."""
     n2 = pub.nsquare
     if not cts or any(not isinstance(c, int) or not 0 < c < n2 for c in cts):
         raise ConfigError("ciphertexts must be ints in [1, n²)")
+    check_units(pub.paillier, cts)
 
 
 def partial_decrypt(pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int], *,
