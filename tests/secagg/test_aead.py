@@ -76,3 +76,32 @@ def test_bad_key_is_config_error(key: object) -> None:
 
 def test_constants() -> None:
     assert (aead.NONCE_BYTES, aead.TAG_BYTES, aead.OVERHEAD) == (12, 16, 28)
+
+
+@pytest.mark.parametrize("bad", [10**9, 1.5, "key", None, [1, 2]], ids=repr)
+def test_non_bytes_arguments_are_config_errors_before_any_copy(bad: object) -> None:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        for call in (lambda: aead.seal(bad, b"m", aad=b"a"), lambda: aead.seal(bytes(32), bad, aad=b"a"),  # type: ignore[arg-type]
+                     lambda: aead.open(bytes(32), bad, aad=b"a")):  # type: ignore[arg-type]
+            with pytest.raises(ConfigError, match="must be bytes") as info:
+                call()
+            assert info.value.type == type(bad).__name__
+        assert tracemalloc.get_traced_memory()[1] < 1 << 20  # never bytes(10**9)
+    finally:
+        tracemalloc.stop()
+
+
+def test_require_bytes_is_the_one_check_and_bounds_the_size() -> None:
+    from secagg import errors, kex
+    from secagg.errors import DecodeError, require_bytes
+
+    assert aead.require_bytes is kex.require_bytes is errors.require_bytes
+    assert require_bytes(bytearray(b"ab"), "x") == b"ab" and require_bytes(memoryview(b"ab"), "x") == b"ab"
+    data = b"abc"
+    assert require_bytes(data, "x", max_size=3) is data  # bytes pass through without a copy
+    with pytest.raises(DecodeError) as info:
+        require_bytes(b"abcd", "payload", max_size=3, error=DecodeError)
+    assert (info.value.size, info.value.limit, info.value.name) == (4, 3, "payload")

@@ -154,3 +154,14 @@ def test_signature_verifies_and_any_bit_flip_fails(message: bytes, data: st.Data
 def test_verify_wrong_lengths_is_integrity_error(public_len: int, sig_len: int) -> None:
     with pytest.raises(IntegrityError):
         kex.verify(b"\x01" * public_len, b"\x02" * sig_len, b"m")
+
+
+@pytest.mark.parametrize("bad", [10**9, 1.5, "seed", [1]], ids=repr)
+def test_non_bytes_arguments_are_config_errors(bad: object) -> None:
+    from secagg import kex as kex_module
+
+    pair = kex_module.generate_keypair()
+    for call in (lambda: kex_module.generate_keypair(bad), lambda: kex_module.agree(pair, bad, context=b"c"),  # type: ignore[arg-type]
+                 lambda: kex_module.agree(pair, pair.public_bytes, context=bad)):  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="must be bytes"):
+            call()
