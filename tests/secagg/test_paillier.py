@@ -192,6 +192,22 @@ def test_corrupted_ciphertext_detected_or_rejected(keypair):
         P.decrypt_packed(sk, plan, bad, plan.slots, 1)
 
 
+@pytest.mark.parametrize("make_bad", [lambda sk: sk.public.n, lambda sk: 5 * sk.p, lambda sk: sk.q * sk.q])
+def test_non_unit_ciphertexts_are_rejected_naming_their_index(keypair, make_bad):
+    pk, sk = keypair
+    pool = P.NoisePool(pk, sk)
+    pool.fill(3)
+    cts = [pool.take() for _ in range(3)]
+    P.check_units(pk, cts)  # units (r^n mod n²) pass
+    cts[1] = make_bad(sk)
+    with pytest.raises(IntegrityError) as err:
+        P.check_units(pk, cts)
+    assert err.value.index == 1
+    with pytest.raises(IntegrityError) as err:
+        P.ciphertexts_from_bytes(pk, P.ciphertexts_to_bytes(pk, cts))
+    assert err.value.index == 1
+
+
 def test_secret_key_repr_hides_factors(keypair):
     _, sk = keypair
     assert str(sk.p) not in repr(sk)

@@ -114,6 +114,20 @@ def test_packed_threshold_sum_equals_plaintext_sum(dealt, data, n, bits, length)
     assert np.array_equal(got, np.sum(vectors, axis=0))
 
 
+def test_non_unit_aggregate_is_refused_without_blaming_a_party(dealt):
+    """A ciphertext c = n has no valid partial decryption: it is refused
+    before any share is used, and no party index is named."""
+    pub, shares = dealt
+    cts = [*_encrypt(pub, [1, 2]), pub.n]
+    with pytest.raises(IntegrityError) as err:
+        T.partial_decrypt(pub, shares[0], cts)
+    assert err.value.index == 2 and "party" not in err.value.fields
+    good = T.partial_decrypt(pub, shares[0], cts[:2])
+    with pytest.raises(IntegrityError) as err:
+        T.verify_partial(pub, [cts[0], pub.n], good)
+    assert "party" not in err.value.fields
+
+
 def test_dealer_rejects_bad_parameters():
     with pytest.raises(ThresholdError):
         T.deal(0, 3, bits=128)
