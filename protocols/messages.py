@@ -404,7 +404,10 @@ class _Reader:
                 raise DecodeError(f"{name}: {n} words exceed the limit", count=n, limit=self.limits.max_words)
             if n > self.remaining // dtype.itemsize:
                 raise DecodeError(f"{name}: array length exceeds the message size", count=n)
-            raw = self.take(n * dtype.itemsize, name)
+            start = self.pos  # n fits in what remains (checked above)
+            self.pos += n * dtype.itemsize
+            # A view of the message buffer, not a slice: a large vector is never copied.
+            raw = memoryview(self.data)[start : self.pos]
             return np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="), copy=False)
         raise AssertionError(kind)  # pragma: no cover
 
