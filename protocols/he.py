@@ -4,18 +4,21 @@ Same session interface as SecAgg (``protocols.session``); ``protocols.sim.run``
 accepts ``"paillier"``, ``"paillier-threshold"`` and ``"ckks"``. Stages:
 
 0. ADVERTISE_KEYS: the server sends its X25519 public key; each client answers
-   with a fresh X25519 public key (per session).
+   with a fresh X25519 public key (per session), signed with its Ed25519
+   identity when ``config.identities`` is set.
 1. SHARE_KEYS: the key holder (``config.key_holder``, default the lowest id)
-   receives everyone's public keys and generates the session's HE key: a
-   Paillier or CKKS key pair, or, as threshold *dealer*, a threshold Paillier
-   key and one share per live client. It seals the secret key (or share i) to
-   each client with AES-256-GCM under ``kex.agree`` of the two X25519 keys; the
-   server relays ciphertexts only.
-2. MASKED_INPUT: every client opens its sealed key, quantises its update with
-   the shared fixed-point encoder (weight n_k as the last, encrypted slot),
-   packs and encrypts it, and sends it with an HMAC-SHA256 tag under a
-   client–server key (``kex.agree``), so transport tampering is an
-   ``IntegrityError``. The server checks the tag, decodes and adds.
+   receives everyone's public keys (checking their signatures) and generates
+   the session's HE key: a Paillier or CKKS key pair, or, as threshold
+   *dealer*, a threshold Paillier key and one share per live client. It seals
+   the secret key (or share i) to each client with AES-256-GCM under
+   ``kex.agree`` of the two X25519 keys and signs the public key
+   (:func:`key_transcript`); the server relays ciphertexts only.
+2. MASKED_INPUT: every client checks the key holder's signature, opens its
+   sealed key, quantises its update with the shared fixed-point encoder
+   (weight n_k as the last, encrypted slot), packs and encrypts it, and sends
+   it with an HMAC-SHA256 tag under a client–server key (``kex.agree``), so
+   transport tampering is an ``IntegrityError``. The server checks the tag
+   and each ciphertext (Paillier: a unit of Z*_{n²}), decodes and adds.
 3. UNMASK: the server sends the aggregate ciphertexts (tagged) to surviving
    key holders. Shared key: ``config.decryptors`` survivors decrypt and return
    the integer sums. Threshold: every survivor returns a partial decryption

@@ -228,6 +228,55 @@ def test_without_identities_advert_substitution_steals_the_victims_secret(scheme
             assert np.max(np.abs(vector - ups[u])) <= cfg.encoder.precision
 
 
+def _flip(blob):
+    out = bytearray(blob)
+    out[len(out) // 2] ^= 0x01
+    return bytes(out)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("field", ["public_key", "holder_public", "parties", "signature"])
+def test_any_change_to_the_signed_key_forward_is_refused(scheme, field):
+    cfg, ups, clients = _round(scheme)
+    server, adverts, forwards = _to_forwards(cfg, clients)
+    fwd = forwards[1]
+    changed = {"public_key": _flip(fwd.public_key), "holder_public": kex.generate_keypair().public_bytes,
+               "parties": tuple(u for u in fwd.parties if u != 2), "signature": _flip(fwd.signature)}[field]
+    with pytest.raises(IntegrityError) as err:
+        clients[1].handle(dataclasses.replace(fwd, **{field: changed}).to_bytes())
+    assert err.value.client_id == cfg.key_holder and clients[1].state is ABORTED
+    assert clients[2].handle(forwards[2].to_bytes()) is not None  # the genuine forward is accepted
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_signed_key_from_another_session_is_refused(scheme):
+    """The signature binds session and round: a server cannot replay a key
+    ceremony whose secrets it learnt (or chose) in another session."""
+    cfg, ups, clients = _round(scheme)
+    identities = {i: clients[i].identity for i in clients}
+    _, _, old_forwards = _to_forwards(cfg, clients)
+    for new_cfg in (dataclasses.replace(cfg, session_id=secrets.token_bytes(16)), dataclasses.replace(cfg, round=1)):
+        fresh = {i: he.HeClient(new_cfg, i, ups[i], identity=identities[i]) for i in clients}
+        _, _, forwards = _to_forwards(new_cfg, fresh)
+        old = old_forwards[1]
+        replayed = dataclasses.replace(forwards[1], public_key=old.public_key, holder_public=old.holder_public,
+                                       sealed=old.sealed, signature=old.signature)
+        with pytest.raises(IntegrityError) as err:
+            fresh[1].handle(replayed.to_bytes())
+        assert err.value.client_id == cfg.key_holder
+
+
+def test_sim_registration_passes_max_corrupt_and_refuses_shared_keys():
+    try:
+        he.register(key_bits=512, threshold_key_bits=256, max_corrupt=1)
+        with pytest.raises(ConfigError):
+            sim.run("paillier", _updates(3, 4))
+        res = sim.run("paillier-threshold", _updates(3, 4), seed=1, active_security=True)
+        assert res.survivors == [0, 1, 2]
+    finally:
+        he.register(key_bits=512, threshold_key_bits=256)
+
+
 def test_server_refuses_an_advert_whose_signature_does_not_verify_naming_its_sender():
     cfg, ups, clients = _round("paillier")
     server = he.HeServer(cfg)
