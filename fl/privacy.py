@@ -26,7 +26,9 @@ patient record: each round is one distributed DP-SGD step; the updates are
 ``sampling_rate``, each record clipped to ``l2_clip``; bit planning counts all
 ``n_records`` records; the accountant samples records at rate ``q`` and
 counts the hospitals summed. Noise is calibrated to ``min_survivors``
-hospitals exactly as above.
+hospitals exactly as above. The protocol runs unweighted and releases the
+noisy sum of the clipped per-record gradients, which the trainer divides by
+the expected batch ``q N`` (:func:`fl.record_dp.expected_batch`).
 
 Per-hospital accounting (both units): :meth:`DPAggregator.privacy_report`
 gives, per centre, ε over the rounds its input was summed and ε "if exposed"
@@ -85,6 +87,11 @@ def dp_min_survivors(n_clients: int, dropout_rate: float) -> int:
 
 class DPAggregator:
     """A protocol round with distributed DP; same call shape as ProtocolAggregator.
+
+    The result's ``aggregate`` is the noisy mean of the survivors' clipped
+    deltas (client-level) or the noisy sum of every sampled record's clipped
+    gradient (record-level; :attr:`~protocols.session.AggregateResult.weighted`
+    is then False).
 
     Noise shares, rounding coins and the rotation seed come from the OS
     CSPRNG and the ``seed`` of a call is ignored (the protocol's public graph
@@ -162,7 +169,11 @@ class DPAggregator:
         encoder = self.dp.round_encoder(rotation_seed=rotation_seed)
         padded = self.dp.client_inputs([updates[c] for c in ids], encoder, seed=noise_seed)
         drops = {position[c]: s for c, s in (dropouts or {}).items() if c in position} or None
-        common = dict(weights=[1] * len(ids), dropouts=drops, seed=noise_seed, encoder=encoder,
+        # Client-level: weight 1 per hospital, so the protocol releases the mean of the clipped deltas.
+        # Record-level: no weights, so it releases the noisy sum of the clipped per-record gradients,
+        # which the server divides by the expected batch q N (a mean over silos would shrink the step n-fold).
+        protocol_weights = None if self.unit == "record" else [1] * len(ids)
+        common = dict(weights=protocol_weights, dropouts=drops, seed=noise_seed, encoder=encoder,
                       min_survivors=self.min_survivors)
         if self.protocol == "plaintext":
             result = sim.run_plaintext(padded, **common)

@@ -377,7 +377,7 @@ class Trainer:
         t2 = time.perf_counter()
         if result is not None:
             step = np.asarray(result.aggregate)
-            if self.record_level:  # noisy Σ clipped gradients → a DP-SGD step of size client_lr
+            if self.record_level:  # noisy Σ clipped per-record gradients → -lr Σ / (q N), DP-SGD's step
                 step = (self._record_step * step).astype(np.float32)
             params = server_opt.step(params, step)
             record.update(aborted=False, survivors=list(result.survivors), dropped=list(result.dropped),

@@ -4,8 +4,8 @@ The attack: the run seed is public (the CLI defaults to 42 and prints it), so
 an outsider rebuilds every generator a seeded simulation derives from it (the
 protocol seed of round ``t``, each client's encoder stream, the public
 rotation seed), draws the noise shares the clients would have drawn, subtracts
-their decoded sum from the released aggregate and gets the noiseless sum of
-the clipped updates back, to the encoder's rounding precision (exactly, for
+their decoded sum from the released aggregate and gets the noiseless sum (or
+mean) of the clipped updates back, to the encoder's rounding precision (exactly, for
 record-level DP, where the noise stream is separate from the rounding coins).
 """
 
@@ -72,11 +72,16 @@ def outsider_denoises(cfg: TrainConfig, dataset: Any, aggregate: np.ndarray, sur
     shares = [encoder.encode_signed(zero, weight=1, rng=np.random.Generator(np.random.PCG64([seed, i])))[:-1]
               for i in survivors]
     noise = unrotate(np.sum(shares, axis=0) / encoder.scale, rotation_seed, dp.padded_dim)[: dp.dim]
-    return aggregate - noise / len(survivors)
+    # client-level DP releases the mean over the survivors, record-level DP the sum
+    return aggregate - (noise if dp.record_level else noise / len(survivors))
 
 
-def noiseless_mean(cfg: TrainConfig, dataset: Any, release: Release) -> tuple[np.ndarray, float]:
-    """The clipped updates' mean over the survivors, and how far rounding alone can move it."""
+def noiseless_release(cfg: TrainConfig, dataset: Any, release: Release) -> tuple[np.ndarray, float]:
+    """What the round releases without noise, and how far rounding alone can move it.
+
+    Client-level: the clipped deltas' mean over the survivors; record-level:
+    the sum of every clipped per-record gradient.
+    """
     dp = Trainer(cfg, dataset=dataset).aggregator.dp
     encoder = dp.round_encoder()
     clip = dp.plan.l2_clip
@@ -88,19 +93,23 @@ def noiseless_mean(cfg: TrainConfig, dataset: Any, release: Release) -> tuple[np
     else:
         sums = [u * min(1.0, clip / np.linalg.norm(u)) for c, u in release.updates.items() if c in release.survivors]
         n_rounded = len(sums)
-    # Each rounded vector is within sqrt(padded_dim) / scale of its input (L2); the mean divides by the survivors.
-    tolerance = n_rounded * np.sqrt(dp.padded_dim) / encoder.scale / len(release.survivors)
-    return np.mean(sums, axis=0), float(tolerance)
+    # Each rounded vector is within sqrt(padded_dim) / scale of its input (L2).
+    tolerance = n_rounded * np.sqrt(dp.padded_dim) / encoder.scale
+    if dp.record_level:
+        return np.sum(sums, axis=0), float(tolerance)
+    return np.mean(sums, axis=0), float(tolerance / len(release.survivors))
 
 
 def _noise_std(cfg: TrainConfig, dataset: Any, n_shares: int) -> float:
+    """Per coordinate of the release: the noise of the sum, over n_shares for a client-level mean."""
     dp = Trainer(cfg, dataset=dataset).aggregator.dp
-    return float(np.sqrt(dp.round_encoder().noise_variance(n_shares)) / n_shares)
+    std = float(np.sqrt(dp.round_encoder().noise_variance(n_shares)))
+    return std if dp.record_level else std / n_shares
 
 
 def _attack_succeeds(cfg: TrainConfig, dataset: Any, release: Release) -> tuple[bool, float, float]:
     recovered = outsider_denoises(cfg, dataset, release.aggregate, release.survivors)
-    truth, tolerance = noiseless_mean(cfg, dataset, release)
+    truth, tolerance = noiseless_release(cfg, dataset, release)
     error = float(np.max(np.abs(recovered - truth)))
     return error <= tolerance, error, tolerance
 
@@ -120,7 +129,7 @@ def test_an_outsider_who_knows_the_seed_cannot_remove_the_trainers_noise(heart, 
     assert not succeeded, f"the seed gives the noise away: the noiseless sum is back to {error:.2e}"
     # What is left is the difference of two independent noise draws, nowhere near the rounding error.
     residual = outsider_denoises(cfg, heart, release.aggregate, release.survivors) - \
-        noiseless_mean(cfg, heart, release)[0]
+        noiseless_release(cfg, heart, release)[0]
     assert np.sqrt(np.mean(residual**2)) > 0.3 * _noise_std(cfg, heart, len(release.survivors)) > 1e3 * tolerance
 
 
