@@ -69,6 +69,7 @@ __all__ = [
     "DEFAULT_MAX_ENTRIES",
 ]
 
+
 class Stage(enum.Enum):
     """Protocol stages, named as in Bonawitz et al. 2017 (rounds 0–4).
 
@@ -95,12 +96,10 @@ MAGIC = b"SAGG"
 WIRE_VERSION = 1
 SERVER_ID = 0xFFFFFFFF  # the server's sender/receiver id on the wire
 SESSION_ID_BYTES = 16  # 128-bit random session ids: collisions across sessions are negligible
-# 4 GiB: a 10^9-parameter uint32 update fits; anything larger is refused before parsing.
-# Only the bare decode() uses it: sessions derive a far smaller cap from their config.
+# 4 GiB, a 10^9-word uint32 update: a bare decode()'s cap; sessions derive theirs from the config.
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 32
-# Map and id-list entries per field in a bare decode(): more clients than any
-# SecAgg cohort (its cost is quadratic in n), and it bounds the Python objects a
-# map of tiny entries can cost (about 100 bytes each) to a few MiB.
+# Entries per map or id list in a bare decode(): more clients than any SecAgg cohort (quadratic
+# cost in n); caps the Python objects of a map of tiny entries (~100 bytes each) at a few MiB.
 DEFAULT_MAX_ENTRIES = 1 << 16
 PROTOCOL_IDS: dict[str, int] = {
     "secagg": 1,
@@ -254,16 +253,8 @@ class DecodeLimits:
                 raise ConfigError(f"{name} must be a non-negative int", **{name: value})
 
     @classmethod
-    def for_round(
-        cls,
-        *,
-        clients: int,
-        dim: int,
-        word_bytes: int = 8,
-        entry_bytes: int = 0,
-        maps: int = MAPS_PER_MESSAGE,
-        slack: int = 4096,
-    ) -> "DecodeLimits":
+    def for_round(cls, *, clients: int, dim: int, word_bytes: int = 8, entry_bytes: int = 0,
+                  maps: int = MAPS_PER_MESSAGE, slack: int = 4096) -> "DecodeLimits":
         """Limits for a round of ``clients`` clients whose vectors hold ``dim`` + 1
         words of ``word_bytes`` and whose map values hold ``entry_bytes``.
 
@@ -335,9 +326,7 @@ def encode(msg: Message) -> bytes:
 
 # ---------------------------------------------------------------- decoding
 
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-_U8 = struct.Struct("<B")
+_U8, _U32, _U64 = struct.Struct("<B"), struct.Struct("<I"), struct.Struct("<Q")
 _ENTRY = struct.Struct("<II")  # BYTES_MAP entry: id, length
 _ARRAY_HEAD = struct.Struct("<BQ")
 
@@ -346,9 +335,7 @@ class _Reader:
     """Bounds-checked cursor over a bytes object; every failure is a DecodeError."""
 
     def __init__(self, data: bytes, limits: DecodeLimits, pos: int = 0) -> None:
-        self.data = data
-        self.limits = limits
-        self.pos = pos
+        self.data, self.limits, self.pos = data, limits, pos
 
     @property
     def remaining(self) -> int:

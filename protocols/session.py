@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -347,7 +347,7 @@ class ServerCore(SessionCore):
     def __init__(
         self,
         binding: Binding,
-        client_ids: tuple[int, ...] | list[int],
+        client_ids: Iterable[int],
         stages: Mapping[Stage, StageSpec],
         *,
         opening: Callable[[], Mapping[int, Message]],
