@@ -71,7 +71,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
-from numpy.typing import NDArray
 
 from secagg import aead, kex
 from secagg.encoding_torch import to_numpy

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from secagg import aead, kex
-from secagg.errors import AbortError, ConfigError, DecodeError, IntegrityError, ProtocolError, SecAggError
+from secagg.errors import (AbortError, ConfigError, DecodeError, IntegrityError, ProtocolError, SecAggError,
+                           ThresholdError)
 
 pytest.importorskip("phe")
 pytest.importorskip("gmpy2")
@@ -150,7 +151,7 @@ def test_max_corrupt_colluding_clients_cannot_decrypt_an_input_together():
     cts = paillier.encrypt_packed(pub.paillier, paillier.PackingPlan(5, cfg.bound, 256), clients[3]._ints,
                                   _pool(pub.paillier, 2))
     partials = [T.partial_decrypt(pub, clients[u]._secret, cts) for u in (1, 2)]
-    with pytest.raises(Exception) as err:
+    with pytest.raises(ThresholdError) as err:
         T.combine(pub, cts, partials)
     assert err.value.needed == 3 and err.value.got == 2
 
