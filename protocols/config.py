@@ -31,10 +31,22 @@ from secagg.errors import ConfigError, ThresholdError
 
 from .graph import complete_graph, harary_graph
 
-__all__ = ["SecAggParams", "choose_params", "SecAggConfig", "binomial_tail"]
+__all__ = [
+    "SecAggParams",
+    "choose_params",
+    "SecAggConfig",
+    "binomial_tail",
+    "hypergeometric_tail",
+    "colluder_quota",
+    "neighbourhood_break_probability",
+    "smallest_secure_threshold",
+    "effective_degree",
+    "default_threshold",
+]
 
 SESSION_ID_BYTES = 16
 GRAPH_SEED_BYTES = 32
+DEFAULT_SECURITY_BITS = 40  # failure probability 2^-40 per graph, as Bell et al. 2020 and Google FCP use
 
 
 def binomial_tail(n: int, p: float, k: int) -> float:
@@ -54,6 +66,95 @@ def binomial_tail(n: int, p: float, k: int) -> float:
     ]
     top = max(terms)
     return math.exp(top) * sum(math.exp(t - top) for t in terms)
+
+
+def hypergeometric_tail(population: int, marked: int, draws: int, k: int) -> float:
+    """P[X >= k] for X ~ Hypergeometric: ``draws`` without replacement from
+    ``population`` items of which ``marked`` are marked (exact, log space)."""
+    lo, hi = max(k, 0, draws - (population - marked)), min(draws, marked)
+    if lo > hi:
+        return 0.0
+    total = math.lgamma(population + 1) - math.lgamma(draws + 1) - math.lgamma(population - draws + 1)
+
+    def log_choose(a: int, b: int) -> float:
+        return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
+
+    terms = [log_choose(marked, i) + log_choose(population - marked, draws - i) - total for i in range(lo, hi + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(x - top) for x in terms))
+
+
+def colluder_quota(k: int, t: int, *, active: bool) -> int:
+    """The fewest colluding holders in one neighbourhood (k neighbours and the
+    client: k + 1 holders) that break a client's privacy at threshold t.
+
+    Semi-honest server: t colluders rebuild both secrets. Malicious server: the
+    server shows two views to the honest holders; colluders reveal in both, so
+    2t - (k+1) colluders let both quorums reach t (Bonawitz et al. 2017, §6).
+    """
+    return 2 * t - (k + 1) if active else t
+
+
+def neighbourhood_break_probability(n: int, k: int, t: int, corrupt: int, *, active: bool) -> float:
+    """Union bound, over the n clients, of P[a neighbourhood of a uniformly
+    random k-subset of the other n - 1 clients holds :func:`colluder_quota`
+    colluders], when ``corrupt`` clients collude (fixed before the graph is
+    drawn). In a Harary graph on a uniformly random relabelling each client's
+    neighbourhood is such a subset."""
+    quota = colluder_quota(k, t, active=active)
+    if quota <= 0:
+        return 1.0
+    return min(1.0, n * hypergeometric_tail(n - 1, corrupt, k, quota))
+
+
+def smallest_secure_threshold(
+    n: int, k: int, corrupt: int, *, active: bool, complete: bool, security_bits: int = 40
+) -> int | None:
+    """The smallest t in (the majority of k + 1 holders, k + 1] that resists
+    ``corrupt`` colluders (see :meth:`SecAggConfig._check_threat_model`), or
+    None.
+
+    Against a malicious server the bound must hold in *every* neighbourhood,
+    whatever the graph: the SecAgg+ graph seed is public and fixed before the
+    round by whoever configures it, so a server could try seeds until its
+    colluders surround one client, and a per-graph probability would bound
+    nothing. Semi-honest rounds use the per-graph probability.
+    """
+    for t in range((k + 1) // 2 + 1, k + 2):
+        if complete or active:  # every neighbourhood, whatever the graph
+            if colluder_quota(k, t, active=active) > corrupt:
+                return t
+        elif neighbourhood_break_probability(n, k, t, corrupt, active=active) <= 2.0 ** -security_bits:
+            return t
+    return None
+
+
+def effective_degree(n: int, neighbors: int | None) -> int:
+    """The neighbourhood size k a round of n clients really uses: n - 1 for the
+    complete graph (``neighbors`` None or >= n - 1), else ``neighbors`` rounded
+    up to even when both it and n are odd (no odd-degree regular graph exists
+    on an odd number of vertices; see :func:`protocols.graph.harary_graph`)."""
+    if neighbors is None or neighbors >= n - 1:
+        return n - 1
+    k = neighbors + (neighbors % 2 and n % 2)
+    return min(k, n - 1)
+
+
+def default_threshold(n: int, neighbors: int | None, *, max_corrupt: int | None = None, active: bool = False,
+                      security_bits: int = DEFAULT_SECURITY_BITS) -> int:
+    """The threshold a round uses when none is given: a majority of the k + 1
+    holders, raised to :func:`smallest_secure_threshold` when ``max_corrupt``
+    is given. Raises :class:`ConfigError` when no threshold resists it."""
+    k = effective_degree(n, neighbors)
+    t = (k + 1) // 2 + 1
+    if max_corrupt is None:
+        return t
+    need = smallest_secure_threshold(n, k, max_corrupt, active=active, complete=k >= n - 1,
+                                     security_bits=security_bits)
+    if need is None:
+        raise ConfigError("no threshold resists max_corrupt colluders at this degree", n=n, neighbors=k,
+                          max_corrupt=max_corrupt)
+    return max(t, need)
 
 
 def _max_dropped(n: int, p: float, target: float) -> int:
@@ -85,16 +186,19 @@ class SecAggParams:
     min_survivors: int
     security_failure: float
     correctness_failure: float
+    max_corrupt: int = 0
+    active: bool = False
 
     @property
     def complete(self) -> bool:
         return self.neighbors >= self.n - 1
 
 
-def _security_failure(n: int, k: int, t: int, corrupt: float, dropout: float) -> float:
-    if 2 * t <= k + 1:
+def _security_failure(n: int, k: int, t: int, corrupt: float, dropout: float, *, active: bool = False) -> float:
+    quota = colluder_quota(k, t, active=active)
+    if 2 * t <= k + 1 or quota <= 0:
         return 1.0  # two disjoint quorums could each unmask a different view
-    per_client = binomial_tail(k, corrupt, t)
+    per_client = binomial_tail(k, corrupt, quota)
     if k >= n - 1:
         disconnect = 0.0  # the complete graph stays connected
     else:
@@ -103,9 +207,11 @@ def _security_failure(n: int, k: int, t: int, corrupt: float, dropout: float) ->
 
 
 def _correctness_failure(n: int, k: int, t: int, dropout: float) -> float:
-    # a survivor's secrets are held by itself and its k neighbours: more than
-    # k + 1 - t dropped neighbours leave fewer than t holders
-    return min(1.0, n * binomial_tail(k, dropout, k - t + 2))
+    # A dropped client's secret s_v is held by its k neighbours only (its own
+    # share left with it), so k - t + 1 dropped neighbours leave fewer than t
+    # holders. A survivor keeps its own share, so it fails later (k - t + 2); the
+    # bound n * P[Bin(k, p) >= k - t + 1] covers both.
+    return min(1.0, n * binomial_tail(k, dropout, k - t + 1))
 
 
 def choose_params(
@@ -113,19 +219,25 @@ def choose_params(
     *,
     dropout_rate: float,
     corrupt_rate: float,
-    security_bits: int = 40,
+    security_bits: int = DEFAULT_SECURITY_BITS,
     correctness_bits: int = 20,
     clip: float = 1.0,
     precision: float = 1e-4,
     max_weight: int = 1,
+    active: bool = False,
 ) -> SecAggParams:
     """Smallest SecAgg+ neighbour degree k and a threshold t for the threat model.
 
-    Returns :class:`SecAggParams` with ``bits`` from
-    :func:`secagg.encoding.plan_bits` for (n, clip, precision, max_weight) and
-    ``min_survivors``: the number of survivors that, with probability
-    1 - 2^-correctness_bits, at least remain at ``dropout_rate``. Raises
-    :class:`ConfigError` when even the complete graph cannot meet both bounds.
+    ``active=False`` sizes for a semi-honest server (colluders need t shares of
+    one secret), ``active=True`` for a malicious one (2t - (k+1) colluders in a
+    neighbourhood break it; Bonawitz et al. 2017, §6; the semi-malicious class of
+    Google FCP). Returns :class:`SecAggParams` with ``bits`` from
+    :func:`secagg.encoding.plan_bits` for (n, clip, precision, max_weight),
+    ``min_survivors`` (the number of survivors that, with probability
+    1 - 2^-correctness_bits, at least remain at ``dropout_rate``) and
+    ``max_corrupt`` (ceil(corrupt_rate * n), the count a config is checked
+    against; the chosen (k, t) passes that check too). Raises
+    :class:`ConfigError` when even the complete graph cannot meet the bounds.
     """
     from secagg.encoding import plan_bits
 
@@ -138,6 +250,7 @@ def choose_params(
         raise ConfigError("dropout_rate + corrupt_rate must be below 1")
     sec_target = 2.0 ** -security_bits
     cor_target = 2.0 ** -correctness_bits
+    max_corrupt = math.ceil(corrupt_rate * n - 1e-9)
     best: tuple[int, int, float, float] | None = None
     for k in range(2, n):
         if k < n - 1 and k % 2 and n % 2:
@@ -151,8 +264,10 @@ def choose_params(
         if not feasible:
             continue
         t = max(feasible)
-        sec = _security_failure(n, k, t, corrupt_rate, dropout_rate)
-        if sec <= sec_target:
+        sec = _security_failure(n, k, t, corrupt_rate, dropout_rate, active=active)
+        need = smallest_secure_threshold(n, k, max_corrupt, active=active, complete=k >= n - 1,
+                                         security_bits=security_bits)
+        if sec <= sec_target and need is not None and t >= need:
             best = (k, t, sec, _correctness_failure(n, k, t, dropout_rate))
             break
     if best is None:
@@ -161,11 +276,15 @@ def choose_params(
             n=n,
             dropout_rate=dropout_rate,
             corrupt_rate=corrupt_rate,
+            active=active,
         )
     k, t, sec, cor = best
-    min_survivors = max(t, n - _max_dropped(n, dropout_rate, cor_target))
+    min_survivors = max(t, n - _max_dropped(n, dropout_rate, cor_target), max_corrupt + 2)
+    if min_survivors > n:
+        raise ConfigError("too many colluders: min_survivors - max_corrupt >= 2 cannot hold", n=n,
+                          max_corrupt=max_corrupt)
     bits = plan_bits(n, clip, precision, max_weight=max_weight)
-    return SecAggParams(n, k, t, bits, min_survivors, sec, cor)
+    return SecAggParams(n, k, t, bits, min_survivors, sec, cor, max_corrupt, active)
 
 
 @dataclass(frozen=True)
@@ -196,6 +315,8 @@ class SecAggConfig:
     round: int = 0
     weighted: bool = False
     max_message_bytes: int | None = None
+    max_corrupt: int | None = None
+    security_bits: int = DEFAULT_SECURITY_BITS
 
     def __post_init__(self) -> None:
         ids = tuple(int(i) for i in self.client_ids)
@@ -234,6 +355,7 @@ class SecAggConfig:
         object.__setattr__(self, "min_survivors", m)
         if self.active_security and not self.identities:
             raise ConfigError("active_security needs Ed25519 identities for every client")
+        self._check_threat_model()
         if self.identities is not None and set(self.identities) != set(ids):
             raise ConfigError("identities must name exactly the configured clients")
         bits = getattr(self.encoder, "bits", None)
@@ -249,6 +371,76 @@ class SecAggConfig:
                 n=n,
             )
 
+    def _check_threat_model(self) -> None:
+        """Refuse a threshold that ``max_corrupt`` colluders could defeat.
+
+        Complete graph, n = k + 1 holders per secret, any c colluders:
+        semi-honest server: t > c (the colluders alone cannot rebuild a secret);
+        malicious server: 2t - n > c, so the honest holders that reveal a
+        self-mask share and those that reveal a mask-key share of one client
+        cannot both reach t together with the colluders (Bonawitz et al. 2017,
+        §6). SecAgg+: against a semi-honest server (static corruption, the
+        graph drawn after the colluders are fixed) the count per neighbourhood
+        must hold for every client except with probability 2^-security_bits
+        (hypergeometric union bound); against a malicious server, which could
+        grind the public graph seed, it must hold in every neighbourhood of
+        every graph: 2t - (k+1) > c.
+        """
+        c, n, k, t = self.max_corrupt, self.n, self.degree, self.threshold
+        if self.active_security and c is None:
+            raise ConfigError(
+                "active_security needs max_corrupt: the number of clients that may collude with the server"
+            )
+        if isinstance(self.security_bits, bool) or not isinstance(self.security_bits, int) or not 1 <= self.security_bits <= 128:
+            raise ConfigError("security_bits must be an integer in [1, 128]", security_bits=self.security_bits)
+        if c is None:
+            return
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n:
+            raise ConfigError("max_corrupt must be an integer in [0, n)", max_corrupt=c, n=n)
+        if self.min_survivors - c < 2:  # type: ignore[operator]
+            raise ConfigError(
+                "min_survivors - max_corrupt must be at least 2: the round promises a sum of that many honest "
+                "inputs, and one would be that client's update",
+                min_survivors=self.min_survivors,
+                max_corrupt=c,
+            )
+        active = self.active_security
+        if active and not self.complete and c + (n - self.min_survivors) >= k:  # type: ignore[operator]
+            # A Harary graph H(k, n) is k-connected: while fewer than k clients collude or
+            # drop, the honest survivors' masks join them into one sum. At k or more the
+            # server could unmask the sum of one cut-off group of honest clients.
+            raise ConfigError(
+                "active SecAgg+ needs max_corrupt + (n - min_survivors) < k, or colluders and dropouts "
+                f"could cut the honest survivors into groups whose sums the server unmasks alone; "
+                f"raise neighbors above {c + n - self.min_survivors} or min_survivors",  # type: ignore[operator]
+                max_corrupt=c, min_survivors=self.min_survivors, neighbors=k, n=n,
+            )
+        need = smallest_secure_threshold(n, k, c, active=active, complete=self.complete,
+                                         security_bits=self.security_bits)
+        if need is not None and t >= need:
+            return
+        if self.complete:
+            rule = "2t - n > max_corrupt" if active else "t > max_corrupt"
+        elif active:
+            rule = ("2t - (k+1) > max_corrupt in every neighbourhood (the server could grind the public graph "
+                    "seed, so no per-graph probability is accepted)")
+        else:
+            rule = (
+                "P[some neighbourhood holds 2t - (k+1) or more colluders] <= 2^-security_bits"
+                if active
+                else "P[some neighbourhood holds t or more colluders] <= 2^-security_bits"
+            )
+        hint = f"the smallest threshold that meets it is {need}" if need is not None else (
+            "no threshold meets it at this degree: raise neighbors or lower max_corrupt"
+        )
+        raise ConfigError(
+            f"threshold {t} is too low for max_corrupt={c}: the threat model needs {rule}; {hint}",
+            threshold=t,
+            max_corrupt=c,
+            neighbors=k,
+            smallest_threshold=need,
+        )
+
     @property
     def n(self) -> int:
         return len(self.client_ids)
@@ -260,12 +452,7 @@ class SecAggConfig:
     @property
     def degree(self) -> int:
         """Neighbourhood size k (n - 1 for the complete graph)."""
-        if self.complete:
-            return self.n - 1
-        k = self.neighbors
-        if k % 2 and self.n % 2:
-            k += 1  # see graph.harary_graph
-        return min(k, self.n - 1)
+        return effective_degree(self.n, self.neighbors)
 
     @property
     def protocol(self) -> str:

@@ -56,15 +56,15 @@ from .secagg_binding import (
     _advert_transcript,
     _pack_pair,
     _Party,
-    _sign,
-    _survivors_transcript,
+    pair_sign,
+    survivors_transcript,
     _unpack_pair,
     mask_context,
     share_context,
 )
 from .session import ABORTED, DONE, AbortReason, AggregateResult, SessionState, Stage
 
-__all__ = ["SecAggServer", "SecAggClient", "mask_context", "share_context"]
+__all__ = ["SecAggServer", "SecAggClient", "mask_context", "share_context", "pair_sign"]
 
 class SecAggClient(_Party):
     """Client side of SecAgg / SecAgg+ (sans-I/O): ``handle(msg) -> reply | None``.
@@ -193,7 +193,7 @@ class SecAggClient(_Party):
                 "too few neighbours shared keys", stage=Stage.MASKED_INPUT, needed=c.threshold, got=len(self._held)
             )
         pair_seeds = [
-            (kex.agree(self._s, self._peers[v][1], context=mask_context(c, self.id, v)), _sign(self.id, v))
+            (kex.agree(self._s, self._peers[v][1], context=mask_context(c, self.id, v)), pair_sign(self.id, v))
             for v in sorted(self._held)
             if v != self.id
         ]
@@ -214,39 +214,51 @@ class SecAggClient(_Party):
     def _consistency(self, msg: m.ConsistencyRequest) -> m.ConsistencySignature:
         c = self.config
         survivors = tuple(msg.survivors)
-        self._check_survivor_count(len(survivors))
+        self._check_survivor_count(len(survivors), Stage.CONSISTENCY)
         unknown = (set(survivors) & self.neighbors) - set(self._held)
         if unknown:
             raise IntegrityError("survivor set names neighbours that never shared keys", client_id=min(unknown))
         self._survivors = survivors
         assert self.identity is not None
-        signature = self.identity.sign(_survivors_transcript(c, survivors))
+        signature = self.identity.sign(survivors_transcript(c, survivors))
         self.state = Stage.UNMASK
         return m.ConsistencySignature(self._header(Stage.CONSISTENCY, self.id, m.SERVER_ID), signature)
 
     # -- round 4
     def _unmask(self, msg: m.UnmaskRequest) -> m.UnmaskShares:
+        """Reveal b-shares of held survivors and s-shares of held dropouts.
+
+        ``msg.survivors`` is the whole survivor set U3. Refused (typed error,
+        ABORTED): U3 smaller than max(t, min_survivors); a client listed both as
+        survivor and dropped; this client listed as dropped; a dropout whose
+        shares it never held; in active mode, a U3 other than the one it signed
+        or fewer than t neighbours' valid signatures on it.
+        """
         c = self.config
         survivors, dropped = set(msg.survivors), set(msg.dropped)
+        self._check_survivor_count(len(survivors), Stage.UNMASK)
         both = survivors & dropped
         if both:
             raise IntegrityError(
-                "server asked for both shares of the same client (SECURITY invariant 2)", client_id=min(both)
+                "server asked for both shares of the same client (an honest client never reveals both)",
+                client_id=min(both),
             )
         if self.id in dropped:  # we delivered our masked input: our mask key must stay secret
             raise IntegrityError("server claims this client dropped and asks for its own mask key", client_id=self.id)
-        for v in survivors | dropped:
+        if self.id not in survivors:
+            raise IntegrityError("server asks this client to unmask a survivor set without it", client_id=self.id)
+        for v in dropped:
             if v not in self._held:
                 raise ProtocolError("asked to unmask a client whose shares we never held", client_id=v)
         if c.active_security:
             assert self._survivors is not None
             signed = set(self._survivors)
-            if not survivors <= signed or dropped & signed:
+            if survivors != signed:
                 raise IntegrityError("unmask request contradicts the signed survivor set")
-            transcript = _survivors_transcript(c, self._survivors)
+            transcript = survivors_transcript(c, self._survivors)
             valid = 1  # our own signature on the same set
             for w, signature in msg.signatures.items():
-                if w not in signed:
+                if w not in signed or w == self.id:
                     raise IntegrityError("signature from a client outside the survivor set", client_id=w)
                 kex.verify(c.identities[w], signature, transcript)  # type: ignore[index]
                 valid += w in self.neighbors
@@ -254,19 +266,33 @@ class SecAggClient(_Party):
                 raise AbortError(
                     "too few neighbours signed the survivor set", stage=Stage.UNMASK, needed=c.threshold, got=valid
                 )
-        self_mask_shares = {v: self._held[v][0].to_bytes() for v in sorted(survivors)}
+        held_survivors = sorted(v for v in survivors if v in self._held)
+        self_mask_shares = {v: self._held[v][0].to_bytes() for v in held_survivors}
         mask_key_shares = {v: self._held[v][1].to_bytes() for v in sorted(dropped)}
-        self.revealed_self_mask |= survivors
+        self.revealed_self_mask |= set(held_survivors)
         self.revealed_mask_key |= dropped
         self.state = DONE
         return m.UnmaskShares(self._header(Stage.UNMASK, self.id, m.SERVER_ID), self_mask_shares, mask_key_shares)
 
-    def _check_survivor_count(self, count: int) -> None:
-        if count < self.config.min_survivors:
+    def colluder_view(self) -> dict[int, tuple[shamir.Share, shamir.Share]]:
+        """The (self-mask, mask-key) share pairs this client holds, by dealer.
+
+        What a client that colludes with the server hands over; used by
+        :func:`protocols.adversary.exposure` to model colluders. Never sent.
+        """
+        return dict(self._held)
+
+    def colluder_view_seeds(self) -> tuple[bytes, bytes]:
+        """This client's own (self-mask seed, mask-key seed), for the same model."""
+        return self._b_seed, self._s_seed
+
+    def _check_survivor_count(self, count: int, stage: Stage) -> None:
+        needed = max(self.config.threshold, self.config.min_survivors)
+        if count < needed:
             raise AbortError(
-                "survivor set smaller than min_survivors: refusing to help unmask",
-                stage=Stage.CONSISTENCY,
-                needed=self.config.min_survivors,
+                "survivor set smaller than max(threshold, min_survivors): refusing to help unmask",
+                stage=stage,
+                needed=needed,
                 got=count,
             )
 
@@ -475,7 +501,7 @@ class SecAggServer(_Party):
             sigs = {} if signatures is None else {w: s for w, s in signatures.items() if w in self.graph[u]}
             outbox[u] = m.UnmaskRequest(
                 self._header(Stage.UNMASK, m.SERVER_ID, u),
-                tuple(sorted(held & survivors)),
+                self._survivors,  # the whole U3: clients check its size against max(t, min_survivors)
                 tuple(sorted(held - survivors)),
                 sigs,
             )
@@ -483,7 +509,7 @@ class SecAggServer(_Party):
 
     # -- stage 3: consistency
     def _check_consistency(self, u: int, msg: m.ConsistencySignature) -> None:
-        kex.verify(self.config.identities[u], msg.signature, _survivors_transcript(self.config, self._survivors))  # type: ignore[index]
+        kex.verify(self.config.identities[u], msg.signature, survivors_transcript(self.config, self._survivors))  # type: ignore[index]
 
     def _close_consistency(self) -> dict[int, m.Message]:
         inbox = self._inbox[Stage.CONSISTENCY]
@@ -539,7 +565,7 @@ class SecAggServer(_Party):
                 raise IntegrityError("rebuilt mask key does not match the advertised key", client_id=v)
             for w in owed[v]:
                 seed = kex.agree(s_key, self._keys[w][1], context=mask_context(c, w, v))
-                pair_seeds.append((seed, _sign(w, v)))
+                pair_seeds.append((seed, pair_sign(w, v)))
         # Σ y_u over survivors, minus their self masks and the dropouts' pairwise
         # masks, mod 2^bits, in one streamed pass (no separate total vector).
         total = unmask_sum(

@@ -18,7 +18,7 @@ from . import messages as m
 from .config import SecAggConfig
 from .session import Stage
 
-__all__ = ["mask_context", "share_context", "SEED_BYTES", "KEY_BYTES"]
+__all__ = ["mask_context", "share_context", "pair_sign", "survivors_transcript", "SEED_BYTES", "KEY_BYTES"]
 
 SEED_BYTES = 32  # b_u and s_u seeds: 256-bit (PRG and X25519 seed sizes)
 KEY_BYTES = 32  # X25519 public keys
@@ -56,12 +56,13 @@ def _advert_transcript(config: SecAggConfig, u: int, c_pk: bytes, s_pk: bytes) -
     return b"secagg/v1/advertise|" + config.session_id + _ID.pack(config.round) + _ID.pack(u) + c_pk + s_pk
 
 
-def _survivors_transcript(config: SecAggConfig, survivors: tuple[int, ...]) -> bytes:
+def survivors_transcript(config: SecAggConfig, survivors: tuple[int, ...]) -> bytes:
     ids = np.asarray(survivors, dtype="<u4").tobytes()
     return b"secagg/v1/consistency|" + config.session_id + _ID.pack(config.round) + ids
 
 
-def _sign(u: int, v: int) -> int:
+def pair_sign(u: int, v: int) -> int:
+    """The sign of the pairwise mask PRG(s_uv) in y_u: + if u < v, - if u > v."""
     return 1 if u < v else -1
 
 

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from secagg.encoding import FixedPointEncoder
 from secagg.errors import ConfigError, SecAggError
 
-from .config import SecAggConfig
+from .config import SecAggConfig, default_threshold
 from .plaintext import PlaintextClient, PlaintextConfig, PlaintextServer
 from .secagg import SecAggClient, SecAggServer
 from .session import ABORTED, DONE, AggregateResult, Stage, as_stage
@@ -87,23 +87,23 @@ def default_degree(n: int) -> int:
 
 def _secagg_config(protocol: str) -> Callable[..., SecAggConfig]:
     def build(client_ids, dim, *, encoder, weighted, threshold, neighbors, min_survivors, active_security,
-              identities, graph_seed, **_: Any) -> SecAggConfig:
+              identities, graph_seed, max_corrupt=None, **_: Any) -> SecAggConfig:
         n = len(client_ids)
         if protocol == "secagg":
             if neighbors is not None and neighbors < n - 1:
                 raise ConfigError("'secagg' uses the complete graph; use 'secagg+' for a neighbour degree")
             neighbors = None
-            k = n - 1
         else:
             if neighbors is None:
                 neighbors = default_degree(n)
                 if neighbors >= n - 1:
                     neighbors = None  # small cohorts: the default degree is the complete graph
-            k = n - 1 if neighbors is None else min(n - 1, neighbors + (neighbors % 2 and n % 2))
-        t = threshold if threshold is not None else (k + 1) // 2 + 1  # a majority of the k + 1 holders
+        if threshold is None:
+            threshold = default_threshold(n, neighbors, max_corrupt=max_corrupt, active=active_security)
         kwargs = dict(graph_seed=graph_seed) if graph_seed is not None else {}
-        return SecAggConfig(tuple(client_ids), t, dim, encoder, neighbors=neighbors, min_survivors=min_survivors,
-                            active_security=active_security, identities=identities, weighted=weighted, **kwargs)
+        return SecAggConfig(tuple(client_ids), threshold, dim, encoder, neighbors=neighbors,
+                            min_survivors=min_survivors, active_security=active_security, identities=identities,
+                            weighted=weighted, max_corrupt=max_corrupt, **kwargs)
 
     return build
 
@@ -139,6 +139,7 @@ def run(
     active_security: bool = False,
     encoder: Any = None,
     min_survivors: int | None = None,
+    max_corrupt: int | None = None,
 ) -> AggregateResult:
     """Run one aggregation round in process and return its result.
 
@@ -174,7 +175,7 @@ def run(
     config = spec.build_config(
         tuple(range(n)), dim, encoder=encoder, weighted=weights is not None, threshold=threshold,
         neighbors=neighbors, min_survivors=min_survivors, active_security=active_security,
-        identities=identities, graph_seed=graph_seed,
+        identities=identities, graph_seed=graph_seed, max_corrupt=max_corrupt,
     )
     clients = {
         i: spec.client(

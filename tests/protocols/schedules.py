@@ -31,12 +31,16 @@ def predict(graph, t: int, min_survivors: int, drop_at: dict[int, Stage], active
         return Outcome(None, Stage.ADVERTISE_KEYS)
     # a client's secrets are held by its live neighbours and itself; with fewer
     # than t holders it aborts instead of sharing
-    u2 = {u for u in u1 if alive(u, Stage.SHARE_KEYS) and len(graph[u] & u1) + 1 >= t}
+    own = 1
+    u2 = {u for u in u1 if alive(u, Stage.SHARE_KEYS) and len(graph[u] & u1) + own >= t}
     if len(u2) < min_survivors:
         return Outcome(None, Stage.SHARE_KEYS)
-    u3 = {u for u in u2 if alive(u, Stage.MASKED_INPUT) and len(graph[u] & u2) + 1 >= t}
+    u3 = {u for u in u2 if alive(u, Stage.MASKED_INPUT) and len(graph[u] & u2) + own >= t}
     if len(u3) < min_survivors:
         return Outcome(None, Stage.MASKED_INPUT)
+    # every client refuses to help unmask a survivor set below max(t, min_survivors)
+    if len(u3) < max(t, min_survivors):
+        return Outcome(None, Stage.CONSISTENCY if active else Stage.UNMASK)
     if active:
         u4 = {u for u in u3 if alive(u, Stage.CONSISTENCY)}
         if len(u4) < t:

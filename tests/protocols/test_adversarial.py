@@ -27,7 +27,7 @@ def make_round(*, active: bool = False, neighbors: int | None = None, threshold:
     kwargs = {} if session_id is None else {"session_id": session_id}
     config = SecAggConfig(tuple(range(N)), threshold, DIM, FixedPointEncoder(1.0, 32, N), neighbors=neighbors,
                           active_security=active, identities={i: k.public_bytes for i, k in identities.items()},
-                          round=round_, **kwargs)
+                          round=round_, max_corrupt=0 if active else None, **kwargs)
     rng = np.random.default_rng(0)
     updates = rng.uniform(-1, 1, size=(N, DIM))
     clients = {i: SecAggClient(config, i, updates[i], identity=identities[i]) for i in range(N)}

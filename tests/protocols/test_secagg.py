@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols import Stage, sim
-from protocols.config import SecAggConfig
+from protocols.config import SecAggConfig, effective_degree
 from protocols.secagg import SecAggClient, SecAggServer
 from secagg.encoding import FixedPointEncoder
 from secagg.errors import AbortError
@@ -25,27 +25,34 @@ def rounds(draw, max_n: int = 40):
     n = draw(st.integers(3, max_n))
     complete = draw(st.booleans())
     k = n - 1 if complete else draw(st.integers(2, n - 1))
-    k_eff = min(n - 1, k + (k % 2 and n % 2))
+    k_eff = effective_degree(n, None if complete else k)
+    active = draw(st.booleans())
+    # an active round needs max_corrupt < 2t - (k+1) and min_survivors >= max_corrupt + 2
     t = draw(st.integers((k_eff + 1) // 2 + 1, k_eff + 1))
-    min_survivors = draw(st.integers(1, n))
+    if active:  # the threat model an active config must meet (see SecAggConfig._check_threat_model)
+        max_corrupt = draw(st.integers(0, max(0, min(2 * t - (k_eff + 1) - 1, n - 2, n if complete else k_eff - 1))))
+        low = max_corrupt + 2 if complete else max(max_corrupt + 2, n - k_eff + max_corrupt + 1)
+        min_survivors = draw(st.integers(min(low, n), n))
+    else:
+        max_corrupt = None
+        min_survivors = draw(st.integers(1, n))
     n_drop = draw(st.integers(0, n))
     dropped = draw(st.lists(st.integers(0, n - 1), min_size=n_drop, max_size=n_drop, unique=True))
     schedule = {i: draw(st.sampled_from(STAGES)) for i in dropped}
     bits = draw(st.sampled_from([16, 24, 32, 40, 64]))
     dim = draw(st.integers(1, 12))
-    active = draw(st.booleans())
     seed = draw(st.integers(0, 2**31))
-    return n, (None if complete else k), t, min_survivors, schedule, bits, dim, active, seed
+    return n, (None if complete else k), t, min_survivors, schedule, bits, dim, active, seed, max_corrupt
 
 
-def _run_and_check(n, k, t, min_survivors, schedule, bits, dim, active, seed):
+def _run_and_check(n, k, t, min_survivors, schedule, bits, dim, active, seed, max_corrupt=None):
     rng = np.random.default_rng(seed)
     updates = rng.uniform(-1, 1, size=(n, dim))
     weights = [int(w) for w in rng.integers(1, 5, size=n)]
     encoder = FixedPointEncoder(1.0, bits, n, max_weight=4)
     protocol = "secagg" if k is None else "secagg+"
     kwargs = dict(weights=weights, dropouts=schedule, threshold=t, neighbors=k, seed=seed,
-                  active_security=active, encoder=encoder, min_survivors=min_survivors)
+                  active_security=active, encoder=encoder, min_survivors=min_survivors, max_corrupt=max_corrupt)
     # Predict from the same public graph the protocol derives.
     config = sim._spec(protocol).build_config(
         tuple(range(n)), dim, encoder=encoder, weighted=True, threshold=t, neighbors=k,
@@ -99,7 +106,8 @@ def test_dropout_at_every_stage_is_recovered():
 def test_active_security_round_with_dropouts():
     rng = np.random.default_rng(2)
     updates = rng.uniform(-1, 1, size=(12, 30))
-    result = sim.run("secagg+", updates, neighbors=8, threshold=5, active_security=True, seed=5,
+    result = sim.run("secagg+", updates, neighbors=8, threshold=6, active_security=True, seed=5, max_corrupt=2,
+                     min_survivors=9,
                      dropouts={0: Stage.MASKED_INPUT, 1: Stage.CONSISTENCY, 2: Stage.UNMASK})
     assert result.survivors == list(range(1, 12))
     np.testing.assert_allclose(result.aggregate, updates[1:].sum(0), atol=1e-5)
