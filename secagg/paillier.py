@@ -79,6 +79,9 @@ __all__ = [
     "ciphertexts_to_bytes",
     "ciphertexts_from_bytes",
     "check_units",
+    "PARALLEL_MIN_ITEMS",
+    "check_workers",
+    "map_chunks",
 ]
 
 #: 2048-bit n: ~112-bit security (NIST SP 800-57), the size phe and FATE default to.
@@ -90,7 +93,7 @@ POOL_METHODS = ("standard", "djn")
 #: Fixed-base comb window for DJN pools: 2^8 entries per 8 exponent bits (~16 MB at 2048 bits).
 _DJN_WINDOW = 8
 #: Below this many items a process pool costs more than it saves.
-_PARALLEL_MIN_ITEMS = 64
+PARALLEL_MIN_ITEMS = 64
 
 
 def _gmpy2() -> Any:
@@ -256,7 +259,7 @@ def _executor(workers: int) -> ProcessPoolExecutor:
 
 def warm_up(workers: int) -> None:
     """Start the worker processes now, so that later timings exclude start-up."""
-    if _check_workers(workers) > 1:
+    if check_workers(workers) > 1:
         ex = _executor(workers)
         for f in [ex.submit(_pool_chunk, 15, 0, 0, 0) for _ in range(workers)]:
             f.result()
@@ -309,7 +312,7 @@ def _djn_chunk(n: int, p: int, q: int, h: int, count: int) -> list[int]:
     return out
 
 
-def _map_chunks(fn: Any, jobs: list[tuple[Any, ...]], workers: int) -> list[Any]:
+def map_chunks(fn: Any, jobs: list[tuple[Any, ...]], workers: int) -> list[Any]:
     """Run ``fn(*job)`` for each job, in a process pool when ``workers > 1``."""
     if workers <= 1 or len(jobs) <= 1:
         return [fn(*job) for job in jobs]
@@ -318,7 +321,8 @@ def _map_chunks(fn: Any, jobs: list[tuple[Any, ...]], workers: int) -> list[Any]
     return [f.result() for f in futures]
 
 
-def _check_workers(workers: int) -> int:
+def check_workers(workers: int) -> int:
+    """``workers`` if it is a positive int; ``ConfigError`` otherwise."""
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError("workers must be a positive int", workers=workers)
     return workers
@@ -354,9 +358,9 @@ class NoisePool:
     def fill(self, count: int, *, workers: int = 1) -> None:
         if not isinstance(count, int) or count < 0:
             raise ConfigError("count must be a non-negative int", count=count)
-        _check_workers(workers)
+        check_workers(workers)
         p, q = (self._secret.p, self._secret.q) if self._secret else (0, 0)
-        if count < _PARALLEL_MIN_ITEMS:
+        if count < PARALLEL_MIN_ITEMS:
             workers = 1
         parts = [count // workers + (i < count % workers) for i in range(workers)]
         if self.method == "djn":
@@ -365,7 +369,7 @@ class NoisePool:
         else:
             jobs = [(self.public.n, p, q, c) for c in parts if c]
             fn = _pool_chunk
-        for chunk in _map_chunks(fn, jobs, workers):
+        for chunk in map_chunks(fn, jobs, workers):
             self._items.extend(chunk)
 
     def take(self) -> int:
@@ -502,13 +506,13 @@ def _decrypt_chunk(n: int, p: int, q: int, cts: list[int]) -> list[int]:
 def decrypt_packed(sk: PaillierSecretKey, plan: PackingPlan, cts: Sequence[int], length: int,
                    n_contributors: int, *, workers: int = 1) -> NDArray[np.int64]:
     """Decrypt (CRT, across ``workers`` processes) and unpack a summed vector."""
-    _check_workers(workers)
+    check_workers(workers)
     cts = list(cts)
-    if len(cts) < _PARALLEL_MIN_ITEMS:
+    if len(cts) < PARALLEL_MIN_ITEMS:
         workers = 1
     step = -(-len(cts) // workers) if cts else 1
     jobs = [(sk.public.n, sk.p, sk.q, cts[i:i + step]) for i in range(0, len(cts), step)]
-    plaintexts = [m for chunk in _map_chunks(_decrypt_chunk, jobs, workers) for m in chunk]
+    plaintexts = [m for chunk in map_chunks(_decrypt_chunk, jobs, workers) for m in chunk]
     return plan.unpack(plaintexts, length, n_contributors)
 
 

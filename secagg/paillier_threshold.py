@@ -49,8 +49,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from secagg.errors import ConfigError, IntegrityError, ThresholdError, require_extra
-from secagg.paillier import (MIN_KEY_BITS, _PARALLEL_MIN_ITEMS, PaillierPublicKey, _check_workers, check_units,
-                             _map_chunks)
+from secagg.paillier import (MIN_KEY_BITS, PARALLEL_MIN_ITEMS, PaillierPublicKey, check_units, check_workers,
+                             map_chunks)
 
 __all__ = [
     "ThresholdPublicKey",
@@ -365,10 +365,10 @@ def _partial_decrypt_with(pub: ThresholdPublicKey, share: KeyShare, cts: Sequenc
     n2 = pub.nsquare
     exp = 2 * pub.delta * share.share
     cts = list(cts)
-    workers = _check_workers(workers) if len(cts) >= _PARALLEL_MIN_ITEMS else 1
+    workers = check_workers(workers) if len(cts) >= PARALLEL_MIN_ITEMS else 1
     step = -(-len(cts) // workers)
     jobs = [(exp, n2, cts[i:i + step]) for i in range(0, len(cts), step)]
-    values = tuple(v for chunk in _map_chunks(_powmod_chunk, jobs, workers) for v in chunk)
+    values = tuple(v for chunk in map_chunks(_powmod_chunk, jobs, workers) for v in chunk)
     big, small = _composites(pub, share.index, cts, values)
     a, b = int(gmpy2.powmod(big, r, n2)), int(gmpy2.powmod(pub.v, r, n2))
     e = _challenge(pub, share.index, big, small, a, b)

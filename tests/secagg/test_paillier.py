@@ -106,9 +106,9 @@ def test_djn_comb_matches_powmod_and_phe(keypair):
 def test_pool_fill_with_two_workers(keypair):
     pk, sk = keypair
     pool = P.NoisePool(pk, sk)
-    pool.fill(P._PARALLEL_MIN_ITEMS, workers=2)
-    assert len(pool) == P._PARALLEL_MIN_ITEMS
-    items = [pool.take() for _ in range(P._PARALLEL_MIN_ITEMS)]
+    pool.fill(P.PARALLEL_MIN_ITEMS, workers=2)
+    assert len(pool) == P.PARALLEL_MIN_ITEMS
+    items = [pool.take() for _ in range(P.PARALLEL_MIN_ITEMS)]
     assert len(set(items)) == len(items)
     assert P.decrypt_raw(sk, P.encrypt_raw(pk, 9, items[0])) == 9
 
@@ -167,7 +167,7 @@ def test_worst_case_at_the_clip_bound(keypair, sign):
 
 def test_decrypt_with_two_workers(keypair):
     plan = P.PackingPlan.for_bits(2, 8, TEST_KEY_BITS)
-    length = plan.slots * P._PARALLEL_MIN_ITEMS
+    length = plan.slots * P.PARALLEL_MIN_ITEMS
     rng = np.random.default_rng(1)
     vectors = [rng.integers(-127, 128, length) for _ in range(2)]
     assert np.array_equal(_packed_sum(keypair, plan, vectors, workers=2), vectors[0] + vectors[1])

@@ -49,7 +49,7 @@ def test_every_t_subset_decrypts(dealt):
 
 def test_partial_decryption_with_two_workers(dealt):
     pub, shares = dealt
-    ms = [secrets.randbelow(pub.n) for _ in range(P._PARALLEL_MIN_ITEMS)]
+    ms = [secrets.randbelow(pub.n) for _ in range(P.PARALLEL_MIN_ITEMS)]
     cts = _encrypt(pub, ms)
     parts = [T.partial_decrypt(pub, s, cts, workers=2) for s in shares[: pub.threshold]]
     assert T.combine(pub, cts, parts) == ms
