@@ -43,6 +43,7 @@ from flwr.server.workflow import DefaultWorkflow  # noqa: E402
 from fl.flower import InProcessGrid, SecAggFitWorkflow, secagg_mod  # noqa: E402
 from flower_harness import quiet_flower, run_flower  # noqa: E402
 from protocols import Stage  # noqa: E402
+from protocols.config import default_threshold, effective_degree  # noqa: E402
 from secagg.encoding import FixedPointEncoder  # noqa: E402
 
 STAGES = [s.value for s in Stage]
@@ -115,7 +116,8 @@ def run_theirs(updates: Sequence[np.ndarray], weights: Sequence[int], *, neighbo
 def case(n: int, d: int, k: int, rng: np.random.Generator, dropouts: dict[int, str] | None = None) -> dict[str, Any]:
     updates = [rng.uniform(-1, 1, d) for _ in range(n)]
     weights = [int(w) for w in rng.integers(1, MAX_WEIGHT + 1, n)]
-    t = (k + 1) // 2 + 1  # a majority of the k + 1 share holders, on both sides
+    k = effective_degree(n, k)  # the degree both sides really use (Flower: num_shares = k + 1)
+    t = default_threshold(n, k)  # a majority of the k + 1 share holders, on both sides
     flower = run_theirs(updates, weights, neighbors=k, threshold=t, dropouts=dropouts or {})
     ours = run_ours(updates, weights, neighbors=k, threshold=t, dropouts=dropouts or {})
     row = {"n": n, "d": d, "neighbors": k, "threshold": t, "dropouts": dropouts or {}, "flower": flower, "ours": ours}
