@@ -9,7 +9,7 @@ Measured in one run, so ratios survive the noise of a shared machine:
   ``secrets.randbelow`` (as in the authors' ``exact_sampler`` and IBM's
   ``discretegauss.py``), timed on a small sample and extrapolated linearly.
   Also numpy's ``Generator.poisson`` (not a CSPRNG) for Skellam, for scale.
-  Goal (issue #5): 10^6 discrete-Gaussian values in under 2 s.
+  Goal: 10^6 discrete-Gaussian values in under 2 s.
 * ``round``: one in-process SecAgg+ round (``protocols.sim``, N = 10
   clients, 1 dropout) at d = 10^5 and 10^6 with the DP layer
   (:func:`protocols.dp.run_dp`) against the same round with the fixed-point

@@ -1,7 +1,7 @@
 """HE aggregation benchmark: packed Paillier (ours) vs phe, threshold Paillier, CKKS.
 
 All figures are per 1M parameters, extrapolated from a sample measured in this
-run, with n = 10 clients and 16-bit values (Paillier) as in issue #4. The
+run, with n = 10 clients and 16-bit values (Paillier). The
 references run in the same process so that ratios survive the noise of a
 shared machine:
 

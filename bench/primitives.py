@@ -5,7 +5,7 @@ Measured in one run, so ratios survive the noise of a shared machine:
 * ``prg``: :func:`secagg.prg.expand` (32- and 64-bit values) against the raw
   ``cryptography`` ChaCha20 keystream of the same number of words
   (``encryptor.update`` on a preallocated zero buffer, viewed as uint32).
-  Goal (issue #2): ``expand`` within 1.1x of raw.
+  Goal: ``expand`` within 1.1x of raw.
 * ``shamir``: :mod:`secagg.shamir` split, combine from exactly t shares,
   combine from all n shares (with the consistency check), and the server's
   unmask step in a complete graph with 10% dropouts (up to 100 survivors'
@@ -47,7 +47,7 @@ from secagg import prg, shamir  # noqa: E402
 from secagg.encoding import FixedPointEncoder  # noqa: E402
 
 PRG_GOAL_RATIO = 1.1
-SHAMIR_GOAL_MS = 5.0  # split + combine, n = 100, t = 51 (issue #2)
+SHAMIR_GOAL_MS = 5.0  # split + combine, n = 100, t = 51
 
 
 _best = best_of

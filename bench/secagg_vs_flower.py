@@ -5,7 +5,7 @@ Flower runs through ``bench/flower_harness.py`` (``SecAggPlusWorkflow`` +
 network); ours through ``protocols.sim.run``. Same N, d, neighbours, threshold
 and dropouts on both sides; every message on both sides is serialised
 (Flower's protobuf, our wire format), so byte counts are what a transport
-would carry. Issue #3 "Performance" and DESIGN clarification 7:
+would carry. Cases:
 
 * N=50, d=10k, 8 neighbours (Flower ``num_shares=9``), t=5, 5 dropouts at
   masked input; N=50, d=10k, complete graph (t=26), 5 dropouts;
@@ -20,7 +20,8 @@ would carry. Issue #3 "Performance" and DESIGN clarification 7:
   survivors reported), no dropouts, against the floor N·(k+1)·d × ns/word.
 
 Both sides' aggregates are checked against the plaintext weighted mean of
-their survivors (error ≤ one quantisation step). ``--quick`` runs smoke sizes.
+their survivors (error ≤ one quantisation step). ``--quick`` runs small sizes;
+``--smoke`` tiny ones (every case and code path, a few seconds, for the tests).
 Prints JSON, then a table of ratios. Timings are one run each on a shared
 2-core machine: compare ratios, not absolute times.
 """
@@ -82,27 +83,36 @@ def raw_expansions_seconds(count: int, n_words: int, repeats: int = 3) -> float:
 
 @contextmanager
 def count_expansions() -> Iterator[dict[str, int]]:
-    """Count PRG streams (and words) that protocols.secagg expands, client and server."""
+    """Count PRG streams (and words) that protocols.secagg expands, client and server.
+
+    Wraps the names ``protocols.secagg`` imported from ``secagg.masking``
+    (``apply_masks`` on the client, ``unmask_sum`` on the server); fails loudly
+    if either is renamed, rather than counting nothing.
+    """
     counts = {"streams": 0, "words": 0}
-    apply_orig, remove_orig = secagg_module.apply_masks, secagg_module.remove_masks
+    apply_orig, unmask_orig = secagg_module.apply_masks, secagg_module.unmask_sum
+
+    def words_per_value(bits: int) -> int:
+        return 1 if bits <= 32 else 2
 
     def apply(encoded: Any, *, bits: int, self_seed: Any, pair_seeds: Sequence[Any], **kw: Any) -> Any:
         streams = len(pair_seeds) + (self_seed is not None)
         counts["streams"] += streams
-        counts["words"] += streams * int(encoded.shape[0]) * (1 if bits <= 32 else 2)
+        counts["words"] += streams * int(encoded.shape[0]) * words_per_value(bits)
         return apply_orig(encoded, bits=bits, self_seed=self_seed, pair_seeds=pair_seeds, **kw)
 
-    def remove(total: Any, *, bits: int, self_seeds: Sequence[Any], pair_seeds: Sequence[Any], **kw: Any) -> Any:
+    def unmask(masked: Sequence[Any], *, bits: int, self_seeds: Sequence[Any], pair_seeds: Sequence[Any],
+               **kw: Any) -> Any:
         streams = len(self_seeds) + len(pair_seeds)
         counts["streams"] += streams
-        counts["words"] += streams * int(total.shape[0]) * (1 if bits <= 32 else 2)
-        return remove_orig(total, bits=bits, self_seeds=self_seeds, pair_seeds=pair_seeds, **kw)
+        counts["words"] += streams * int(masked[0].shape[0]) * words_per_value(bits)
+        return unmask_orig(masked, bits=bits, self_seeds=self_seeds, pair_seeds=pair_seeds, **kw)
 
-    secagg_module.apply_masks, secagg_module.remove_masks = apply, remove
+    secagg_module.apply_masks, secagg_module.unmask_sum = apply, unmask
     try:
         yield counts
     finally:
-        secagg_module.apply_masks, secagg_module.remove_masks = apply_orig, remove_orig
+        secagg_module.apply_masks, secagg_module.unmask_sum = apply_orig, unmask_orig
 
 
 # ---------------------------------------------------------------- our side
@@ -249,21 +259,23 @@ def scale_case(n: int, d: int, rng: np.random.Generator, ns_per_word: float) -> 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke sizes")
+    parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, every case, a few seconds (tests)")
     parser.add_argument("--json", type=Path, help="also write the JSON document here")
     parser.add_argument("--skip-scale", action="store_true", help="skip the N=100..1000 runs")
     args = parser.parse_args(argv)
-    q = args.quick
+    q, smoke = args.quick, args.smoke
     rng = np.random.default_rng(2026)
-    big_d = 100_000 if q else 1_000_000
+    big_d = 10_000 if smoke else 100_000 if q else 1_000_000
     ns_word = chacha_ns_per_word(big_d)
-    out: dict[str, Any] = {"quick": q, "chacha20_ns_per_word": ns_word, "cases": []}
-    n50, d10k = (20, 2_000) if q else (50, 10_000)
-    out["cases"].append(compare(f"N={n50}, d={d10k}, 8 neighbours, 5 drops", n50, d10k, neighbors=8, threshold=5,
-                                drops=5, rng=rng))
+    out: dict[str, Any] = {"quick": q, "smoke": smoke, "chacha20_ns_per_word": ns_word, "cases": []}
+    n50, d10k = (12, 500) if smoke else (20, 2_000) if q else (50, 10_000)
+    drops = 2 if smoke else 5
+    out["cases"].append(compare(f"N={n50}, d={d10k}, 8 neighbours, {drops} drops", n50, d10k, neighbors=8,
+                                threshold=5, drops=drops, rng=rng))
     t_full = n50 // 2 + 1
-    out["cases"].append(compare(f"N={n50}, d={d10k}, complete graph, 5 drops", n50, d10k, neighbors=None,
-                                threshold=t_full, drops=5, rng=rng))
+    out["cases"].append(compare(f"N={n50}, d={d10k}, complete graph, {drops} drops", n50, d10k, neighbors=None,
+                                threshold=t_full, drops=drops, rng=rng))
     big = compare(f"N=10, d={big_d}, 4 neighbours, 2 drops", 10, big_d, neighbors=4, threshold=3, drops=2, rng=rng)
     out["cases"].append(big)
     if big["ours"].get("produced_aggregate"):
@@ -275,9 +287,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "flower_all_stages": big["flower"]["upload_total_per_param"],
         "ours_all_stages": big["ours"].get("upload_total_per_param"),
     }
+    if big["ours"].get("produced_aggregate"):
+        out["upload_bytes_per_param"]["flower_over_ours"] = (
+            big["flower"]["upload_bytes_per_param"] / big["ours"]["upload_bytes_per_param"])
     out["masking"] = masking_case(10, big_d, 8, rng)
     if not args.skip_scale:
-        sizes, d_scale = ((100, 150), 2_000) if q else ((100, 300, 1000), 100_000)
+        sizes, d_scale = ((100,), 200) if smoke else ((100, 150), 2_000) if q else ((100, 300, 1000), 100_000)
         out["scale"] = [scale_case(n, d_scale, rng, ns_word) for n in sizes]
     print(json.dumps(out, indent=2, default=float))
     if args.json:
@@ -295,7 +310,8 @@ def _table(out: dict[str, Any]) -> None:
         sp = f"{c['speedup']:.1f}x" if "speedup" in c else "-"
         print(f"{c['case']:44} {fs:>9} {o['wall_seconds']:>8.3f} {sp:>12} {str(c['flower_correct'])[0]}/{str(c['ours_correct'])[0]:>10}")
     u = out["upload_bytes_per_param"]
-    print(f"\nupload bytes/param (masked input): Flower {u['flower']:.3f}, ours {u['ours']:.3f} "
+    ratio = f", Flower/ours {u['flower_over_ours']:.1f}x" if "flower_over_ours" in u else ""
+    print(f"\nupload bytes/param (masked input): Flower {u['flower']:.3f}, ours {u['ours']:.3f}{ratio} "
           f"(all stages: {u['flower_all_stages']:.3f} vs {u['ours_all_stages']:.3f})")
     m = out["masking"]
     print(f"client masking d={m['d']}, k={m['neighbors']}: ours {m['ours_masking_seconds']*1e3:.1f} ms "
