@@ -28,13 +28,31 @@ parsing them. A payload that is not ``bytes`` or is longer than :func:`payload_l
 or a stage label that names no stage is a :class:`~secagg.errors.DecodeError`: an
 error reply on the client, a dropout with a recorded reason on the server.
 
-Security notes: semi-honest server only (``active_security`` needs identities
-that Flower's node ids do not carry yet). The round config (clients, threshold,
-graph seed, encoder) comes from the server in JSON and is validated by
-:class:`protocols.SecAggConfig` (a threshold at or below half the neighbourhood
-is refused). The client session lives in the node-local ``Context`` between
-messages, pickled, as Flower's own mod keeps its secret keys there: that state
-never leaves the SuperNode host, and only bytes this mod wrote are unpickled.
+Security: by default the server is trusted to be semi-honest. The round
+config (clients, threshold, graph seed, encoder) comes from the server in JSON
+and is validated by :class:`protocols.SecAggConfig` (a threshold at or below
+half the neighbourhood is refused); each SuperNode also checks it against its
+own policy (node config ``secagg-active``, ``secagg-max-corrupt``,
+``secagg-min-survivors``, ``secagg-security-bits``; :mod:`fl.flower_trust`) and
+refuses a weaker round with a typed error reply.
+
+Active security (a malicious server): every SuperNode pins a roster of
+Ed25519 public keys and its own identity key in files named by its node
+config (``secagg-roster``, ``secagg-identity``; formats in
+:mod:`fl.flower_trust`); the server holds the same roster
+(``SecAggFitWorkflow(roster=..., active_security=True, max_corrupt=c)``).
+Before each round the server has every sampled node prove its roster name
+(:func:`identify_nodes`: a signature over a fresh nonce and the node id). The
+round record then names each client's roster entry, never a key: each node
+looks the keys up in its own roster, refuses a name it does not pin or a name
+given twice, and refuses to play another party's identity. Clients sign their
+key adverts and the survivor set (Bonawitz et al. 2017, §6) with their own
+key and check their peers' signatures against their roster.
+
+The client session lives in the node-local ``Context`` between messages,
+pickled (identity key included), as Flower's own mod keeps its secret keys
+there: that state never leaves the SuperNode host, and only bytes this mod
+wrote are unpickled.
 """
 
 from __future__ import annotations
@@ -42,6 +60,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import pickle
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -52,11 +71,25 @@ import numpy as np
 from numpy.typing import NDArray
 
 from secagg.encoding import FixedPointEncoder, word_dtype
-from secagg.errors import ConfigError, DecodeError, SecAggError, require_bytes, require_extra
+from secagg import kex
+from secagg.errors import ConfigError, DecodeError, IntegrityError, SecAggError, require_bytes, require_extra
 
 from protocols import ABORTED, DONE, AggregateResult, SecAggClient, SecAggConfig, SecAggServer, Stage, as_stage
-from protocols.config import choose_params
+from protocols.config import DEFAULT_SECURITY_BITS, choose_params, default_threshold
 from protocols.session import AbortReason
+
+from .flower_trust import (
+    IDENTITY_KEY,
+    NONCE_BYTES,
+    ROSTER_KEY,
+    ClientPolicy,
+    check_identify_signature,
+    identify_transcript,
+    load_identity,
+    load_roster,
+    parse_roster,
+    roster_name,
+)
 
 require_extra("flwr", "flower")
 
@@ -87,6 +120,8 @@ __all__ = [
     "error_reason",
     "payload_limit",
     "MAX_CONFIG_BYTES",
+    "identify_nodes",
+    "IDENTIFY_LABEL",
     "InProcessGrid",
     "Traffic",
     "message_stage",
@@ -111,6 +146,8 @@ MAX_CONFIG_BYTES = 1 << 20
 _FIXED_MESSAGE_BYTES = 4096
 _PER_PARTY_BYTES = 1024
 _MAX_STAGE_LABEL = 32  # longest Stage value is 14 characters
+# Not a protocol stage: the server's pre-round "who are you" (roster name, signed nonce).
+IDENTIFY_LABEL = "identify"
 # Finite by default: a SuperNode that never answers is a dropout, not a hang.
 # ADVERTISE_KEYS includes local training, so it gets the long deadline.
 DEFAULT_TIMEOUTS: dict[Stage, float] = {stage: 120.0 for stage in Stage} | {Stage.ADVERTISE_KEYS: 600.0}
@@ -154,17 +191,22 @@ def _stage_of(record: ConfigRecord) -> Stage:
 # ------------------------------------------------------------------ round config
 
 
-def encode_round_config(config: SecAggConfig, node_ids: Sequence[int], shapes: Sequence[tuple[int, ...]]) -> bytes:
+def encode_round_config(config: SecAggConfig, node_ids: Sequence[int], shapes: Sequence[tuple[int, ...]],
+                        names: Sequence[str] | None = None) -> bytes:
     """The round config as canonical JSON bytes (no pickle: it comes from the server).
 
     ``node_ids[i]`` is the Flower node that plays client ``i``; ``shapes`` are
     the model arrays, flattened in order into the ``dim``-long update.
+    ``names[i]`` is client ``i``'s roster name, required when the config has
+    ``identities``: the record names roster entries, never keys (each node
+    looks the keys up in its own roster).
     """
     enc = config.encoder
     if not isinstance(enc, FixedPointEncoder):
         raise ConfigError("the Flower adapter ships FixedPointEncoder configs only", encoder=type(enc).__name__)
-    if config.active_security:
-        raise ConfigError("active_security is not supported over Flower yet (no node identities)")
+    if (config.identities is None) != (names is None) or (names is not None and len(names) != config.n):
+        raise ConfigError("a config with identities needs one roster name per client, and only then",
+                          names=None if names is None else len(names), n=config.n)
     doc = {
         "v": CONFIG_VERSION, "node_ids": [int(n) for n in node_ids], "shapes": [list(map(int, s)) for s in shapes],
         "threshold": config.threshold, "dim": config.dim, "neighbors": config.neighbors,
@@ -172,14 +214,40 @@ def encode_round_config(config: SecAggConfig, node_ids: Sequence[int], shapes: S
         "graph_seed": config.graph_seed.hex(), "round": config.round, "weighted": config.weighted,
         "encoder": {"clip": enc.clip, "bits": enc.bits, "max_clients": enc.max_clients,
                     "max_weight": enc.max_weight, "norm": enc.norm, "scale": enc.scale},
+        "active": config.active_security, "max_corrupt": config.max_corrupt,
+        "security_bits": config.security_bits, "names": None if names is None else [str(x) for x in names],
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
-def decode_round_config(data: bytes) -> tuple[SecAggConfig, list[int], list[tuple[int, ...]]]:
+def _identities(names: Any, roster: Mapping[str, bytes] | None, n: int) -> dict[int, bytes] | None:
+    """Client index -> public key, from the record's roster names and this node's own roster."""
+    if names is None:
+        return None
+    if roster is None:
+        raise ConfigError("the round names roster identities, but this node has no roster (node config "
+                          "secagg-roster)")
+    if not isinstance(names, list) or len(names) != n or not all(isinstance(x, str) for x in names):
+        raise DecodeError("round config: names must be one string per client", n=n)
+    if len(set(names)) != n:
+        raise IntegrityError("round config names one roster entry twice (one party counted twice)")
+    unknown = [x[:80] for x in names if x not in roster]
+    if unknown:
+        raise IntegrityError("round config names parties that are not in this node's roster", unknown=unknown[:8])
+    return {i: roster[x] for i, x in enumerate(names)}
+
+
+def decode_round_config(
+    data: bytes, roster: Mapping[str, bytes] | None = None,
+) -> tuple[SecAggConfig, list[int], list[tuple[int, ...]]]:
     """Inverse of :func:`encode_round_config`; :class:`DecodeError` on malformed
     input (not bytes, over :data:`MAX_CONFIG_BYTES`, bad JSON or fields),
-    :class:`ConfigError` (from the config's own validation) on unsafe values."""
+    :class:`ConfigError` (from the config's own validation) on unsafe values.
+
+    Roster names in the record become ``identities`` through ``roster`` (this
+    node's own): :class:`ConfigError` without one, :class:`IntegrityError` for a
+    name it does not list or a name listed twice.
+    """
     data = require_bytes(data, "round config", max_size=MAX_CONFIG_BYTES, error=DecodeError)
     try:
         doc = json.loads(data.decode())
@@ -192,13 +260,19 @@ def decode_round_config(data: bytes) -> tuple[SecAggConfig, list[int], list[tupl
             float(e["clip"]), int(e["bits"]), int(e["max_clients"]),
             max_weight=int(e["max_weight"]), norm=str(e["norm"]), scale=float(e["scale"]),
         )
-        neighbors = doc["neighbors"]
+        neighbors, max_corrupt = doc["neighbors"], doc.get("max_corrupt")
+        active = doc.get("active", False)
+        if not isinstance(active, bool):
+            raise DecodeError("round config: active must be a bool")
         config = SecAggConfig(
             tuple(range(len(node_ids))), int(doc["threshold"]), int(doc["dim"]), encoder,
             neighbors=None if neighbors is None else int(neighbors),
             min_survivors=int(doc["min_survivors"]),
             session_id=bytes.fromhex(doc["session_id"]), graph_seed=bytes.fromhex(doc["graph_seed"]),
-            round=int(doc["round"]), weighted=bool(doc["weighted"]),
+            round=int(doc["round"]), weighted=bool(doc["weighted"]), active_security=active,
+            identities=_identities(doc.get("names"), roster, len(node_ids)),
+            max_corrupt=None if max_corrupt is None else int(max_corrupt),
+            security_bits=int(doc.get("security_bits", DEFAULT_SECURITY_BITS)),
         )
     except SecAggError:
         raise
@@ -246,16 +320,22 @@ def _flatten(arrays: Sequence[NDArray], shapes: Sequence[tuple[int, ...]]) -> ND
     return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays] or [np.zeros(0)])
 
 
-def make_secagg_mod(*, min_survivors: int = 1, max_dim: int | None = None) -> Callable[..., Message]:
-    """A :func:`secagg_mod` with a client-side policy: refuse (typed error reply)
-    any round whose config lets the server unmask fewer than ``min_survivors``
-    inputs, or whose update is longer than ``max_dim``. The server picks the
-    round config; this is how a client pins the smallest cohort it accepts."""
-    if min_survivors < 1 or (max_dim is not None and max_dim < 1):
-        raise ConfigError("min_survivors and max_dim must be positive", min_survivors=min_survivors, max_dim=max_dim)
+def make_secagg_mod(
+    *, min_survivors: int = 1, max_dim: int | None = None, max_corrupt: int | None = None,
+    security_bits: int = 1, active: bool = False,
+) -> Callable[..., Message]:
+    """A :func:`secagg_mod` with a client-side policy (:class:`fl.flower_trust.ClientPolicy`)
+    on top of the node config's: refuse (typed error reply) any round that
+    lets the server unmask fewer than ``min_survivors`` inputs, whose update is
+    longer than ``max_dim``, that claims fewer than ``security_bits``, that is
+    semi-honest when ``active``, or whose threshold and degree do not resist
+    ``max_corrupt`` colluders. The stricter of this and the node config wins.
+    """
+    policy = ClientPolicy(active=active, max_corrupt=max_corrupt, min_survivors=min_survivors,
+                          security_bits=security_bits, max_dim=max_dim)
 
     def mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
-        return _run_mod(msg, ctxt, call_next, min_survivors, max_dim)
+        return _run_mod(msg, ctxt, call_next, policy)
 
     return mod
 
@@ -264,41 +344,81 @@ def secagg_mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Contex
     """Client mod running our SecAgg / SecAgg+ client (drop-in for ``secaggplus_mod``).
 
     Messages without :data:`RECORD_KEY` pass through untouched (evaluate, other
-    apps). At ADVERTISE_KEYS the mod trains (``call_next`` on the FitIns in the
-    same message) and builds a fresh session; later stages resume it from
-    ``ctxt.state``. Any :class:`SecAggError` (a bad config, a weight above
-    ``max_weight``, a misbehaving server) is returned as a Flower error reply
-    with code :data:`ERROR_CODE`; the session is then discarded. So is a
-    malformed record (a field of the wrong type or size: :class:`DecodeError`)
-    and a failure of local training (:class:`ConfigError`). No policy
-    beyond the config's own validation: see :func:`make_secagg_mod`.
+    apps). At ADVERTISE_KEYS the mod checks the round against this node's
+    policy (node config ``secagg-*``, :mod:`fl.flower_trust`), trains
+    (``call_next`` on the FitIns in the same message) and builds a fresh
+    session, signing with the node's identity key when the round names roster
+    identities; later stages resume it from ``ctxt.state``. Any
+    :class:`SecAggError` (a bad config, a round weaker than the policy, a
+    weight above ``max_weight``, a misbehaving server) is returned as a Flower
+    error reply with code :data:`ERROR_CODE`; the session is then discarded.
+    So is a malformed record (a field of the wrong type or size:
+    :class:`DecodeError`) and a failure of local training (:class:`ConfigError`).
     """
-    return _run_mod(msg, ctxt, call_next, 1, None)
+    return _run_mod(msg, ctxt, call_next, ClientPolicy())
 
 
-def _run_mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message], min_survivors: int,
-             max_dim: int | None) -> Message:
+def _node_trust(ctxt: Context) -> tuple[dict[str, bytes] | None, kex.IdentityKey | None]:
+    """This node's pinned roster and identity key (node config), or ``None`` each when unset."""
+    cfg = ctxt.node_config
+    roster = load_roster(cfg[ROSTER_KEY]) if ROSTER_KEY in cfg else None
+    identity = load_identity(cfg[IDENTITY_KEY]) if IDENTITY_KEY in cfg else None
+    return roster, identity
+
+
+def _identify(msg: Message, ctxt: Context, record: ConfigRecord) -> Message:
+    """Answer the server's identify request: our roster name, signed with the server's nonce and our node id."""
+    nonce = require_bytes(_field(record, "payload"), "nonce", max_size=NONCE_BYTES, error=DecodeError)
+    if len(nonce) != NONCE_BYTES:
+        raise DecodeError("identify nonce must be 32 bytes", got=len(nonce))
+    roster, identity = _node_trust(ctxt)
+    if roster is None or identity is None:
+        raise ConfigError("the server asks for this node's identity, but node config names no "
+                          f"{ROSTER_KEY} / {IDENTITY_KEY}")
+    name = roster_name(roster, identity)
+    signature = identity.sign(identify_transcript(nonce, msg.metadata.dst_node_id, name))
+    record = ConfigRecord({"stage": IDENTIFY_LABEL, "name": name, "signature": signature})
+    return Message(RecordDict({RECORD_KEY: record}), reply_to=msg)
+
+
+def _start_session(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message], raw: Any,
+                   record: ConfigRecord, policy: ClientPolicy) -> tuple[SecAggClient, bytes]:
+    """ADVERTISE_KEYS: decode and check the round against our policy, train, open a session."""
+    policy = policy.stricter(ClientPolicy.from_node_config(ctxt.node_config))
+    roster, identity = _node_trust(ctxt)
+    if policy.active and (roster is None or identity is None):
+        raise ConfigError(f"this node requires active security but names no {ROSTER_KEY} / {IDENTITY_KEY}")
+    config, node_ids, shapes = decode_round_config(_field(record, "config"), roster)
+    payload = require_bytes(raw, "payload", max_size=payload_limit(config), error=DecodeError)
+    policy.check(config)
+    if msg.metadata.dst_node_id not in node_ids:
+        raise ConfigError("this node is not in the round's client list", node_id=msg.metadata.dst_node_id)
+    if config.identities is not None and identity is None:
+        raise ConfigError(f"the round is signed but node config names no {IDENTITY_KEY}")
+    index = node_ids.index(msg.metadata.dst_node_id)
+    if config.identities is not None and identity is not None and config.identities[index] != identity.public_bytes:
+        raise IntegrityError("the round assigns this node another party's identity", node_id=msg.metadata.dst_node_id)
+    del msg.content.config_records[RECORD_KEY]  # the rest is Flower's FitIns
+    arrays, num_examples = _train(msg, ctxt, call_next)
+    session = SecAggClient(config, index, _flatten(arrays, shapes), weight=num_examples,
+                           identity=identity if config.identities is not None else None)
+    return session, payload
+
+
+def _run_mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message],
+             policy: ClientPolicy) -> Message:
     if msg.metadata.message_type != MessageType.TRAIN or RECORD_KEY not in msg.content.config_records:
         return call_next(msg, ctxt)
     record = msg.content.config_records[RECORD_KEY]
     try:
         # Types and sizes are checked before anything is copied: bytes(2 * 10**8) from
         # an int payload would allocate 200 MB, and bytes(1.5) raises TypeError.
+        if _field(record, "stage") == IDENTIFY_LABEL:
+            return _identify(msg, ctxt, record)
         stage = _stage_of(record)
         raw = _field(record, "payload")
         if stage is Stage.ADVERTISE_KEYS:
-            config, node_ids, shapes = decode_round_config(_field(record, "config"))
-            payload = require_bytes(raw, "payload", max_size=payload_limit(config), error=DecodeError)
-            if config.min_survivors < min_survivors or (max_dim is not None and config.dim > max_dim):
-                raise ConfigError("round config violates this client's policy", min_survivors=config.min_survivors,
-                                  required=min_survivors, dim=config.dim)
-            if msg.metadata.dst_node_id not in node_ids:
-                raise ConfigError("this node is not in the round's client list", node_id=msg.metadata.dst_node_id)
-            del msg.content.config_records[RECORD_KEY]  # the rest is Flower's FitIns
-            arrays, num_examples = _train(msg, ctxt, call_next)
-            session = SecAggClient(
-                config, node_ids.index(msg.metadata.dst_node_id), _flatten(arrays, shapes), weight=num_examples
-            )
+            session, payload = _start_session(msg, ctxt, call_next, raw, record, policy)
         else:
             if STATE_KEY not in ctxt.state.config_records:
                 raise ConfigError("no session in progress on this node (it restarted?)", stage=stage.value)
@@ -366,39 +486,110 @@ def _timeouts(value: float | Mapping[Stage | str, float] | None) -> dict[Stage, 
     return out
 
 
+def identify_nodes(
+    grid: Grid, node_ids: Sequence[int], roster: Mapping[str, bytes], *, timeout: float, group_id: str = "0",
+) -> tuple[dict[int, str], dict[int, str]]:
+    """Ask each node for its roster name, proven by a signature over a fresh nonce.
+
+    Returns ``(names, errors)``: the roster name of each node that proved one
+    (a name claimed by two nodes goes to neither), and a readable reason for
+    each node left out. Never raises on node behaviour.
+    """
+    nonce = os.urandom(NONCE_BYTES)
+    wanted = {int(n) for n in node_ids}
+    messages = [
+        Message(RecordDict({RECORD_KEY: ConfigRecord({"stage": IDENTIFY_LABEL, "payload": nonce})}), nid,
+                MessageType.TRAIN, group_id=group_id, ttl=timeout)
+        for nid in sorted(wanted)
+    ]
+    claims: dict[int, str] = {}
+    errors: dict[int, str] = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        nid = reply.metadata.src_node_id
+        if nid not in wanted or nid in claims:
+            continue
+        if reply.has_error():
+            errors[nid] = f"[{IDENTIFY_LABEL}] code {reply.error.code}: {reply.error.reason}"
+            continue
+        rec = reply.content.config_records.get(RECORD_KEY)
+        try:
+            if rec is None:
+                raise DecodeError("reply without our record")
+            claims[nid] = check_identify_signature(roster, _field(rec, "name"), _field(rec, "signature"), nonce, nid)
+        except SecAggError as exc:
+            errors[nid] = f"[{IDENTIFY_LABEL}] rejected: {error_reason(exc)}"
+    for nid in wanted - set(claims) - set(errors):
+        errors[nid] = f"[{IDENTIFY_LABEL}] no reply"
+    taken: dict[str, list[int]] = {}
+    for nid, name in claims.items():
+        taken.setdefault(name, []).append(nid)
+    for name, nids in taken.items():
+        if len(nids) > 1:  # only one can hold the key: a replayed claim; keep neither rather than guess
+            for nid in nids:
+                errors[nid] = f"[{IDENTIFY_LABEL}] roster name {name!r} claimed by nodes {sorted(nids)}"
+                del claims[nid]
+    return claims, errors
+
+
 def run_secure_round(
     grid: Grid, node_ids: Sequence[int], arrays: Sequence[NDArray], *,
     fit_content: Mapping[int, RecordDict] | RecordDict | None = None, threshold: int | None = None,
     neighbors: int | None = None, min_survivors: int | None = None, clip: float = 8.0, bits: int = 32,
     max_weight: int = 1000, round_number: int = 0, group_id: str = "0",
-    timeouts: float | Mapping[Stage | str, float] | None = None,
+    timeouts: float | Mapping[Stage | str, float] | None = None, roster: Mapping[str, bytes] | None = None,
+    active_security: bool = False, max_corrupt: int | None = None, security_bits: int = DEFAULT_SECURITY_BITS,
 ) -> RoundOutcome:
     """Run one SecAgg (``neighbors=None``) or SecAgg+ round over ``grid``.
 
     ``arrays`` gives the model shapes (the global model); ``fit_content`` is the
     FitIns RecordDict sent with the first stage (one for all, or per node).
-    ``threshold`` defaults to ⌊(k+1)/2⌋+1. The encoder clips to ``clip`` (L-inf)
-    in ``bits`` bits, sized so that n clients of weight up to ``max_weight``
-    cannot wrap (:class:`OverflowRiskError` otherwise). Never raises on client
-    behaviour: dropouts, error replies and rejected messages are recorded, and
-    an abort is returned as ``RoundOutcome(result=None, abort_reason=...)``.
+    ``threshold`` defaults to :func:`protocols.config.default_threshold` (a
+    majority of the k + 1 holders, raised to resist ``max_corrupt``). The
+    encoder clips to ``clip`` (L-inf) in ``bits`` bits, sized so that n
+    clients of weight up to ``max_weight`` cannot wrap
+    (:class:`OverflowRiskError` otherwise).
+
+    ``roster`` (name -> Ed25519 public key, the server's pinned copy) makes
+    the round signed: each node first proves its roster name
+    (:func:`identify_nodes`, with the SHARE_KEYS timeout) and nodes that do not
+    are left out; ``active_security`` (needs ``roster`` and ``max_corrupt``)
+    adds the consistency check against a malicious server. Raises
+    :class:`ConfigError` for a config the identified nodes cannot meet. Never
+    raises on client behaviour: dropouts, error replies and rejected messages
+    are recorded, and an abort is returned as ``RoundOutcome(result=None, abort_reason=...)``.
     """
+    if active_security and roster is None:
+        raise ConfigError("active_security over Flower needs the roster of identity keys (roster=)")
+    deadline = _timeouts(timeouts)
     node_ids = sorted(int(nid) for nid in node_ids)
+    names: dict[int, str] | None = None
+    refused: dict[int, str] = {}
+    if roster is not None:
+        names, refused = identify_nodes(grid, node_ids, roster, timeout=deadline[Stage.SHARE_KEYS],
+                                        group_id=group_id)
+        node_ids = sorted(names)
     n, index = len(node_ids), {nid: i for i, nid in enumerate(node_ids)}
     shapes = [tuple(np.shape(a)) for a in arrays]
     dim = int(sum(int(np.prod(s)) for s in shapes))
-    deadline = _timeouts(timeouts)
+    if n < 2:
+        raise ConfigError("fewer than 2 nodes proved a roster identity", n=n, errors=refused)
     encoder = FixedPointEncoder(clip, bits, n, max_weight=max_weight)
-    k = n - 1 if neighbors is None or neighbors >= n - 1 else min(n - 1, neighbors + (neighbors % 2 and n % 2))
-    config = SecAggConfig(  # default t: a majority of the k + 1 share holders (neighbours and the client)
-        tuple(range(n)), threshold if threshold is not None else (k + 1) // 2 + 1, dim, encoder,
+    if threshold is None:  # a majority of the k + 1 share holders, raised to resist max_corrupt
+        threshold = default_threshold(n, neighbors, max_corrupt=max_corrupt, active=active_security,
+                                      security_bits=security_bits)
+    config = SecAggConfig(
+        tuple(range(n)), threshold, dim, encoder,
         neighbors=neighbors if neighbors is not None and neighbors < n - 1 else None,
-        min_survivors=min_survivors, round=round_number, weighted=True,
+        min_survivors=min_survivors, round=round_number, weighted=True, active_security=active_security,
+        identities=None if names is None else {i: roster[names[nid]] for i, nid in enumerate(node_ids)},
+        max_corrupt=max_corrupt, security_bits=security_bits,
     )
-    config_bytes = encode_round_config(config, node_ids, shapes)
+    config_bytes = encode_round_config(config, node_ids, shapes,
+                                       None if names is None else [names[nid] for nid in node_ids])
     limit = payload_limit(config)
     server = SecAggServer(config)
     outcome = RoundOutcome(None, None, None, node_ids)
+    outcome.errors.update(refused)
     up: dict[int, int] = {i: 0 for i in node_ids}
     down: dict[int, int] = {i: 0 for i in node_ids}
     outbox = server.start()
@@ -483,17 +674,33 @@ class SecAggFitWorkflow:
     stage; the first includes local training. An aborted round keeps the
     previous global model; the outcome is stored in ``context.state`` under
     :data:`STATUS_KEY` and kept in ``self.outcomes``.
+
+    ``roster`` (name -> Ed25519 public key, a mapping or a roster file path,
+    :mod:`fl.flower_trust`) signs every round; ``active_security=True``
+    (needs ``roster`` and ``max_corrupt``, or ``dropout_rate``) runs the
+    malicious-server variant with the consistency check. ``max_corrupt``
+    raises the default threshold to resist that many colluders.
     """
 
     def __init__(
         self, *, neighbors: int | None = None, threshold: int | None = None, min_survivors: int | None = None,
         dropout_rate: float | None = None, corrupt_rate: float = 0.05, clip: float = 8.0, bits: int = 32,
         max_weight: int = 1000, timeouts: float | Mapping[Stage | str, float] | None = None,
+        roster: Mapping[str, bytes] | str | None = None, active_security: bool = False,
+        max_corrupt: int | None = None, security_bits: int = DEFAULT_SECURITY_BITS,
     ) -> None:
         self.neighbors, self.threshold, self.min_survivors = neighbors, threshold, min_survivors
         self.dropout_rate, self.corrupt_rate = dropout_rate, corrupt_rate
         self.clip, self.bits, self.max_weight = clip, bits, max_weight
         self.timeouts = _timeouts(timeouts)
+        if isinstance(roster, (str, os.PathLike)):
+            roster = load_roster(roster)
+        elif roster is not None:
+            roster = parse_roster(json.dumps({k: bytes(v).hex() for k, v in dict(roster).items()}).encode())
+        if active_security and (roster is None or (max_corrupt is None and dropout_rate is None)):
+            raise ConfigError("active_security over Flower needs roster= and max_corrupt= (or dropout_rate=)")
+        self.roster: dict[str, bytes] | None = roster
+        self.active_security, self.max_corrupt, self.security_bits = active_security, max_corrupt, security_bits
         self.outcomes: list[RoundOutcome] = []
 
     def __call__(self, grid: Grid, context: Context) -> None:
@@ -509,16 +716,20 @@ class SecAggFitWorkflow:
         proxies = {proxy.node_id: proxy for proxy, _ in sampled}
         fit_content = {proxy.node_id: compat.fitins_to_recorddict(fitins, True) for proxy, fitins in sampled}
         neighbors, threshold, min_survivors = self.neighbors, self.threshold, self.min_survivors
+        max_corrupt = self.max_corrupt
         if self.dropout_rate is not None:
-            params = choose_params(len(sampled), dropout_rate=self.dropout_rate, corrupt_rate=self.corrupt_rate)
+            params = choose_params(len(sampled), dropout_rate=self.dropout_rate, corrupt_rate=self.corrupt_rate,
+                                   security_bits=self.security_bits, active=self.active_security)
             neighbors, threshold = params.neighbors, params.threshold
             min_survivors = min_survivors or params.min_survivors
+            max_corrupt = params.max_corrupt if max_corrupt is None else max_corrupt
         try:
             outcome = run_secure_round(
                 grid, list(proxies), parameters_to_ndarrays(parameters), fit_content=fit_content,
                 threshold=threshold, neighbors=neighbors, min_survivors=min_survivors, clip=self.clip,
                 bits=self.bits, max_weight=self.max_weight, round_number=current_round,
-                group_id=str(current_round), timeouts=self.timeouts,
+                group_id=str(current_round), timeouts=self.timeouts, roster=self.roster,
+                active_security=self.active_security, max_corrupt=max_corrupt, security_bits=self.security_bits,
             )
         except SecAggError as exc:  # a config the sampled set cannot meet: keep the model
             self._record(context, current_round, "refused", error_reason(exc))
