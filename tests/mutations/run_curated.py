@@ -158,6 +158,25 @@ CURATED: tuple[Mutation, ...] = (
         ("tests/protocols/test_secagg_secrets.py",),
         "a client unmasks for a survivor set below max(t, min_survivors): the server can isolate one input",
     ),
+    # Demonstrations that the strengthened weak tests can fail.
+    Mutation(
+        "masking_skipped",
+        "protocols/secagg.py",
+        'self_seed=self._b_seed, pair_seeds=pair_seeds, backend="numpy"',
+        'self_seed=None, pair_seeds=[], backend="numpy"',
+        ("tests/protocols/test_transcript_leak.py",),
+        "the client sends its plaintext encoding: the transcript-leak check must see it",
+    ),
+    Mutation(
+        "ckks_chunks_half_full",
+        "secagg/ckks.py",
+        "        for start in range(0, values.size, SLOTS):\n"
+        "            yield ts.ckks_vector(self._ctx, values[start:start + SLOTS]).serialize()\n",
+        "        for start in range(0, values.size, SLOTS // 2):\n"
+        "            yield ts.ckks_vector(self._ctx, values[start:start + SLOTS // 2]).serialize()\n",
+        ("tests/secagg/test_ckks_wire.py",),
+        "each ciphertext carries half the slots: twice the upload, while bytes_per_param still says 32",
+    ),
 )
 
 
