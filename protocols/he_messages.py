@@ -1,7 +1,7 @@
 """Wire messages of the HE aggregation sessions (kinds 32-63) and small codecs.
 
-Split from :mod:`protocols.he` (which holds the state machines) to keep each
-module readable in one sitting. Messages use the canonical codec of
+Split from the state machines (:mod:`protocols.he_server`,
+:mod:`protocols.he_client`) to keep each module readable in one sitting. Messages use the canonical codec of
 :mod:`protocols.messages`; integers inside BYTES fields use :func:`pack_ints`
 (a u32 big-endian length, then the big-endian magnitude, per integer).
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,13 +25,7 @@ _U32 = struct.Struct(">I")
 
 
 # ---------------------------------------------------------------- messages (kinds 32-63)
-def _message(kind: int):
-    def wrap(cls: type) -> type:
-        return m.register(kind)(dataclass(frozen=True)(cls))
-    return wrap
-
-
-@_message(32)
+@m.wire_message(32)
 class HeKeyRequest(m.Message):
     """Server -> client: the session begins; the server's X25519 public key."""
     header: m.Header
@@ -40,7 +33,7 @@ class HeKeyRequest(m.Message):
     BODY = (("server_public", m.FieldKind.BYTES),)
 
 
-@_message(33)
+@m.wire_message(33)
 class HeAdvertise(m.Message):
     """Client -> server: the client's X25519 public key for this session, and
     its Ed25519 signature over ``advert_transcript`` (empty without identities)."""
@@ -50,7 +43,7 @@ class HeAdvertise(m.Message):
     BODY = (("public", m.FieldKind.BYTES), ("signature", m.FieldKind.BYTES))
 
 
-@_message(34)
+@m.wire_message(34)
 class HeKeysBroadcast(m.Message):
     """Server -> key holder: every live client's X25519 public key and its signature."""
     header: m.Header
@@ -59,7 +52,7 @@ class HeKeysBroadcast(m.Message):
     BODY = (("keys", m.FieldKind.BYTES_MAP), ("signatures", m.FieldKind.BYTES_MAP))
 
 
-@_message(35)
+@m.wire_message(35)
 class HeKeyDelivery(m.Message):
     """Key holder -> server: the HE public key, one sealed secret per client, and
     the holder's signature over ``key_transcript`` (empty without identities)."""
@@ -71,7 +64,7 @@ class HeKeyDelivery(m.Message):
             ("signature", m.FieldKind.BYTES))
 
 
-@_message(36)
+@m.wire_message(36)
 class HeKeyForward(m.Message):
     """Server -> client: HE public key, the holder's X25519 key, this client's
     sealed secret, the parties, and the holder's signature over all but the sealed secret."""
@@ -85,7 +78,7 @@ class HeKeyForward(m.Message):
             ("sealed", m.FieldKind.BYTES), ("parties", m.FieldKind.IDS), ("signature", m.FieldKind.BYTES))
 
 
-@_message(37)
+@m.wire_message(37)
 class HeInput(m.Message):
     """Client -> server: encrypted chunks (index -> bytes) and their HMAC tag."""
     header: m.Header
@@ -94,7 +87,7 @@ class HeInput(m.Message):
     BODY = (("chunks", m.FieldKind.BYTES_MAP), ("tag", m.FieldKind.BYTES))
 
 
-@_message(38)
+@m.wire_message(38)
 class HeDecryptRequest(m.Message):
     """Server -> client: the aggregate chunks, their tag, and who was summed."""
     header: m.Header
@@ -104,7 +97,7 @@ class HeDecryptRequest(m.Message):
     BODY = (("chunks", m.FieldKind.BYTES_MAP), ("tag", m.FieldKind.BYTES), ("survivors", m.FieldKind.IDS))
 
 
-@_message(39)
+@m.wire_message(39)
 class HeDecrypted(m.Message):
     """Client -> server (shared key): the integer sums in Z_{2^bits}."""
     header: m.Header
@@ -112,7 +105,7 @@ class HeDecrypted(m.Message):
     BODY = (("sums", m.FieldKind.ARRAY),)
 
 
-@_message(40)
+@m.wire_message(40)
 class HePartial(m.Message):
     """Client -> server (threshold): partial decryptions and their proof."""
     header: m.Header

@@ -16,9 +16,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from secagg import aead, kex
+from secagg import paillier_threshold as threshold_paillier
 
 from . import messages as m
-from .he import HeConfig, HeScheme, advert_transcript, ckks_chunk_sizes, key_transcript
+from .he_config import HeConfig, HeScheme, advert_transcript, ckks_chunk_sizes, key_transcript
 from .he_messages import HeAdvertise, HeInput, HeKeyDelivery, HeKeyForward, HeKeysBroadcast, unpack_ints
 
 __all__ = ["HE_ADVERSARIAL_BEHAVIOURS", "SIGNATURE_MODES", "KeySubstitutionServer"]
@@ -162,14 +163,13 @@ def _decoder(config: HeConfig, public: bytes, secrets_: dict[int, bytes]) -> Dec
             cts = scheme.paillier.ciphertexts_from_bytes(pk, chunks[0], scheme.plan.n_ciphertexts(count))
             return scheme.paillier.decrypt_packed(sk, scheme.plan, cts, count, 1)
     else:
-        from secagg import paillier_threshold as T
         pub = scheme.load_public(public)
-        shares = [T.KeyShare(*unpack_ints(s, 2)) for s in secrets_.values()][: pub.threshold]
+        shares = [threshold_paillier.KeyShare(*unpack_ints(s, 2)) for s in secrets_.values()][: pub.threshold]
 
         def ints_of(chunks: dict) -> NDArray[np.int64]:
             cts = scheme.paillier.ciphertexts_from_bytes(pub.paillier, chunks[0], scheme.plan.n_ciphertexts(count))
-            partials = [T.partial_decrypt(pub, s, cts) for s in shares]
-            return scheme.plan.unpack(T.combine(pub, cts, partials, verify=False), count, 1)
+            partials = [threshold_paillier.partial_decrypt(pub, s, cts) for s in shares]
+            return scheme.plan.unpack(threshold_paillier.combine(pub, cts, partials, verify=False), count, 1)
 
     def decode(chunks: dict) -> tuple[NDArray[np.float64], float]:
         vector, weight = c.encoder.decode_sum(c.encoder.to_modular(ints_of(chunks)))

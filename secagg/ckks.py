@@ -71,6 +71,10 @@ __all__ = [
     "tag_chunk",
     "open_chunk",
     "TAG_BYTES",
+    "SLOTS",
+    "MAX_CIPHERTEXT_BYTES",
+    "MAX_SECRET_CONTEXT_BYTES",
+    "MAX_SERVER_CONTEXT_BYTES",
 ]
 
 POLY_MODULUS_DEGREE = 4096
@@ -87,10 +91,19 @@ NOISE_SIGMA_SCALED = 1400.0
 PACKED_SIGMAS = 20
 #: the real-mode error bound is this many σ of the n-client noise
 REAL_SIGMAS = 8
-#: above this 10-client-sum error a setting must be asked for explicitly (issue #4)
+#: above this 10-client-sum error a setting must be asked for explicitly
 PRECISION_LIMIT = 1e-6
 TAG_BYTES = 32
 _MAX_CHUNK_BYTES = 1 << 20  # one serialized N=4096 ciphertext is ~66 kB
+#: Serialized headers (SEAL, TenSEAL protobuf): a few hundred bytes, with margin.
+_SERIAL_HEADER_BYTES = 4096
+_POLY_BYTES = POLY_MODULUS_DEGREE * len(COEFF_MOD_BIT_SIZES) * 8  # one polynomial, 64-bit words per prime
+#: Largest serialized ciphertext: two uncompressed polynomials (measured ~66 kB compressed, fresh or summed).
+MAX_CIPHERTEXT_BYTES = 2 * _POLY_BYTES + _SERIAL_HEADER_BYTES
+#: Largest secret context (secret key and public key, three polynomials; measured ~62 kB).
+MAX_SECRET_CONTEXT_BYTES = 4 * _POLY_BYTES + _SERIAL_HEADER_BYTES
+#: Largest server context (parameters only; measured 86 bytes).
+MAX_SERVER_CONTEXT_BYTES = _SERIAL_HEADER_BYTES
 
 
 def _ts() -> Any:
