@@ -39,6 +39,7 @@ __all__ = [
     "make_encoder",
     "sim_available",
     "FloatMeanAggregator",
+    "security_options",
 ]
 
 SECURE_PROTOCOLS = ("secagg", "secagg+")
@@ -58,6 +59,30 @@ def sim_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def security_options(protocol: str, n: int, dim: int, encoder: Any, *, threshold: int | None = None,
+                     active_security: bool = False, max_corrupt: int | None = None) -> dict[str, Any]:
+    """The ``protocols.sim.run`` keywords that set a round's security, checked before any crypto.
+
+    SecAgg / SecAgg+: ``active_security`` and ``max_corrupt`` as given (the
+    config refuses a threshold that many colluders defeat). HE: always
+    ``active_security=True``, so that the simulator gives every client an
+    Ed25519 identity (OS CSPRNG) and the key ceremony is signed: a server
+    that substitutes the HE key is caught. With ``max_corrupt`` the HE config
+    is built here with it (shared-key schemes are refused, threshold Paillier
+    needs t > max_corrupt; default t = max(n//2 + 1, max_corrupt + 1)), and
+    the threshold it settles on is passed on. Raises :class:`ConfigError` /
+    ``ThresholdError`` for a threat model the protocol cannot meet.
+    """
+    if protocol not in HE_PROTOCOLS:
+        return {"threshold": threshold, "active_security": active_security, "max_corrupt": max_corrupt}
+    if max_corrupt is None:
+        return {"threshold": threshold, "active_security": True}
+    from protocols.he import HeConfig
+
+    config = HeConfig(tuple(range(n)), dim, encoder, protocol, threshold=threshold, max_corrupt=max_corrupt)
+    return {"threshold": config.threshold, "active_security": True, "max_corrupt": max_corrupt}
 
 
 def make_encoder(*, clip: float = DELTA_CLIP, precision: float = DELTA_PRECISION, max_clients: int,
@@ -93,7 +118,9 @@ class ProtocolAggregator:
     ``plaintext=True`` runs this protocol's plaintext twin
     (``protocols.sim.run_plaintext``: same encoder, same stochastic rounding
     for the same seed, same dropout semantics). ``driver`` replaces the
-    ``protocols.sim`` module (tests only).
+    ``protocols.sim`` module (tests only). ``max_corrupt``: clients that may
+    collude with the server; HE rounds always sign their key ceremony
+    (:func:`security_options`).
     """
 
     protocol: str
@@ -103,6 +130,7 @@ class ProtocolAggregator:
     active_security: bool = False
     driver: Any = None
     plaintext: bool = False
+    max_corrupt: int | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -136,18 +164,25 @@ class ProtocolAggregator:
             raise ConfigError("one weight per update", updates=ids, weights=sorted(weights))
         position = {cid: i for i, cid in enumerate(ids)}
         vectors = [np.asarray(updates[c]) for c in ids]
+        sim = self._sim()
+        plain = self.protocol == "plaintext" or self.plaintext
+        encoder = self.encoder
+        if encoder is None and not plain and self.protocol in HE_PROTOCOLS and self.max_corrupt is not None:
+            encoder = sim.default_encoder(vectors, max_weight=max(1, *(int(w) for w in weights.values())))
         kwargs: dict[str, Any] = dict(
             weights=[int(weights[c]) for c in ids],
             dropouts={position[c]: s for c, s in (dropouts or {}).items() if c in position} or None,
-            threshold=self.threshold, neighbors=self.neighbors, seed=seed,
-            active_security=self.active_security, encoder=self.encoder,
+            neighbors=self.neighbors, seed=seed, encoder=encoder,
         )
-        sim = self._sim()
         # (small SecAgg+ cohorts run the complete graph inside protocols.sim)
-        if self.protocol == "plaintext" or self.plaintext:
-            result = sim.run_plaintext(vectors, **kwargs)
+        if plain:
+            result = sim.run_plaintext(vectors, threshold=self.threshold, active_security=self.active_security,
+                                       **kwargs)
         else:
-            result = sim.run(self.protocol, vectors, **kwargs)
+            dim = int(vectors[0].size) if vectors else 0
+            options = security_options(self.protocol, len(ids), dim, encoder, threshold=self.threshold,
+                                       active_security=self.active_security, max_corrupt=self.max_corrupt)
+            result = sim.run(self.protocol, vectors, **kwargs, **options)
         return relabel(result, ids)
 
     def plaintext_twin(self) -> "ProtocolAggregator":

@@ -55,7 +55,7 @@ from numpy.typing import NDArray
 
 from secagg.errors import ConfigError
 
-from .aggregation import relabel
+from .aggregation import relabel, security_options
 
 __all__ = ["DP_UNITS", "DP_L2_CLIP", "DP_BITS", "DP_MECHANISM", "INSECURE_NOISE_WARNING", "dp_available",
            "dp_min_survivors", "DPAggregator"]
@@ -97,6 +97,9 @@ class DPAggregator:
     CSPRNG and the ``seed`` of a call is ignored (the protocol's public graph
     is then fresh too, as in a deployment). ``insecure_reproducible_noise=True``
     derives them all from ``seed`` (no privacy against anyone who knows it; tests only).
+    ``max_corrupt`` (clients colluding with the server) goes to the protocol's
+    config; HE rounds always sign their key ceremony
+    (:func:`fl.aggregation.security_options`).
     Raises ConfigError if DP is not installed or the target is unreachable,
     PrivacyBudgetExceeded before a round that could overspend, AbortError when
     fewer than ``min_survivors`` clients survive.
@@ -105,7 +108,8 @@ class DPAggregator:
     def __init__(self, protocol: str, *, n_clients: int, dim: int, rounds: int, epsilon: float, delta: float,
                  dropout_rate: float = 0.0, l2_clip: float = DP_L2_CLIP, threshold: int | None = None,
                  neighbors: int | None = None, unit: str = "client", sampling_rate: float = 1.0,
-                 n_records: int | None = None, insecure_reproducible_noise: bool = False) -> None:
+                 n_records: int | None = None, insecure_reproducible_noise: bool = False,
+                 max_corrupt: int | None = None) -> None:
         if not dp_available():
             raise ConfigError("distributed DP is not available yet in this installation "
                               "(protocols.dp / secagg.dp are missing); run without --dp-epsilon")
@@ -123,6 +127,7 @@ class DPAggregator:
         from secagg.dp.calibration import calibrate_noise_multiplier
 
         self.protocol, self.threshold, self.neighbors, self.unit = protocol, threshold, neighbors, unit
+        self.max_corrupt = max_corrupt
         self.sampling_rate = float(sampling_rate)
         self.min_survivors = dp_min_survivors(n_clients, dropout_rate)
         self.noise_multiplier = calibrate_noise_multiplier(
@@ -178,6 +183,9 @@ class DPAggregator:
         if self.protocol == "plaintext":
             result = sim.run_plaintext(padded, **common)
         else:
-            result = sim.run(self.protocol, padded, threshold=self.threshold, neighbors=self.neighbors, **common)
+            # HE: every client signs the key ceremony (security_options); max_corrupt reaches every protocol.
+            options = security_options(self.protocol, len(ids), len(padded[0]), encoder, threshold=self.threshold,
+                                       max_corrupt=self.max_corrupt)
+            result = sim.run(self.protocol, padded, neighbors=self.neighbors, **common, **options)
         self.dp.finish_round(result, encoder, ids=ids)
         return relabel(result, ids)

@@ -93,6 +93,10 @@ class TrainConfig:
     identical DP runs: anyone who knows the seed can then remove the noise.
     ``clients_per_round=None`` samples every centre. ``dropout_rate`` is the
     per-round probability that a sampled client vanishes mid-protocol.
+    ``max_corrupt`` is how many clients may collude with the server: the
+    protocol's config refuses thresholds (SecAgg, threshold Paillier) or
+    schemes (shared-key HE) that many defeat. HE rounds always sign their
+    key ceremony with per-client identity keys.
     """
 
     dataset: str = "heart-disease"
@@ -112,6 +116,7 @@ class TrainConfig:
     precision: float = DELTA_PRECISION
     neighbors: int | None = None
     threshold: int | None = None
+    max_corrupt: int | None = None
     dp_epsilon: float | None = None
     dp_delta: float | None = None
     dp_l2_clip: float | None = None
@@ -258,12 +263,13 @@ class Trainer:
                                       epsilon=config.dp_epsilon, delta=float(config.dp_delta or 0.0),
                                       dropout_rate=config.dropout_rate, l2_clip=self.dp_l2_clip,
                                       threshold=config.threshold, neighbors=config.neighbors,
+                                      max_corrupt=config.max_corrupt,
                                       insecure_reproducible_noise=config.insecure_reproducible_noise, **record)
         if aggregator is None:
             encoder = make_encoder(clip=config.clip, precision=config.precision, max_clients=n_clients,
                                    max_weight=self.max_weight)
             aggregator = ProtocolAggregator(config.protocol, encoder, threshold=config.threshold,
-                                            neighbors=config.neighbors)
+                                            neighbors=config.neighbors, max_corrupt=config.max_corrupt)
         self.aggregator = aggregator
         self._grads: PerExampleGradients | None = None  # built on first use (record-level DP)
 
