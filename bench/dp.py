@@ -20,7 +20,7 @@ Measured in one run, so ratios survive the noise of a shared machine:
   encode of the same vector (the per-client overhead the DP layer adds to a
   SecAgg+ round; the masking cost is the protocol's and unchanged).
 
-Run ``python bench/dp.py [--quick] [--json out.json]``. Prints one JSON
+Run ``python bench/dp.py [--quick | --smoke] [--json out.json]``. Prints one JSON
 document, then a table. Timings are not asserted.
 """
 
@@ -194,13 +194,16 @@ def _table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    parser.add_argument("--smoke", action="store_true", help="the --quick sizes, flagged as a smoke run (tests)")
     parser.add_argument("--json", type=Path, help="also write the JSON document here")
     args = parser.parse_args(argv)
+    args.quick = args.quick or args.smoke  # --quick already runs in a few seconds
     result = {
         "benchmark": "dp",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "numpy": np.__version__},
         "quick": args.quick,
+        "smoke": args.smoke,
         "samplers": bench_samplers(args.quick),
         "encoder": bench_encoder(args.quick),
         "round": bench_round(args.quick),

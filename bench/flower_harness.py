@@ -20,7 +20,7 @@ reply a SuperLink returns for an unavailable node (``dropout_reply="error"``)
 or no reply at all (``"absent"``, a timeout); Flower's workflow treats both
 alike.
 
-Run ``python bench/flower_harness.py [--quick]`` for the self-check against the
+Run ``python bench/flower_harness.py [--quick | --smoke]`` for the self-check against the
 project's research note on Flower's SecAgg+: N=10, d=10k round
 correct; a dropout at setup or share_keys halts the round with no aggregate;
 dropouts at collect_masked_vectors are recovered.
@@ -299,8 +299,10 @@ def selfcheck(quick: bool = False) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller d")
+    parser.add_argument("--smoke", action="store_true", help="the --quick size, flagged as a smoke run (tests)")
     args = parser.parse_args(argv)
-    result = selfcheck(args.quick)
+    result = selfcheck(args.quick or args.smoke)  # --quick already runs in a few seconds
+    result["smoke"] = args.smoke
     print(json.dumps(result, indent=2))
     print(f"\n{'case':32} {'aggregate':>9} {'halted_at':>14} {'max_err':>10} {'round s':>8}")
     for name, row in result["cases"].items():

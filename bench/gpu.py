@@ -42,7 +42,7 @@ CUDA device exists, and then every figure is a CPU figure, not a GPU one.
   real ``FixedPointEncoder.encode`` + in-place masking, which is exactly the
   numpy work ``SecAggClient`` does.
 
-Run ``python bench/gpu.py [--quick] [--compile] [--json out.json]``. ``--quick``
+Run ``python bench/gpu.py [--quick | --smoke] [--compile] [--json out.json]``. ``--quick``
 scales every size down 10x (RSS: 10**7). Timings are not asserted.
 """
 
@@ -477,12 +477,14 @@ def _table(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke sizes (10x smaller)")
+    parser.add_argument("--quick", action="store_true", help="10x smaller sizes")
+    parser.add_argument("--smoke", action="store_true", help="the --quick sizes, flagged as a smoke run (tests)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile on the CPU (~2-5 min build)")
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=RSS_VARIANTS, default=RSS_VARIANTS[1], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.quick = args.quick or args.smoke  # --quick already runs in a few seconds
     if args.rss_child:
         print(json.dumps(rss_child(args.rss_child, args.variant)))
         return 0
@@ -503,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         else "no CUDA device: every figure below is a CPU figure, none is a GPU figure",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "quick": args.quick,
+        "smoke": args.smoke,
     }
     results["keystream"] = bench_keystream(args.quick, args.compile, torch, device)
     results["client_masking"] = bench_client(args.quick, torch, device)

@@ -15,7 +15,7 @@ shared machine:
   mode (2 values/slot, 16 B/param, 16-bit quantisation), against raw TenSEAL
   with its common default (N = 8192, [60, 40, 40, 60], 2^40).
 
-Run ``python bench/he.py [--quick] [--json out.json] [--safe-primes FILE]``.
+Run ``python bench/he.py [--quick | --smoke] [--json out.json] [--safe-primes FILE]``.
 Prints one JSON document, then a table. Timings are not asserted; each is the
 best of 3 runs (1 with ``--quick``), since other load only ever adds time.
 """
@@ -286,19 +286,21 @@ def _table(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small samples, 1024-bit Paillier (smoke run)")
+    ap.add_argument("--quick", action="store_true", help="small samples, 1024-bit Paillier")
+    ap.add_argument("--smoke", action="store_true", help="the --quick sizes, flagged as a smoke run (tests)")
     ap.add_argument("--json", help="also write the JSON here")
     ap.add_argument("--safe-primes", help="SafePrimeStore file with cached 1024-bit safe primes")
     ap.add_argument("--wall", action="store_true", help="wall-clock instead of CPU time for 1-process rows")
     ap.add_argument("--skip", action="append", default=[], choices=["paillier", "threshold", "ckks"])
     args = ap.parse_args(argv)
+    args.quick = args.quick or args.smoke  # --quick already runs in a few seconds
     global REPS, CLOCK
     REPS = 1 if args.quick else REPS
     CLOCK = time.perf_counter if args.wall else time.process_time
     res: dict[str, Any] = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                                        "load_avg_1m": os.getloadavg()[0]},
                            "clock": "wall" if args.wall else "process_time (2-worker rows: wall)",
-                           "quick": args.quick, "n_clients": N_CLIENTS}
+                           "quick": args.quick, "smoke": args.smoke, "n_clients": N_CLIENTS}
     if "paillier" not in args.skip:
         res["paillier"] = bench_paillier(args.quick, 1024 if args.quick else 2048)
     if "threshold" not in args.skip:

@@ -19,7 +19,7 @@ Measured in one run, so ratios survive the noise of a shared machine:
   vector, as a ratio to ``expand`` of the same length (the mask the client adds
   to it), so the encoding's share of a round can be read off.
 
-Run ``python bench/primitives.py [--quick] [--json out.json] [--flower-1000]``.
+Run ``python bench/primitives.py [--quick | --smoke] [--json out.json] [--flower-1000]``.
 Prints one JSON document, then a table. Timings are not asserted.
 """
 
@@ -244,13 +244,16 @@ def _table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    parser.add_argument("--smoke", action="store_true", help="the --quick sizes, flagged as a smoke run (tests)")
     parser.add_argument("--json", type=Path, help="also write the JSON document here")
     parser.add_argument("--flower-1000", action="store_true", help="also time Flower at n = 1000 (minutes)")
     args = parser.parse_args(argv)
+    args.quick = args.quick or args.smoke  # --quick already runs in a few seconds
     result = {
         "benchmark": "primitives",
         "quick": args.quick,
+        "smoke": args.smoke,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "prg": bench_prg(args.quick),
         "shamir": bench_shamir(args.quick, args.flower_1000),

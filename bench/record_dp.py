@@ -21,7 +21,7 @@ q = 0.05, per-record clip C = 1 and step size 0.5:
 Metric: mean per-centre test accuracy (FLamby's), seeds 42-46 (42-43 with
 ``--quick``). Plaintext FedAvg without DP reaches 0.736 (README).
 
-Run ``python bench/record_dp.py [--quick] [--json out.json]``. Prints JSON, then a table.
+Run ``python bench/record_dp.py [--quick | --smoke] [--json out.json]``. Prints JSON, then a table.
 """
 
 from __future__ import annotations
@@ -49,19 +49,20 @@ from fl.trainer import TrainConfig, Trainer, evaluate  # noqa: E402
 EPSILONS = (1.0, 2.0, 4.0, 8.0)
 DELTA = 1e-5
 ROUNDS, RATE, CLIP, LR = 100, 0.05, 1.0, 0.5
+SMOKE_ROUNDS = 5  # enough for every path (sampling, clipping, noise, accounting), not for accuracy
 
 
-def ours(epsilon: float, seed: int) -> tuple[float, float, float]:
-    cfg = TrainConfig(protocol="secagg+", rounds=ROUNDS, local_steps=1, dp_epsilon=epsilon, dp_delta=DELTA,
+def ours(epsilon: float, seed: int, rounds: int = ROUNDS) -> tuple[float, float, float]:
+    cfg = TrainConfig(protocol="secagg+", rounds=rounds, local_steps=1, dp_epsilon=epsilon, dp_delta=DELTA,
                       dp_unit="record", dp_sampling_rate=RATE, dp_l2_clip=CLIP, client_lr=LR, seed=seed)
     trainer = Trainer(cfg)
     t0 = time.perf_counter()
     result = trainer.run()
-    seconds = (time.perf_counter() - t0) / ROUNDS
+    seconds = (time.perf_counter() - t0) / rounds
     return result.final["mean_centre_accuracy"], trainer.aggregator.noise_multiplier, seconds
 
 
-def opacus_pooled(epsilon: float, seed: int) -> tuple[float, float]:
+def opacus_pooled(epsilon: float, seed: int, rounds: int = ROUNDS) -> tuple[float, float]:
     from opacus import PrivacyEngine
     from opacus.accountants.utils import get_noise_multiplier
 
@@ -72,14 +73,14 @@ def opacus_pooled(epsilon: float, seed: int) -> tuple[float, float]:
     model = make_model("logreg", data.n_features, sim_seed=seed)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
                                          batch_size=int(RATE * len(x)))
-    z = get_noise_multiplier(target_epsilon=epsilon, target_delta=DELTA, sample_rate=RATE, steps=ROUNDS,
+    z = get_noise_multiplier(target_epsilon=epsilon, target_delta=DELTA, sample_rate=RATE, steps=rounds,
                              accountant="rdp")
     engine = PrivacyEngine(accountant="rdp")
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     model, optimizer, loader = engine.make_private(module=model, optimizer=optimizer, data_loader=loader,
                                                    noise_multiplier=z, max_grad_norm=CLIP, poisson_sampling=True)
     steps = 0
-    while steps < ROUNDS:
+    while steps < rounds:
         for xb, yb in loader:
             optimizer.zero_grad()
             logits = model(xb)
@@ -88,16 +89,16 @@ def opacus_pooled(epsilon: float, seed: int) -> tuple[float, float]:
             loss.backward()
             optimizer.step()
             steps += 1
-            if steps == ROUNDS:
+            if steps == rounds:
                 break
     return evaluate(model._module, data)["mean_centre_accuracy"], z
 
 
-def opacus_epsilon(z: float) -> float:
+def opacus_epsilon(z: float, rounds: int = ROUNDS) -> float:
     from opacus.accountants import RDPAccountant
 
     acc = RDPAccountant()
-    acc.history = [(z, RATE, ROUNDS)]
+    acc.history = [(z, RATE, rounds)]
     return float(acc.get_epsilon(DELTA))
 
 
@@ -115,29 +116,34 @@ def _table(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two seeds")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"one seed, ε = 8 only, {SMOKE_ROUNDS} steps: a few seconds (tests)")
     parser.add_argument("--json", type=Path, help="also write the JSON document here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")  # Opacus' notices about secure_mode and hooks
-    seeds = (42, 43) if args.quick else (42, 43, 44, 45, 46)
+    seeds = (42,) if args.smoke else (42, 43) if args.quick else (42, 43, 44, 45, 46)
+    epsilons = EPSILONS[-1:] if args.smoke else EPSILONS
+    rounds = SMOKE_ROUNDS if args.smoke else ROUNDS
     rows, per_round = [], []
-    for eps in EPSILONS:
+    for eps in epsilons:
         mine, theirs, z_ours, z_theirs = [], [], 0.0, 0.0
         for seed in seeds:
-            acc, z_ours, sec = ours(eps, seed)
+            acc, z_ours, sec = ours(eps, seed, rounds)
             mine.append(acc)
             per_round.append(sec)
-            acc_o, z_theirs = opacus_pooled(eps, seed)
+            acc_o, z_theirs = opacus_pooled(eps, seed, rounds)
             theirs.append(acc_o)
         rows.append({"epsilon": eps, "ours_mean": float(np.mean(mine)), "ours_std": float(np.std(mine)),
                      "opacus_mean": float(np.mean(theirs)), "opacus_std": float(np.std(theirs)),
-                     "z_ours": z_ours, "z_opacus": z_theirs, "opacus_epsilon_at_our_z": opacus_epsilon(z_ours),
+                     "z_ours": z_ours, "z_opacus": z_theirs, "opacus_epsilon_at_our_z": opacus_epsilon(z_ours, rounds),
                      "ours_per_seed": mine, "opacus_per_seed": theirs})
     result = {
         "benchmark": "record_dp",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "torch": torch.__version__},
         "quick": args.quick,
-        "setting": {"dataset": "heart-disease", "rounds": ROUNDS, "sampling_rate": RATE, "clip": CLIP, "lr": LR,
+        "smoke": args.smoke,
+        "setting": {"dataset": "heart-disease", "rounds": rounds, "sampling_rate": RATE, "clip": CLIP, "lr": LR,
                     "delta": DELTA, "seeds": list(seeds), "protocol": "secagg+"},
         "rows": rows,
         "seconds_per_round": float(np.median(per_round)),

@@ -317,7 +317,8 @@ def _table(out: dict[str, Any]) -> None:
     print(f"client masking d={m['d']}, k={m['neighbors']}: ours {m['ours_masking_seconds']*1e3:.1f} ms "
           f"(+encode {m['ours_encode_seconds']*1e3:.1f} ms), Flower {m['flower_masking_seconds']*1e3:.1f} ms, "
           f"{m['neighbors']+1} raw ChaCha20 {m['raw_chacha20_k_plus_1_seconds']*1e3:.1f} ms -> ours/raw "
-          f"{m['ours_over_raw']:.2f}, Flower/ours {m['flower_over_ours']:.1f}x")
+          f"{m['ours_over_raw']:.2f}x (+encode {m['ours_with_encode_over_raw']:.2f}x), "
+          f"Flower/ours {m['flower_over_ours']:.1f}x")
     big = out["cases"][2]["ours"]
     if "over_prg_floor" in big:
         print(f"PRG floor ({out['cases'][2]['case']}): {big['prg_streams']} expansions, floor "
