@@ -4,17 +4,23 @@
 1. A ServerApp using :class:`fl.flower.SecAggFitWorkflow` runs 2 rounds on a
    synthetic update; the global model matches the same app run in process
    (``InProcessGrid``) and the plaintext FedAvg, within quantisation.
-2. A new run pauses every node at MASKED_INPUT; one SuperNode is SIGKILLed by
+2. One round with active security: every SuperNode pins the roster and its
+   own identity key (node config ``secagg-roster``, ``secagg-identity``,
+   ``secagg-max-corrupt=1``), the ServerApp the same roster; the round runs
+   the signed identify step and the consistency stage and gives the FedAvg.
+3. A new run pauses every node at MASKED_INPUT; one SuperNode is SIGKILLed by
    PID (with its SuperExec and ClientApp children) mid-round. The round
    completes from the four survivors (their FedAvg), or aborts with our
    typed reason.
 
-Every process is started here and killed by PID at the end; every wait is
-bounded. Slow (minutes on a 2-core machine): ``pytest -m slow``.
+Every process starts in its own process group and is killed with its group at
+the end (fixture finaliser, ``atexit``, and a watchdog process that acts if the
+test process itself dies); every wait is bounded. Slow (minutes on a 2-core machine): ``pytest -m slow``.
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
 import os
@@ -66,6 +72,9 @@ pause-stage = ""
 pause-seconds = 0.0
 timeout-first = 300.0
 timeout-stage = 180.0
+active = false
+roster = ""
+max-corrupt = 0
 """
 
 APP = '''\
@@ -127,13 +136,17 @@ client_app = ClientApp(
 )
 
 
-def train(grid, context, rounds, timeouts):
+def train(grid, context, rounds, timeouts, active=False, roster=None, max_corrupt=None):
     strategy = FedAvg(
         fraction_fit=1.0, min_fit_clients=N_NODES, min_available_clients=N_NODES, fraction_evaluate=0.0,
         initial_parameters=ndarrays_to_parameters(initial()), on_fit_config_fn=lambda r: {"round": r},
     )
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy)
-    workflow = SecAggFitWorkflow(neighbors=None, threshold=3, clip=CLIP, max_weight=MAX_WEIGHT, timeouts=timeouts)
+    if active:  # complete graph, n = 5, c = 1: 2t - n > c needs t >= 4
+        workflow = SecAggFitWorkflow(neighbors=None, threshold=4, clip=CLIP, max_weight=MAX_WEIGHT, timeouts=timeouts,
+                                     roster=roster, active_security=True, max_corrupt=max_corrupt)
+    else:
+        workflow = SecAggFitWorkflow(neighbors=None, threshold=3, clip=CLIP, max_weight=MAX_WEIGHT, timeouts=timeouts)
     DefaultWorkflow(fit_workflow=workflow)(grid, legacy)
     params = compat.arrayrecord_to_parameters(legacy.state.array_records["parameters"], keep_input=True)
     return {
@@ -141,7 +154,7 @@ def train(grid, context, rounds, timeouts):
         "status": dict(legacy.state.config_records[STATUS_KEY]),
         "rounds": [
             {"ok": o.ok, "survivors": o.survivors, "reason": o.reason(), "dropped_at": o.dropped_at,
-             "errors": o.errors}
+             "errors": o.errors, "stages": sorted(o.stage_seconds)}
             for o in workflow.outcomes
         ],
     }
@@ -155,7 +168,9 @@ def main(grid, context):
     cfg = context.run_config
     timeouts = {s: float(cfg["timeout-stage"]) for s in ("share_keys", "masked_input", "unmask")}
     timeouts["advertise_keys"] = float(cfg["timeout-first"])
-    result = train(grid, context, int(cfg["num-server-rounds"]), timeouts)
+    active = bool(cfg["active"])
+    result = train(grid, context, int(cfg["num-server-rounds"]), timeouts, active=active,
+                   roster=str(cfg["roster"]) if active else None, max_corrupt=int(cfg["max-corrupt"]) if active else None)
     Path(cfg["out-dir"], "result.json").write_text(json.dumps(result))
 '''
 
@@ -221,11 +236,39 @@ def _wait(predicate, timeout: float, what: str, poll: float = 0.5):  # noqa: ANN
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-class Cluster:
-    """One SuperLink and ``n`` SuperNodes on loopback; every PID is tracked and killed."""
+# Runs beside the test process, in its own session: when the test process is gone
+# (even SIGKILLed, where atexit never runs) it SIGKILLs every process group
+# listed in the file, one pgid a line. argv: test pid, pgid file.
+WATCHDOG = """
+import os, signal, sys, time
+parent, path = int(sys.argv[1]), sys.argv[2]
+while os.getppid() == parent:
+    time.sleep(1.0)
+try:
+    pgids = {int(x) for x in open(path).read().split()}
+except OSError:
+    pgids = set()
+for pgid in pgids:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
 
-    def __init__(self, root: Path, n: int) -> None:
+
+class Cluster:
+    """One SuperLink and ``n`` SuperNodes on loopback.
+
+    Each process starts in its own session (``start_new_session``), so its
+    process group holds it and the SuperExec / ClientApp processes it spawns.
+    :meth:`close` SIGKILLs every group and every descendant PID seen; it runs
+    from the fixture's finaliser, from ``atexit``, and, if the test process
+    dies without either, from a watchdog process that outlives it.
+    """
+
+    def __init__(self, root: Path, n: int, node_config: dict[int, dict[str, object]] | None = None) -> None:
         self.root, self.n = root, n
+        self.node_config = node_config or {}
         self.home = root / "flwr-home"
         self.home.mkdir()
         self.port = _free_port()
@@ -237,11 +280,20 @@ class Cluster:
         self.procs: list[subprocess.Popen] = []
         self.supernodes: list[subprocess.Popen] = []
         self.seen: set[int] = set()  # every descendant PID observed, for cleanup
+        self.pgid_file = root / "pgids"
+        self.pgid_file.write_text("")
+        self.closed = False
+        atexit.register(self.close)
+        self.watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid()), str(self.pgid_file)],
+                                         start_new_session=True, stdin=subprocess.DEVNULL)
 
     def _spawn(self, args: list[str], log: str) -> subprocess.Popen:
         with open(self.root / log, "wb") as out:
-            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.root)
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.root,
+                                    start_new_session=True)
         self.procs.append(proc)
+        with open(self.pgid_file, "a") as f:  # the session leader's pid is its group id
+            f.write(f"{proc.pid}\n")
         return proc
 
     def start(self) -> None:
@@ -252,9 +304,13 @@ class Cluster:
         for i in range(self.n):
             self.supernodes.append(self._spawn(
                 [str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.port}",
-                 "--port", str(_free_port()), "--node-config", f"partition-id={i}"], f"supernode{i}.log"))
+                 "--port", str(_free_port()), "--node-config", self._node_config(i)], f"supernode{i}.log"))
         _wait(lambda: self._log("superlink.log").count("Activated node_id") >= self.n, START_TIMEOUT,
               "all SuperNodes to register")
+
+    def _node_config(self, i: int) -> str:
+        extra = self.node_config.get(i, {})
+        return " ".join([f"partition-id={i}"] + [f"{k}={json.dumps(v)}" for k, v in extra.items()])
 
     def _link_up(self) -> bool:
         assert self.superlink.poll() is None, self._log("superlink.log")[-2000:]
@@ -276,8 +332,9 @@ class Cluster:
                            f"run-{len(self.procs)}.log")
 
     def kill_supernode(self, i: int) -> list[int]:
-        """SIGKILL SuperNode ``i`` and its children (its SuperExec and ClientApp) by PID."""
+        """SIGKILL SuperNode ``i`` and its children (its SuperExec and ClientApp): its group and its tree."""
         pids = _tree(self.supernodes[i].pid)
+        _killpg(self.supernodes[i].pid)
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -287,7 +344,12 @@ class Cluster:
         return pids
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         self.track()
+        for proc in self.procs:
+            _killpg(proc.pid)
         for pid in sorted(self.seen - {p.pid for p in self.procs}):
             if _is_flower(pid):
                 try:
@@ -298,16 +360,41 @@ class Cluster:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=30)
+        self.watchdog.kill()
+        self.watchdog.wait(timeout=30)
+        atexit.unregister(self.close)
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):  # noqa: ANN201
-    c = Cluster(tmp_path, N_NODES)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.close()
+def pki(tmp_path: Path) -> dict[str, object]:
+    """One identity key per SuperNode (OS CSPRNG), each in its own file, and the roster file all pin."""
+    from secagg import kex
+
+    keys = {i: kex.generate_identity() for i in range(N_NODES)}
+    roster = tmp_path / "roster.txt"
+    roster.write_text("".join(f"partition-{i} {k.public_bytes.hex()}\n" for i, k in keys.items()))
+    node_config: dict[int, dict[str, object]] = {}
+    for i, key in keys.items():
+        path = tmp_path / f"identity-{i}.key"
+        path.write_bytes(key.private_bytes)
+        node_config[i] = {"secagg-roster": str(roster), "secagg-identity": str(path), "secagg-max-corrupt": 1}
+    return {"roster": roster, "node_config": node_config}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, pki: dict, request: pytest.FixtureRequest):  # noqa: ANN201
+    c = Cluster(tmp_path, N_NODES, pki["node_config"])
+    request.addfinalizer(c.close)  # also runs when start() or the test fails; close() is idempotent
+    c.start()
+    yield c
+    c.close()
 
 
 @pytest.fixture
@@ -352,7 +439,9 @@ def _step(app) -> float:  # noqa: ANN001
     return FixedPointEncoder(app.CLIP, 32, app.N_NODES, max_weight=app.MAX_WEIGHT).precision
 
 
-def test_deployment_matches_in_process_and_survives_a_killed_supernode(cluster: Cluster, app_dir: Path) -> None:
+def test_deployment_matches_in_process_runs_active_and_survives_a_killed_supernode(
+    cluster: Cluster, app_dir: Path, pki: dict
+) -> None:
     from flwr.app import Context, RecordDict
 
     from fl.flower import InProcessGrid
@@ -375,7 +464,19 @@ def test_deployment_matches_in_process_and_survives_a_killed_supernode(cluster: 
         assert np.max(np.abs(np.asarray(got) - np.asarray(ref))) <= 2 * tol
         assert np.max(np.abs(np.asarray(got) - want)) <= tol
 
-    # 2. Kill one SuperNode while every node sits in MASKED_INPUT.
+    # 2. One active round: signed identify step, signed adverts, consistency check (t = 4, c = 1).
+    out_active = cluster.root / "out-active"
+    out_active.mkdir()
+    active = _finish(cluster, cluster.flwr_run(app_dir, out_active, **{
+        "num-server-rounds": 1, "active": True, "roster": str(pki["roster"]), "max-corrupt": 1}), out_active)
+    (round_active,) = active["rounds"]
+    assert round_active["ok"], round_active
+    assert len(round_active["survivors"]) == N_NODES
+    assert "consistency" in round_active["stages"], round_active["stages"]
+    for got, want in zip(active["model"], _fedavg(app, list(range(N_NODES)), app.initial(), 1)):
+        assert np.max(np.abs(np.asarray(got) - want)) <= tol
+
+    # 3. Kill one SuperNode while every node sits in MASKED_INPUT.
     out2 = cluster.root / "out2"
     out2.mkdir()
     run = cluster.flwr_run(app_dir, out2, **{"num-server-rounds": 1, "pause-stage": "masked_input",
