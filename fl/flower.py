@@ -15,6 +15,10 @@ changing one line on each side::
 * :class:`SecAggFitWorkflow` is a fit workflow for ``DefaultWorkflow`` (``LegacyContext``, as
   Flower's ``SecAggPlusWorkflow``); :func:`run_secure_round` is the round on a bare ``Grid``.
 
+The record format and round config live in :mod:`fl.flower_wire`, what a node
+pins (roster, identity, policy) in :mod:`fl.flower_trust`, and the in-process
+grid in :mod:`fl.flower_grid`; their public names are re-exported here.
+
 Transport: our messages cross Flower as bytes (``to_bytes`` / ``protocols.messages.decode``)
 in the ConfigRecord :data:`RECORD_KEY`, one ``grid.send_and_receive`` per stage with that
 stage's timeout (and message TTL): a SuperNode that does not answer in time, or answers with an
@@ -59,18 +63,17 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from secagg.encoding import FixedPointEncoder, word_dtype
+from secagg.encoding import FixedPointEncoder
 from secagg import kex
 from secagg.errors import ConfigError, DecodeError, IntegrityError, SecAggError, require_bytes, require_extra
 
@@ -78,6 +81,22 @@ from protocols import ABORTED, DONE, AggregateResult, SecAggClient, SecAggConfig
 from protocols.config import DEFAULT_SECURITY_BITS, choose_params, default_threshold
 from protocols.session import AbortReason
 
+from .flower_grid import InProcessGrid, Traffic
+from .flower_wire import (
+    ERROR_CODE,
+    IDENTIFY_LABEL,
+    MAX_CONFIG_BYTES,
+    RECORD_KEY,
+    STATE_KEY,
+    STATUS_KEY,
+    decode_round_config,
+    encode_round_config,
+    error_reason,
+    message_stage,
+    payload_limit,
+    record_stage,
+    require_field,
+)
 from .flower_trust import (
     IDENTITY_KEY,
     NONCE_BYTES,
@@ -98,7 +117,6 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict  # noqa: E402
 from flwr.app.error import Error  # noqa: E402
 from flwr.app.message_type import MessageType  # noqa: E402
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays  # noqa: E402
-from flwr.common.constant import ErrorCode  # noqa: E402
 from flwr.server.compat.legacy_context import LegacyContext  # noqa: E402
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD  # noqa: E402
 from flwr.server.workflow.constant import Key as WorkflowKey  # noqa: E402
@@ -129,161 +147,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RECORD_KEY = "secagg.round"  # ConfigRecord carrying our stage, message bytes and round config
-STATE_KEY = "secagg.client_state"  # node-local Context record holding the pickled client session
-STATUS_KEY = "secagg.status"  # server Context record: outcome of the last round (status, reason)
-# Flower's ErrorCode uses 0-8; ours is distinct so a driver can tell our typed
-# refusals from crashes (ErrorCode.CLIENT_APP_RAISED_EXCEPTION = 2).
-ERROR_CODE = 0x5EC
-CONFIG_VERSION = 1
-# The round config is JSON of node ids and layer shapes: 1 MiB holds ~10^5
-# clients or layers. A larger (or non-bytes) config is refused before parsing.
-MAX_CONFIG_BYTES = 1 << 20
-# Bounds for payload_limit: the header and field prefixes of any message, and
-# what one party adds to a message that lists every party (a broadcast key
-# bundle with signature, an encrypted share pair, a share, ids): 4-8x the
-# largest such entry today, so an honest message always fits.
-_FIXED_MESSAGE_BYTES = 4096
-_PER_PARTY_BYTES = 1024
-_MAX_STAGE_LABEL = 32  # longest Stage value is 14 characters
-# Not a protocol stage: the server's pre-round "who are you" (roster name, signed nonce).
-IDENTIFY_LABEL = "identify"
 # Finite by default: a SuperNode that never answers is a dropout, not a hang.
 # ADVERTISE_KEYS includes local training, so it gets the long deadline.
 DEFAULT_TIMEOUTS: dict[Stage, float] = {stage: 120.0 for stage in Stage} | {Stage.ADVERTISE_KEYS: 600.0}
-
-
-def error_reason(exc: BaseException) -> str:
-    """``"<ErrorType>: <message> (field=value, ...)"`` for a Flower error reply."""
-    return f"{type(exc).__name__}: {exc}"
-
-
-def payload_limit(config: SecAggConfig) -> int:
-    """Most bytes one protocol message of a round with ``config`` can take, either way.
-
-    The masked input (``dim + 1`` words of ``word_dtype(bits)``) plus a fixed
-    header allowance and a per-party allowance for the messages that list
-    every client (keys, encrypted shares, unmasking shares). The adapter
-    refuses a larger payload, on either side, before it is copied or parsed.
-    """
-    word = np.dtype(word_dtype(config.bits)).itemsize
-    return _FIXED_MESSAGE_BYTES + config.n * _PER_PARTY_BYTES + (config.dim + 1) * word
-
-
-def _field(record: ConfigRecord, name: str) -> Any:
-    """``record[name]``; a missing field is the peer's :class:`DecodeError`."""
-    if name not in record:
-        raise DecodeError(f"message lacks field {name!r}", field=name)
-    return record[name]
-
-
-def _stage_of(record: ConfigRecord) -> Stage:
-    """The stage label of our record: a short str naming a :class:`Stage`, else :class:`DecodeError`."""
-    label = _field(record, "stage")
-    if not isinstance(label, str) or len(label) > _MAX_STAGE_LABEL:
-        raise DecodeError("stage label must be a stage name", type=type(label).__name__)
-    try:
-        return as_stage(label)
-    except ConfigError:
-        raise DecodeError("unknown stage label", stage=label) from None
-
-
-# ------------------------------------------------------------------ round config
-
-
-def encode_round_config(config: SecAggConfig, node_ids: Sequence[int], shapes: Sequence[tuple[int, ...]],
-                        names: Sequence[str] | None = None) -> bytes:
-    """The round config as canonical JSON bytes (no pickle: it comes from the server).
-
-    ``node_ids[i]`` is the Flower node that plays client ``i``; ``shapes`` are
-    the model arrays, flattened in order into the ``dim``-long update.
-    ``names[i]`` is client ``i``'s roster name, required when the config has
-    ``identities``: the record names roster entries, never keys (each node
-    looks the keys up in its own roster).
-    """
-    enc = config.encoder
-    if not isinstance(enc, FixedPointEncoder):
-        raise ConfigError("the Flower adapter ships FixedPointEncoder configs only", encoder=type(enc).__name__)
-    if (config.identities is None) != (names is None) or (names is not None and len(names) != config.n):
-        raise ConfigError("a config with identities needs one roster name per client, and only then",
-                          names=None if names is None else len(names), n=config.n)
-    doc = {
-        "v": CONFIG_VERSION, "node_ids": [int(n) for n in node_ids], "shapes": [list(map(int, s)) for s in shapes],
-        "threshold": config.threshold, "dim": config.dim, "neighbors": config.neighbors,
-        "min_survivors": config.min_survivors, "session_id": config.session_id.hex(),
-        "graph_seed": config.graph_seed.hex(), "round": config.round, "weighted": config.weighted,
-        "encoder": {"clip": enc.clip, "bits": enc.bits, "max_clients": enc.max_clients,
-                    "max_weight": enc.max_weight, "norm": enc.norm, "scale": enc.scale},
-        "active": config.active_security, "max_corrupt": config.max_corrupt,
-        "security_bits": config.security_bits, "names": None if names is None else [str(x) for x in names],
-    }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _identities(names: Any, roster: Mapping[str, bytes] | None, n: int) -> dict[int, bytes] | None:
-    """Client index -> public key, from the record's roster names and this node's own roster."""
-    if names is None:
-        return None
-    if roster is None:
-        raise ConfigError("the round names roster identities, but this node has no roster (node config "
-                          "secagg-roster)")
-    if not isinstance(names, list) or len(names) != n or not all(isinstance(x, str) for x in names):
-        raise DecodeError("round config: names must be one string per client", n=n)
-    if len(set(names)) != n:
-        raise IntegrityError("round config names one roster entry twice (one party counted twice)")
-    unknown = [x[:80] for x in names if x not in roster]
-    if unknown:
-        raise IntegrityError("round config names parties that are not in this node's roster", unknown=unknown[:8])
-    return {i: roster[x] for i, x in enumerate(names)}
-
-
-def decode_round_config(
-    data: bytes, roster: Mapping[str, bytes] | None = None,
-) -> tuple[SecAggConfig, list[int], list[tuple[int, ...]]]:
-    """Inverse of :func:`encode_round_config`; :class:`DecodeError` on malformed
-    input (not bytes, over :data:`MAX_CONFIG_BYTES`, bad JSON or fields),
-    :class:`ConfigError` (from the config's own validation) on unsafe values.
-
-    Roster names in the record become ``identities`` through ``roster`` (this
-    node's own): :class:`ConfigError` without one, :class:`IntegrityError` for a
-    name it does not list or a name listed twice.
-    """
-    data = require_bytes(data, "round config", max_size=MAX_CONFIG_BYTES, error=DecodeError)
-    try:
-        doc = json.loads(data.decode())
-        if not isinstance(doc, dict) or doc.get("v") != CONFIG_VERSION:
-            raise DecodeError("unsupported round config version")
-        node_ids = [int(n) for n in doc["node_ids"]]
-        shapes = [tuple(int(x) for x in s) for s in doc["shapes"]]
-        e = doc["encoder"]
-        encoder = FixedPointEncoder(
-            float(e["clip"]), int(e["bits"]), int(e["max_clients"]),
-            max_weight=int(e["max_weight"]), norm=str(e["norm"]), scale=float(e["scale"]),
-        )
-        neighbors, max_corrupt = doc["neighbors"], doc.get("max_corrupt")
-        active = doc.get("active", False)
-        if not isinstance(active, bool):
-            raise DecodeError("round config: active must be a bool")
-        config = SecAggConfig(
-            tuple(range(len(node_ids))), int(doc["threshold"]), int(doc["dim"]), encoder,
-            neighbors=None if neighbors is None else int(neighbors),
-            min_survivors=int(doc["min_survivors"]),
-            session_id=bytes.fromhex(doc["session_id"]), graph_seed=bytes.fromhex(doc["graph_seed"]),
-            round=int(doc["round"]), weighted=bool(doc["weighted"]), active_security=active,
-            identities=_identities(doc.get("names"), roster, len(node_ids)),
-            max_corrupt=None if max_corrupt is None else int(max_corrupt),
-            security_bits=int(doc.get("security_bits", DEFAULT_SECURITY_BITS)),
-        )
-    except SecAggError:
-        raise
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise DecodeError(f"malformed round config: {exc}") from None
-    if any(x < 0 for s in shapes for x in s):
-        raise DecodeError("round config: negative array dimension")
-    # math.prod on Python ints: np.prod would wrap at 2**63 and let huge shapes "add up".
-    if len(set(node_ids)) != len(node_ids) or sum(math.prod(s) for s in shapes) != config.dim:
-        raise DecodeError("round config: node ids repeat or shapes do not add up to dim")
-    return config, node_ids, shapes
 
 
 # ------------------------------------------------------------------ client mod
@@ -368,7 +234,7 @@ def _node_trust(ctxt: Context) -> tuple[dict[str, bytes] | None, kex.IdentityKey
 
 def _identify(msg: Message, ctxt: Context, record: ConfigRecord) -> Message:
     """Answer the server's identify request: our roster name, signed with the server's nonce and our node id."""
-    nonce = require_bytes(_field(record, "payload"), "nonce", max_size=NONCE_BYTES, error=DecodeError)
+    nonce = require_bytes(require_field(record, "payload"), "nonce", max_size=NONCE_BYTES, error=DecodeError)
     if len(nonce) != NONCE_BYTES:
         raise DecodeError("identify nonce must be 32 bytes", got=len(nonce))
     roster, identity = _node_trust(ctxt)
@@ -388,7 +254,7 @@ def _start_session(msg: Message, ctxt: Context, call_next: Callable[[Message, Co
     roster, identity = _node_trust(ctxt)
     if policy.active and (roster is None or identity is None):
         raise ConfigError(f"this node requires active security but names no {ROSTER_KEY} / {IDENTITY_KEY}")
-    config, node_ids, shapes = decode_round_config(_field(record, "config"), roster)
+    config, node_ids, shapes = decode_round_config(require_field(record, "config"), roster)
     payload = require_bytes(raw, "payload", max_size=payload_limit(config), error=DecodeError)
     policy.check(config)
     if msg.metadata.dst_node_id not in node_ids:
@@ -413,10 +279,10 @@ def _run_mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context]
     try:
         # Types and sizes are checked before anything is copied: bytes(2 * 10**8) from
         # an int payload would allocate 200 MB, and bytes(1.5) raises TypeError.
-        if _field(record, "stage") == IDENTIFY_LABEL:
+        if require_field(record, "stage") == IDENTIFY_LABEL:
             return _identify(msg, ctxt, record)
-        stage = _stage_of(record)
-        raw = _field(record, "payload")
+        stage = record_stage(record)
+        raw = require_field(record, "payload")
         if stage is Stage.ADVERTISE_KEYS:
             session, payload = _start_session(msg, ctxt, call_next, raw, record, policy)
         else:
@@ -515,7 +381,7 @@ def identify_nodes(
         try:
             if rec is None:
                 raise DecodeError("reply without our record")
-            claims[nid] = check_identify_signature(roster, _field(rec, "name"), _field(rec, "signature"), nonce, nid)
+            claims[nid] = check_identify_signature(roster, require_field(rec, "name"), require_field(rec, "signature"), nonce, nid)
         except SecAggError as exc:
             errors[nid] = f"[{IDENTIFY_LABEL}] rejected: {error_reason(exc)}"
     for nid in wanted - set(claims) - set(errors):
@@ -622,7 +488,7 @@ def run_secure_round(
                 continue
             try:
                 # Type and size first: an int payload must not become bytes(int) (an allocation).
-                payload = require_bytes(_field(rec, "payload"), "payload", max_size=limit, error=DecodeError)
+                payload = require_bytes(require_field(rec, "payload"), "payload", max_size=limit, error=DecodeError)
                 up[nid] += len(payload)
                 server.receive(index[nid], payload)
             except SecAggError as exc:  # a rejected message counts as a dropout at this stage
@@ -760,126 +626,3 @@ class SecAggFitWorkflow:
         context.state.config_records[STATUS_KEY] = ConfigRecord(
             {"round": current_round, "status": status, "reason": reason}
         )
-
-
-# ------------------------------------------------------------------ in-process grid
-
-
-@dataclass(frozen=True)
-class Traffic:
-    """One message and its reply through :class:`InProcessGrid`: protobuf bytes
-    each way, the ClientApp's time, and the stage label (ours or Flower's)."""
-
-    node_id: int
-    stage: str | None
-    down: int  # bytes to the node
-    up: int  # bytes of its reply
-    seconds: float
-    delivered: bool  # False when the node "died" (no reply)
-
-
-def message_stage(content: RecordDict) -> str | None:
-    """The secure-aggregation stage a message belongs to: ours (:data:`RECORD_KEY`)
-    or Flower's SecAgg+ (``secaggplus_configs``); ``None`` for anything else."""
-    for key, field_name in ((RECORD_KEY, "stage"), ("secaggplus_configs", "stage")):
-        record = content.config_records.get(key)
-        if record is not None and field_name in record:
-            label = record[field_name]
-            return label if isinstance(label, str) and len(label) <= _MAX_STAGE_LABEL else None
-    return None
-
-
-def _wire(content: RecordDict) -> tuple[RecordDict, int]:
-    """A deep copy through Flower's protobuf encoding, and its size in bytes."""
-    from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
-
-    proto = recorddict_to_proto(content)
-    data = proto.SerializeToString()
-    return recorddict_from_proto(type(proto).FromString(data)), len(data)
-
-
-class InProcessGrid(Grid):
-    """A synchronous :class:`Grid` running a ``ClientApp`` in this process (no
-    Ray, no network), for tests and benchmarks.
-
-    Every message and reply is copied through Flower's protobuf encoding, so
-    nothing is shared by reference and :attr:`traffic` counts wire bytes.
-    ``drop(node_id, stage_label)`` simulates a SuperNode that died: return
-    ``"error"`` for the error reply a SuperLink gives for an unavailable node,
-    ``"absent"`` for no reply at all (a timeout), ``None`` to deliver. A
-    ClientApp that raises yields an error reply, as a SuperNode does.
-    ``node_configs`` gives each node's ``Context.node_config``.
-    """
-
-    def __init__(
-        self, client_app: Callable[..., Message], node_ids: Sequence[int], *,
-        drop: Callable[[int, str | None], str | None] | None = None,
-        node_configs: Mapping[int, dict[str, Any]] | None = None, run_id: int = 1,
-    ) -> None:
-        from flwr.supercore.run import Run
-
-        try:  # messages are stamped with the process's task identity (flwr >= 1.41); a bare process sets it
-            from flwr.supercore.task_identity import TaskIdentity
-
-            if getattr(TaskIdentity, "_run_id", None) is None:
-                TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 0, 1
-        except ImportError:  # pragma: no cover - older layouts have no task identity
-            pass
-        self._run = Run.create_empty(run_id)
-        self.client_app = client_app
-        configs = node_configs or {}
-        self.contexts = {int(i): Context(run_id, int(i), dict(configs.get(int(i), {})), RecordDict(), {}) for i in node_ids}
-        self.drop = drop
-        self.traffic: list[Traffic] = []
-        self._replies: dict[str, Message] = {}
-
-    def set_run(self, run: Any) -> None:
-        self._run = run
-
-    @property
-    def run(self) -> Any:
-        return self._run
-
-    def create_message(
-        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
-    ) -> Message:
-        return Message(content, dst_node_id, message_type, group_id=group_id, ttl=ttl)
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.contexts)
-
-    def push_messages(self, messages: Iterable[Message]) -> list[str]:
-        ids = []
-        for msg in messages:
-            nid, md = msg.metadata.dst_node_id, msg.metadata
-            content, down = _wire(msg.content)
-            stage = message_stage(content)
-            inbound = Message(content, nid, md.message_type, group_id=md.group_id)
-            verdict = self.drop(nid, stage) if self.drop is not None else None
-            start = time.perf_counter()
-            reply: Message | None
-            if verdict == "absent":
-                reply, up = None, 0
-            elif verdict == "error":
-                reply, up = Message(Error(ErrorCode.NODE_UNAVAILABLE, "node unavailable (simulated)"), reply_to=inbound), 0
-            else:
-                try:
-                    out = self.client_app(inbound, self.contexts[nid])
-                    if out.has_error():
-                        reply, up = Message(out.error, reply_to=inbound), 0
-                    else:
-                        copied, up = _wire(out.content)
-                        reply = Message(copied, reply_to=inbound)
-                except Exception as exc:  # noqa: BLE001 - a SuperNode turns any ClientApp failure into an error reply
-                    reply, up = Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, error_reason(exc)), reply_to=inbound), 0
-            self.traffic.append(Traffic(nid, stage, down, up, time.perf_counter() - start, reply is not None))
-            ids.append(mid := str(len(self.traffic)))
-            if reply is not None:
-                self._replies[mid] = reply
-        return ids
-
-    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
-        return [self._replies.pop(i) for i in message_ids if i in self._replies]
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        return self.pull_messages(self.push_messages(messages))
