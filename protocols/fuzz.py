@@ -18,13 +18,16 @@ as bytes, bytearray or memoryview. They assert, for every delivery:
 * only :class:`SecAggError` subclasses escape;
 * after a rejection the state is unchanged, or (server) the sender is dropped
   with an error naming it, or the round is ABORTED;
-* tracemalloc's peak stays within ``4 × len(message) + 1 MiB``;
+* tracemalloc's peak stays within ``4 × len(message) + 1 MiB`` (and, for a
+  target with ``native_memory=True``, so does the growth of the process's
+  peak RSS, which sees allocations of native libraries such as TenSEAL);
 
 and that the server reaches DONE or ABORTED through ``close_stage()`` calls.
 """
 
 from __future__ import annotations
 
+import resource
 import struct
 import tracemalloc
 from dataclasses import dataclass
@@ -50,10 +53,13 @@ _MAX_ACTIONS = 8  # hostile deliveries per stage
 @dataclass(frozen=True)
 class FuzzTarget:
     """A protocol under fuzzing: ``make_round(session_id)`` returns a fresh,
-    honest ``(server, {client_id: client})`` for that session id."""
+    honest ``(server, {client_id: client})`` for that session id.
+    ``native_memory``: also bound the growth of the peak RSS per delivery
+    (for sessions whose libraries allocate outside tracemalloc's view)."""
 
     name: str
     make_round: Callable[[bytes], tuple[ServerCore, Mapping[int, ClientCore]]]
+    native_memory: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,27 +171,38 @@ def _as_buffer(draw: st.DrawFn, data: bytes) -> bytes | bytearray | memoryview:
     return wrap(data)
 
 
-def _bounded(call: Callable[[], Any], size: int) -> Any:
-    """Run ``call`` under tracemalloc; assert its peak against ``size`` bytes."""
+def _peak_rss() -> int:
+    """The process's peak resident set so far, in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _bounded(call: Callable[[], Any], size: int, native: bool = False) -> Any:
+    """Run ``call`` under tracemalloc; assert its peak against ``size`` bytes
+    (with ``native``, the peak RSS's growth too: it only rises past the
+    earlier peak, so this bounds what the call adds on top of it)."""
+    limit = MEMORY_FACTOR * size + MEMORY_SLACK
+    rss_before = _peak_rss() if native else 0
     tracemalloc.start()
     try:
         return call()
     finally:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        limit = MEMORY_FACTOR * size + MEMORY_SLACK
         assert peak <= limit, f"peak {peak} bytes for a {size}-byte message (limit {limit})"
+        if native:
+            growth = _peak_rss() - rss_before
+            assert growth <= limit, f"peak RSS grew by {growth} bytes for a {size}-byte message (limit {limit})"
 
 
 # ---------------------------------------------------------------- server side
 
 
-def _server_delivery(server: ServerCore, cid: int, data: Any) -> None:
+def _server_delivery(server: ServerCore, cid: int, data: Any, native: bool = False) -> None:
     """Deliver and check the rejection contract."""
     before = server.snapshot()
     size = len(memoryview(data).cast("B"))
     try:
-        _bounded(lambda: server.receive(cid, data), size)
+        _bounded(lambda: server.receive(cid, data), size, native)
     except SecAggError as exc:
         if server.state is ABORTED or server.snapshot() == before:
             return
@@ -224,10 +241,10 @@ def check_server(target: FuzzTarget, data: st.DataObject) -> None:
             else:
                 payload = honest  # honest, or a duplicate when already delivered
             sender = data.draw(st.sampled_from([cid, cid, *ids, max(ids) + 1]), label="sender")
-            _server_delivery(server, sender, _as_buffer(data.draw, payload))
+            _server_delivery(server, sender, _as_buffer(data.draw, payload), target.native_memory)
         for cid in sorted(replies):  # the rest arrive (or are refused) as sent
             if data.draw(st.booleans(), label="deliver"):
-                _server_delivery(server, cid, replies[cid])
+                _server_delivery(server, cid, replies[cid], target.native_memory)
         try:
             outbox = server.close_stage()
         except SecAggError:
@@ -247,11 +264,11 @@ def check_server(target: FuzzTarget, data: st.DataObject) -> None:
 # ---------------------------------------------------------------- client side
 
 
-def _client_delivery(client: ClientCore, data: Any) -> Any:
+def _client_delivery(client: ClientCore, data: Any, native: bool = False) -> Any:
     before = client.state
     size = len(memoryview(data).cast("B"))
     try:
-        return _bounded(lambda: client.handle(data), size)
+        return _bounded(lambda: client.handle(data), size, native)
     except SecAggError:
         assert client.state is before or client.state is ABORTED, (
             f"rejection moved the client from {before} to {client.state}")
@@ -277,14 +294,14 @@ def check_client(target: FuzzTarget, data: st.DataObject) -> None:
                     if client.state is ABORTED:
                         break
                     payload = data.draw(hostile_message(raw, others), label="hostile message")
-                    _client_delivery(client, _as_buffer(data.draw, payload))
+                    _client_delivery(client, _as_buffer(data.draw, payload), target.native_memory)
                     if client.state is not ABORTED and client.state is not server.state:
                         break  # a hostile message was accepted: the round moved on for this client
                 if client.state is not server.state:
                     continue  # aborted, or already answered
-                reply = _client_delivery(client, _as_buffer(data.draw, raw))
+                reply = _client_delivery(client, _as_buffer(data.draw, raw), target.native_memory)
                 if reply is not None and data.draw(st.booleans(), label="duplicate"):
-                    _client_delivery(client, raw)  # a duplicate: rejected, the state kept
+                    _client_delivery(client, raw, target.native_memory)  # a duplicate: rejected, the state kept
             else:
                 try:
                     reply = clients[cid].handle(raw)
