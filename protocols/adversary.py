@@ -34,9 +34,19 @@ from secagg.errors import SecAggError
 from secagg.masking import unmask_sum
 
 from . import messages as m
+from .secagg import SecAggClient, mask_context, pair_sign, survivors_transcript
 from .session import Stage
 
-__all__ = ["AdversaryLog", "SelectiveDeliveryServer", "EquivocatingServer", "Exposure", "exposure"]
+__all__ = [
+    "AdversaryLog",
+    "SelectiveDeliveryServer",
+    "EquivocatingServer",
+    "BadShareClient",
+    "InconsistentDealerClient",
+    "MismatchedHashDealerClient",
+    "Exposure",
+    "exposure",
+]
 
 
 @dataclass
@@ -164,8 +174,6 @@ class EquivocatingServer(_WrappingServer):
         return super()._outgoing(outbox)
 
     def _half_request(self, u: int, template: m.UnmaskRequest) -> m.UnmaskRequest:
-        from .secagg import survivors_transcript  # the protocol module, imported late: it imports nothing from here
-
         config = self.inner.config
         view = self._half_view if self._half_view is not None else tuple(
             v for v in template.survivors if v != self.target)
@@ -181,6 +189,60 @@ class EquivocatingServer(_WrappingServer):
             dropped=tuple(sorted({*template.dropped, self.target} - set(view))),
             signatures={w: sig for w, sig in signatures.items() if w in graph[u]},
         )
+
+
+# ----------------------------------------------------------------- malicious clients
+
+
+def _off_by_one(share: shamir.Share) -> shamir.Share:
+    return shamir.Share(share.x, (share.y + 1) % shamir.PRIME, share.length)
+
+
+class BadShareClient(SecAggClient):
+    """Reveals one wrong share in the unmask round: the first self-mask share
+    (``kind="b"``) or mask-key share (``kind="s"``) it sends is off by one."""
+
+    def __init__(self, *args: Any, kind: str = "b", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.kind = kind
+
+    def _unmask(self, msg: m.UnmaskRequest) -> m.UnmaskShares:
+        reply = super()._unmask(msg)
+        name = "self_mask_shares" if self.kind == "b" else "mask_key_shares"
+        shares = dict(getattr(reply, name))
+        if shares:
+            v = min(shares)
+            shares[v] = _off_by_one(shamir.Share.from_bytes(shares[v])).to_bytes()
+        return dataclasses.replace(reply, **{name: shares})
+
+
+class InconsistentDealerClient(SecAggClient):
+    """Deals ``victim`` self-mask and mask-key shares off its polynomials, and
+    commits to their hashes (so the victim accepts them and reveals them)."""
+
+    def __init__(self, *args: Any, victim: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.victim = victim
+
+    def _deal(self, xs: list[int]) -> tuple[list[shamir.Share], list[shamir.Share]]:
+        b_shares, s_shares = super()._deal(xs)
+        i = xs.index(self.victim + 1) if self.victim + 1 in xs else None
+        if i is not None:
+            b_shares[i], s_shares[i] = _off_by_one(b_shares[i]), _off_by_one(s_shares[i])
+        return b_shares, s_shares
+
+
+class MismatchedHashDealerClient(SecAggClient):
+    """Commits, for ``victim``, to hashes of shares other than the ones it seals."""
+
+    def __init__(self, *args: Any, victim: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.victim = victim
+
+    def _share_hashes(self, holder: int, b_share: shamir.Share, s_share: shamir.Share) -> bytes:
+        if holder == self.victim:
+            b_share, s_share = _off_by_one(b_share), _off_by_one(s_share)
+        return super()._share_hashes(holder, b_share, s_share)
 
 
 # ----------------------------------------------------------------- what the view reveals
@@ -227,8 +289,6 @@ def exposure(
     through :meth:`SecAggClient.colluder_view`). ``updates`` are the real
     float updates, to check an unmasked sum by decoding it.
     """
-    from .secagg import mask_context, pair_sign  # the protocol module, imported late: it imports nothing from here
-
     colluders = frozenset(colluders)
     honest = [u for u in config.client_ids if u not in colluders]
     t = config.threshold

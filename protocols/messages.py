@@ -485,106 +485,21 @@ def decode(
         raise DecodeError(f"invalid {cls.__name__}: {exc}") from None
 
 
-# ---------------------------------------------------------------- SecAgg / SecAgg+ messages
-# One class per message of Bonawitz et al. 2017, Fig. 4 (rounds 0-4); the same
-# messages serve SecAgg+ (Bell et al. 2020), where maps only hold neighbours.
-
-
-@wire_message(1)
-class AdvertiseKeysRequest(Message):
-    """Server -> client: round 0 begins."""
-
-    header: Header
-    BODY = ()
-
-
-@wire_message(2)
-class AdvertiseKeys(Message):
-    """Client -> server, round 0: the encryption key c_pk and the mask key s_pk,
-    signed with the client's Ed25519 identity when identities are configured."""
-
-    header: Header
-    c_public: bytes
-    s_public: bytes
-    signature: bytes
-    BODY = (("c_public", FieldKind.BYTES), ("s_public", FieldKind.BYTES), ("signature", FieldKind.BYTES))
-
-
-@wire_message(3)
-class KeysBroadcast(Message):
-    """Server -> client, round 1: each neighbour's c_pk || s_pk || signature."""
-
-    header: Header
-    keys: dict
-    BODY = (("keys", FieldKind.BYTES_MAP),)
-
-
-@wire_message(4)
-class EncryptedShares(Message):
-    """Client -> server, round 1: AEAD-sealed (b_u, s_u) share pairs per neighbour."""
-
-    header: Header
-    ciphertexts: dict
-    BODY = (("ciphertexts", FieldKind.BYTES_MAP),)
-
-
-@wire_message(5)
-class SharesDelivery(Message):
-    """Server -> client, round 2: the ciphertexts addressed to this client, by sender."""
-
-    header: Header
-    ciphertexts: dict
-    BODY = (("ciphertexts", FieldKind.BYTES_MAP),)
-
-
-@wire_message(6)
-class MaskedInput(Message):
-    """Client -> server, round 2: y_u = encode(x_u) + PRG(b_u) + Σ ±PRG(s_uv) mod 2^bits."""
-
-    header: Header
-    masked: np.ndarray
-    BODY = (("masked", FieldKind.ARRAY),)
-
-
-@wire_message(7)
-class ConsistencyRequest(Message):
-    """Server -> client, round 3 (active security): the survivor set U3 to sign."""
-
-    header: Header
-    survivors: tuple
-    BODY = (("survivors", FieldKind.IDS),)
-
-
-@wire_message(8)
-class ConsistencySignature(Message):
-    """Client -> server, round 3: the client's signature over U3."""
-
-    header: Header
-    signature: bytes
-    BODY = (("signature", FieldKind.BYTES),)
-
-
-@wire_message(9)
-class UnmaskRequest(Message):
-    """Server -> client, round 4: which neighbours survived (reveal b shares) and
-    which dropped (reveal s shares), plus, in active mode, the U3 signatures."""
-
-    header: Header
-    survivors: tuple
-    dropped: tuple
-    signatures: dict
-    BODY = (("survivors", FieldKind.IDS), ("dropped", FieldKind.IDS), ("signatures", FieldKind.BYTES_MAP))
-
-
-@wire_message(10)
-class UnmaskShares(Message):
-    """Client -> server, round 4: shares of b_v for survivors, of s_v for dropouts."""
-
-    header: Header
-    self_mask_shares: dict
-    mask_key_shares: dict
-    BODY = (("self_mask_shares", FieldKind.BYTES_MAP), ("mask_key_shares", FieldKind.BYTES_MAP))
-
+# The SecAgg / SecAgg+ message classes live in protocols.secagg_messages; they are
+# re-exported here because most callers spell them ``messages.AdvertiseKeys``. The
+# import sits at the end: that module registers its classes with ``wire_message``.
+from .secagg_messages import (  # noqa: E402
+    AdvertiseKeys,
+    AdvertiseKeysRequest,
+    ConsistencyRequest,
+    ConsistencySignature,
+    EncryptedShares,
+    KeysBroadcast,
+    MaskedInput,
+    SharesDelivery,
+    UnmaskRequest,
+    UnmaskShares,
+)
 
 __all__ += [
     "AdvertiseKeysRequest",

@@ -27,7 +27,7 @@ peer); ``local=True`` marks a caller bug.
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from numpy.typing import NDArray
@@ -49,11 +49,16 @@ from secagg.masking import apply_masks, unmask_sum
 from . import messages as m
 from .config import SecAggConfig
 from .secagg_binding import (
+    HASH_BYTES,
+    SIGNATURE_BYTES,
+    advert_transcript,
+    self_mask_commitment,
+    share_hash,
+    share_hashes_transcript,
     _ID,
     _MAX_SHARE_CIPHERTEXT,
     KEY_BYTES,
     SEED_BYTES,
-    _advert_transcript,
     _pack_pair,
     _Party,
     pair_sign,
@@ -136,11 +141,14 @@ class SecAggClient(_Party):
         self._s = kex.generate_keypair(self._s_seed)
         self._b_seed = secrets.token_bytes(SEED_BYTES)
         c_pk, s_pk = self._c.public_bytes, self._s.public_bytes
+        commitment = self_mask_commitment(self.config, self.id, self._b_seed)
         signature = b""
         if self.identity is not None:
-            signature = self.identity.sign(_advert_transcript(self.config, self.id, c_pk, s_pk))
+            signature = self.identity.sign(advert_transcript(self.config, self.id, c_pk, s_pk, commitment))
         self.state = Stage.SHARE_KEYS
-        return m.AdvertiseKeys(self._header(Stage.ADVERTISE_KEYS, self.id, m.SERVER_ID), c_pk, s_pk, signature)
+        return m.AdvertiseKeys(
+            self._header(Stage.ADVERTISE_KEYS, self.id, m.SERVER_ID), c_pk, s_pk, signature, commitment
+        )
 
     # -- round 1
     def _share_keys(self, msg: m.KeysBroadcast) -> m.EncryptedShares:
@@ -148,11 +156,12 @@ class SecAggClient(_Party):
         for v, blob in msg.keys.items():
             if v not in self.neighbors:
                 raise ProtocolError("server sent keys of a non-neighbour", client_id=v)
-            c_pk, s_pk, sig = blob[:KEY_BYTES], blob[KEY_BYTES : 2 * KEY_BYTES], blob[2 * KEY_BYTES :]
-            if len(s_pk) != KEY_BYTES:
+            c_pk, s_pk = blob[:KEY_BYTES], blob[KEY_BYTES : 2 * KEY_BYTES]
+            commitment, sig = blob[2 * KEY_BYTES : 2 * KEY_BYTES + HASH_BYTES], blob[2 * KEY_BYTES + HASH_BYTES :]
+            if len(commitment) != HASH_BYTES:
                 raise DecodeError("truncated public keys", client_id=v)
             if c.identities is not None and (c.active_security or sig):
-                kex.verify(c.identities[v], sig, _advert_transcript(c, v, c_pk, s_pk))
+                kex.verify(c.identities[v], sig, advert_transcript(c, v, c_pk, s_pk, commitment))
             if c_pk == s_pk:
                 raise IntegrityError("c_pk and s_pk must differ", client_id=v)
             self._peers[v] = (c_pk, s_pk)
@@ -162,9 +171,10 @@ class SecAggClient(_Party):
             )
         holders = sorted([*self._peers, self.id])
         xs = [v + 1 for v in holders]  # x = id + 1: never zero
-        b_shares, s_shares = shamir.split_many([self._b_seed, self._s_seed], len(xs), t, xs=xs)
-        sealed = {}
+        b_shares, s_shares = self._deal(xs)
+        sealed, hashes = {}, {}
         for v, b_share, s_share in zip(holders, b_shares, s_shares):
+            hashes[v] = self._share_hashes(v, b_share, s_share)
             if v == self.id:
                 self._held[v] = (b_share, s_share)  # our own share never leaves us unsealed
                 continue
@@ -174,7 +184,22 @@ class SecAggClient(_Party):
             aad = self._header(Stage.SHARE_KEYS, self.id, v).aad()
             sealed[v] = aead.seal(key, plaintext, aad=aad)
         self.state = Stage.MASKED_INPUT
-        return m.EncryptedShares(self._header(Stage.SHARE_KEYS, self.id, m.SERVER_ID), sealed)
+        return m.EncryptedShares(self._header(Stage.SHARE_KEYS, self.id, m.SERVER_ID), sealed, hashes)
+
+    def _deal(self, xs: list[int]) -> tuple[list[shamir.Share], list[shamir.Share]]:
+        """Shamir-share b_u and s_u at the points ``xs`` (threshold t)."""
+        b_shares, s_shares = shamir.split_many([self._b_seed, self._s_seed], len(xs), self.config.threshold, xs=xs)
+        return list(b_shares), list(s_shares)
+
+    def _share_hashes(self, holder: int, b_share: shamir.Share, s_share: shamir.Share) -> bytes:
+        """hash(b share) || hash(s share) dealt to ``holder``, signed when we have an identity."""
+        c = self.config
+        hashes = share_hash(c, self.id, holder, b"b", b_share.to_bytes()) + share_hash(
+            c, self.id, holder, b"s", s_share.to_bytes()
+        )
+        if self.identity is None:
+            return hashes
+        return hashes + self.identity.sign(share_hashes_transcript(c, self.id, holder, hashes))
 
     # -- round 2
     def _masked_input(self, msg: m.SharesDelivery) -> m.MaskedInput:
@@ -187,7 +212,9 @@ class SecAggClient(_Party):
             )
             if plaintext[:8] != _ID.pack(v) + _ID.pack(self.id):
                 raise IntegrityError("share ciphertext names other parties", client_id=v)
-            self._held[v] = _unpack_pair(plaintext[8:], client_id=v)
+            pair = _unpack_pair(plaintext[8:], client_id=v)
+            self._check_dealt_hashes(v, pair, msg.share_hashes.get(v))
+            self._held[v] = pair
         if len(self._held) < c.threshold:
             raise AbortError(
                 "too few neighbours shared keys", stage=Stage.MASKED_INPUT, needed=c.threshold, got=len(self._held)
@@ -209,6 +236,26 @@ class SecAggClient(_Party):
             )
         self.state = Stage.CONSISTENCY if c.active_security else Stage.UNMASK
         return m.MaskedInput(self._header(Stage.MASKED_INPUT, self.id, m.SERVER_ID), masked)
+
+    def _check_dealt_hashes(self, v: int, pair: tuple[shamir.Share, shamir.Share], entry: bytes | None) -> None:
+        """The shares v sealed to us must be the ones whose hashes v gave the server,
+        or the server could later blame us for revealing them (or v for dealing them)."""
+        c = self.config
+        if entry is None or len(entry) not in (2 * HASH_BYTES, 2 * HASH_BYTES + SIGNATURE_BYTES):
+            raise ProtocolError("shares relayed without the dealer's share hashes", client_id=None, dealer=v)
+        hashes, signature = entry[: 2 * HASH_BYTES], entry[2 * HASH_BYTES :]
+        if c.identities is not None and (c.active_security or signature):
+            try:
+                kex.verify(c.identities[v], signature, share_hashes_transcript(c, v, self.id, hashes))
+            except IntegrityError:
+                raise IntegrityError(
+                    "relayed share hashes do not carry the dealer's signature", client_id=None, dealer=v
+                ) from None
+        expected = share_hash(c, v, self.id, b"b", pair[0].to_bytes()) + share_hash(
+            c, v, self.id, b"s", pair[1].to_bytes()
+        )
+        if expected != hashes:
+            raise IntegrityError("dealer sealed shares that differ from the hashes it committed to", client_id=v)
 
     # -- round 3 (active security)
     def _consistency(self, msg: m.ConsistencyRequest) -> m.ConsistencySignature:
@@ -356,6 +403,9 @@ class SecAggServer(_Party):
         self._keys: dict[int, tuple[bytes, bytes]] = {}
         self._delivered: dict[int, set[int]] = {}  # u -> senders whose shares u holds
         self._survivors: tuple[int, ...] = ()
+        self.errors: dict[int, SecAggError] = {}  # the last refused message of each client, by id
+        self._commitments: dict[int, bytes] = {}  # u -> commitment to b_u (round 0)
+        self._dealt_hashes: dict[tuple[int, int], bytes] = {}  # (dealer, holder) -> share hashes (round 1)
         self._result: AggregateResult | None = None
 
     # -- driver interface
@@ -380,7 +430,11 @@ class SecAggServer(_Party):
             raise ProtocolError("duplicate message", client_id=client_id, stage=stage)
         if client_id not in self._expected:
             raise ProtocolError("client is not part of this stage (dropped earlier)", client_id=client_id, stage=stage)
-        getattr(self, "_check_" + stage.value)(client_id, msg)
+        try:
+            getattr(self, "_check_" + stage.value)(client_id, msg)
+        except SecAggError as exc:
+            self.errors[client_id] = exc  # refused: the state is otherwise unchanged
+            raise
         self._inbox[stage][client_id] = msg
 
     def close_stage(self) -> dict[int, m.Message]:
@@ -411,6 +465,23 @@ class SecAggServer(_Party):
         self.abort_reason = AbortReason(stage, needed, got, dict(self._dropped), detail)
         return {}
 
+    def _blame_dealer(self, dealer: int, why: str) -> NoReturn:
+        """End the round ABORTED and raise, naming the client that dealt inconsistent shares."""
+        self._abort(Stage.UNMASK, self.config.threshold, 0, f"client {dealer} dealt inconsistent shares: {why}")
+        raise IntegrityError(f"client {dealer} dealt inconsistent shares: {why}", client_id=dealer, stage=Stage.UNMASK)
+
+    def _rebuild(self, share_lists: list[list[shamir.Share]], dealers: list[int] | tuple[int, ...], what: str) -> list[bytes]:
+        """Rebuild one secret per dealer; shares that disagree name their dealer."""
+        try:
+            return shamir.combine_many(share_lists, self.config.threshold)
+        except (IntegrityError, ThresholdError):
+            for dealer, shares in zip(dealers, share_lists):
+                try:
+                    shamir.combine(shares, self.config.threshold)
+                except (IntegrityError, ThresholdError):
+                    self._blame_dealer(dealer, f"the shares of its {what} do not lie on one polynomial")
+            raise
+
     def _need(self, stage: Stage, present: int) -> bool:
         """True (and ABORTED) when fewer than min_survivors remain."""
         if present < self.config.min_survivors:
@@ -422,21 +493,32 @@ class SecAggServer(_Party):
     def _check_advertise_keys(self, u: int, msg: m.AdvertiseKeys) -> None:
         if len(msg.c_public) != KEY_BYTES or len(msg.s_public) != KEY_BYTES:
             raise DecodeError("public keys must be 32 bytes", client_id=u)
-        if len(msg.signature) > 64:
+        if len(msg.signature) > SIGNATURE_BYTES:
             raise DecodeError("signature too long", client_id=u)
+        if len(msg.self_mask_commitment) != HASH_BYTES:
+            raise DecodeError("self-mask commitment must be 32 bytes", client_id=u)
         c = self.config
         if c.identities is not None and (c.active_security or msg.signature):
-            kex.verify(c.identities[u], msg.signature, _advert_transcript(c, u, msg.c_public, msg.s_public))
+            kex.verify(
+                c.identities[u],
+                msg.signature,
+                advert_transcript(c, u, msg.c_public, msg.s_public, msg.self_mask_commitment),
+            )
 
     def _close_advertise_keys(self) -> dict[int, m.Message]:
         inbox = self._inbox[Stage.ADVERTISE_KEYS]
         if self._need(Stage.ADVERTISE_KEYS, len(inbox)):
             return {}
         self._keys = {u: (msg.c_public, msg.s_public) for u, msg in inbox.items()}
+        self._commitments = {u: msg.self_mask_commitment for u, msg in inbox.items()}
         self.state = Stage.SHARE_KEYS
         outbox = {}
         for u in sorted(inbox):
-            keys = {v: inbox[v].c_public + inbox[v].s_public + inbox[v].signature for v in self.graph[u] if v in inbox}
+            keys = {
+                v: inbox[v].c_public + inbox[v].s_public + inbox[v].self_mask_commitment + inbox[v].signature
+                for v in self.graph[u]
+                if v in inbox
+            }
             outbox[u] = m.KeysBroadcast(self._header(Stage.SHARE_KEYS, m.SERVER_ID, u), keys)
         return outbox
 
@@ -450,6 +532,17 @@ class SecAggServer(_Party):
             raise ProtocolError("fewer share ciphertexts than the threshold", client_id=u)
         if any(len(ct) > _MAX_SHARE_CIPHERTEXT for ct in msg.ciphertexts.values()):
             raise DecodeError("share ciphertext too large", client_id=u)
+        c = self.config
+        if set(msg.share_hashes) != set(msg.ciphertexts) | {u}:
+            raise ProtocolError("share hashes must name exactly the holders the shares went to", client_id=u)
+        signed = c.identities is not None and c.active_security
+        size = 2 * HASH_BYTES + (SIGNATURE_BYTES if signed else 0)
+        for v, entry in msg.share_hashes.items():
+            if len(entry) != size and not (c.identities is not None and len(entry) == 2 * HASH_BYTES + SIGNATURE_BYTES):
+                raise DecodeError("share hashes have the wrong size", client_id=u, holder=v)
+            if signed:
+                kex.verify(c.identities[u], entry[2 * HASH_BYTES :],  # type: ignore[index]
+                           share_hashes_transcript(c, u, v, entry[: 2 * HASH_BYTES]))
 
     def _close_share_keys(self) -> dict[int, m.Message]:
         inbox = self._inbox[Stage.SHARE_KEYS]
@@ -462,8 +555,19 @@ class SecAggServer(_Party):
                     incoming[u][v] = sealed
         # u holds the shares of every sender that reached it, and its own
         self._delivered = {u: set(cts) | {u} for u, cts in incoming.items()}
+        # (dealer, holder) -> hash(b share) || hash(s share): every revealed share is checked against it
+        self._dealt_hashes = {
+            (v, u): entry[: 2 * HASH_BYTES] for v, msg in inbox.items() for u, entry in msg.share_hashes.items()
+        }
         self.state = Stage.MASKED_INPUT
-        return {u: m.SharesDelivery(self._header(Stage.MASKED_INPUT, m.SERVER_ID, u), cts) for u, cts in incoming.items()}
+        return {
+            u: m.SharesDelivery(
+                self._header(Stage.MASKED_INPUT, m.SERVER_ID, u),
+                cts,
+                {v: inbox[v].share_hashes[u] for v in cts},
+            )
+            for u, cts in incoming.items()
+        }
 
     # -- stage 2: masked input
     def _check_masked_input(self, u: int, msg: m.MaskedInput) -> None:
@@ -525,8 +629,15 @@ class SecAggServer(_Party):
         survivors = set(self._survivors)
         if not set(msg.self_mask_shares) <= held & survivors or not set(msg.mask_key_shares) <= held - survivors:
             raise ProtocolError("unmask shares for clients that were not asked for", client_id=u)
-        for blob in (*msg.self_mask_shares.values(), *msg.mask_key_shares.values()):
-            shamir.Share.from_bytes(blob)  # DecodeError on malformed shares
+        for kind, shares in ((b"b", msg.self_mask_shares), (b"s", msg.mask_key_shares)):
+            offset = 0 if kind == b"b" else HASH_BYTES
+            for v, blob in shares.items():
+                shamir.Share.from_bytes(blob)  # DecodeError on malformed shares
+                dealt = self._dealt_hashes.get((v, u))
+                if dealt is None or share_hash(self.config, v, u, kind, blob) != dealt[offset : offset + HASH_BYTES]:
+                    raise IntegrityError(
+                        "revealed share differs from the one its dealer committed to", client_id=u, dealer=v
+                    )
 
     def _close_unmask(self) -> dict[int, m.Message]:
         c = self.config
@@ -551,18 +662,19 @@ class SecAggServer(_Party):
             return self._abort(
                 Stage.UNMASK, c.threshold, got, f"not enough shares to rebuild the secrets of client {who}"
             )
-        try:
-            b_seeds = shamir.combine_many([b_shares[u] for u in survivors], c.threshold)
-            s_seeds = shamir.combine_many([s_shares[v] for v in needed_s], c.threshold)
-        except (IntegrityError, ThresholdError) as exc:
-            self._abort(Stage.UNMASK, c.threshold, 0, f"inconsistent shares: {exc}")
-            raise IntegrityError(f"inconsistent Shamir shares: {exc}", stage=Stage.UNMASK) from exc
-        pair_seeds: list[tuple[bytes, int]] = []
-        for v, s_seed in zip(needed_s, s_seeds):
-            s_key = kex.generate_keypair(s_seed)
+        # Every share was checked against its dealer's hash at receipt, so a secret that
+        # does not rebuild consistently, or does not match its commitment, was dealt wrong.
+        b_seeds = self._rebuild([b_shares[u] for u in survivors], survivors, "self-mask seed")
+        s_seeds = self._rebuild([s_shares[v] for v in needed_s], needed_s, "mask-key seed")
+        for u, b_seed in zip(survivors, b_seeds):
+            if self_mask_commitment(c, u, b_seed) != self._commitments[u]:
+                self._blame_dealer(u, "its rebuilt self-mask seed does not match its commitment")
+        s_keys = [kex.generate_keypair(s_seed) for s_seed in s_seeds]
+        for v, s_key in zip(needed_s, s_keys):
             if s_key.public_bytes != self._keys[v][1]:
-                self._abort(Stage.UNMASK, c.threshold, 0, f"rebuilt mask key of client {v} does not match its s_pk")
-                raise IntegrityError("rebuilt mask key does not match the advertised key", client_id=v)
+                self._blame_dealer(v, "its rebuilt mask key does not match its advertised s_pk")
+        pair_seeds: list[tuple[bytes, int]] = []
+        for v, s_key in zip(needed_s, s_keys):
             for w in owed[v]:
                 seed = kex.agree(s_key, self._keys[w][1], context=mask_context(c, w, v))
                 pair_seeds.append((seed, pair_sign(w, v)))

@@ -6,6 +6,7 @@ server in :mod:`protocols.secagg` (SECURITY invariant 4).
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from typing import Any
 
@@ -18,10 +19,25 @@ from . import messages as m
 from .config import SecAggConfig
 from .session import Stage
 
-__all__ = ["mask_context", "share_context", "pair_sign", "survivors_transcript", "SEED_BYTES", "KEY_BYTES"]
+__all__ = [
+    "mask_context",
+    "share_context",
+    "pair_sign",
+    "advert_transcript",
+    "survivors_transcript",
+    "self_mask_commitment",
+    "share_hash",
+    "share_hashes_transcript",
+    "SEED_BYTES",
+    "KEY_BYTES",
+    "HASH_BYTES",
+    "SIGNATURE_BYTES",
+]
 
 SEED_BYTES = 32  # b_u and s_u seeds: 256-bit (PRG and X25519 seed sizes)
 KEY_BYTES = 32  # X25519 public keys
+HASH_BYTES = 32  # SHA-256: commitments to b_u and hashes of dealt shares
+SIGNATURE_BYTES = 64  # Ed25519
 _ID = struct.Struct("<I")
 
 
@@ -52,13 +68,42 @@ def share_context(config: SecAggConfig, u: int, v: int) -> bytes:
     return _context(config, b"share", u, v)
 
 
-def _advert_transcript(config: SecAggConfig, u: int, c_pk: bytes, s_pk: bytes) -> bytes:
-    return b"secagg/v1/advertise|" + config.session_id + _ID.pack(config.round) + _ID.pack(u) + c_pk + s_pk
+def _round_prefix(config: SecAggConfig, purpose: bytes) -> bytes:
+    return b"secagg/v1/" + purpose + b"|" + config.session_id + _ID.pack(config.round)
+
+
+def advert_transcript(config: SecAggConfig, u: int, c_pk: bytes, s_pk: bytes, commitment: bytes) -> bytes:
+    """What client u signs in round 0: its two public keys and its commitment to b_u."""
+    return _round_prefix(config, b"advertise") + _ID.pack(u) + c_pk + s_pk + commitment
+
+
+def self_mask_commitment(config: SecAggConfig, u: int, b_seed: bytes) -> bytes:
+    """SHA-256 commitment to client u's self-mask seed b_u, bound to the round.
+
+    b_u is a uniformly random 256-bit seed, so the hash hides it; the server
+    checks every rebuilt b_u against it (a wrong one names its dealer).
+    """
+    return hashlib.sha256(_round_prefix(config, b"self-mask-commitment") + _ID.pack(u) + b_seed).digest()
+
+
+def share_hash(config: SecAggConfig, dealer: int, holder: int, kind: bytes, share: bytes) -> bytes:
+    """SHA-256 of one dealt share (``kind`` b"b" or b"s"), bound to round, dealer
+    and holder. Each share is a uniform field element to anyone holding fewer
+    than t of them, so its hash reveals nothing."""
+    return hashlib.sha256(
+        _round_prefix(config, b"share-hash") + _ID.pack(dealer) + _ID.pack(holder) + kind + share
+    ).digest()
+
+
+def share_hashes_transcript(config: SecAggConfig, dealer: int, holder: int, hashes: bytes) -> bytes:
+    """What the dealer signs, per holder, in active mode: the two share hashes."""
+    return _round_prefix(config, b"share-hashes") + _ID.pack(dealer) + _ID.pack(holder) + hashes
 
 
 def survivors_transcript(config: SecAggConfig, survivors: tuple[int, ...]) -> bytes:
+    """What every client signs in the consistency round: the survivor set U3."""
     ids = np.asarray(survivors, dtype="<u4").tobytes()
-    return b"secagg/v1/consistency|" + config.session_id + _ID.pack(config.round) + ids
+    return _round_prefix(config, b"consistency") + ids
 
 
 def pair_sign(u: int, v: int) -> int:

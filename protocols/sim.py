@@ -194,6 +194,8 @@ def drive(server: Any, clients: Mapping[int, Any], drop_at: Mapping[int, Stage] 
     Exposed for tests that plug in adversarial servers or clients. A client
     that raises a :class:`SecAggError` stops answering (an honest client aborts
     on misbehaviour); its error is kept in ``result.extras["client_errors"]``.
+    A reply the server refuses with an error naming that client is dropped and
+    kept in ``result.extras["rejected"]``; other server errors propagate.
     """
     drop_at = dict(drop_at or {})
     bytes_up: dict[int, int] = defaultdict(int)
@@ -201,6 +203,7 @@ def drive(server: Any, clients: Mapping[int, Any], drop_at: Mapping[int, Stage] 
     stage_bytes: dict[str, dict[Any, int]] = defaultdict(lambda: defaultdict(int))
     stage_seconds: dict[str, dict[Any, float]] = defaultdict(lambda: defaultdict(float))
     client_errors: dict[int, SecAggError] = {}
+    rejected: dict[int, SecAggError] = {}
     silent: set[int] = set()
 
     clock = time.perf_counter
@@ -233,7 +236,14 @@ def drive(server: Any, clients: Mapping[int, Any], drop_at: Mapping[int, Stage] 
             stage_bytes[stage_name]["up"] += len(reply_bytes)
             stage_bytes[stage_name][cid] += len(reply_bytes)
             t0 = clock()
-            server.receive(cid, reply_bytes)
+            try:
+                server.receive(cid, reply_bytes)
+            except SecAggError as exc:
+                # A reply the server refuses, naming its sender, is dropped as a transport would
+                # drop it; anything else (a caller bug, an unattributed error) ends the run.
+                if exc.fields.get("client_id") != cid or exc.fields.get("local"):
+                    raise
+                rejected[cid] = exc
             stage_seconds[stage_name]["server"] += clock() - t0
         t0 = clock()
         outbox = server.close_stage()
@@ -244,6 +254,7 @@ def drive(server: Any, clients: Mapping[int, Any], drop_at: Mapping[int, Stage] 
     result.stage_bytes = {k: dict(v) for k, v in stage_bytes.items()}
     result.stage_seconds = {k: dict(v) for k, v in stage_seconds.items()}
     result.extras["client_errors"] = client_errors
+    result.extras["rejected"] = rejected
     return result
 
 
