@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PYTEST) -m "not slow" tests
 
 test-slow: $(STAMP)
-	$(PYTEST) -m slow tests
+	HYPOTHESIS_PROFILE=slow $(PYTEST) -m slow tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
@@ -34,3 +34,7 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# Each curated mutation of the security core must be killed by its named tests (see tests/mutations).
+mutate-curated: $(STAMP)
+	$(BIN)/python tests/mutations/run_curated.py

@@ -177,6 +177,14 @@ CURATED: tuple[Mutation, ...] = (
         ("tests/secagg/test_ckks_wire.py",),
         "each ciphertext carries half the slots: twice the upload, while bytes_per_param still says 32",
     ),
+    Mutation(
+        "colluder_quota_overstated",
+        "protocols/config.py",
+        "return 2 * t - (k + 1) if active else t\n",
+        "return 2 * t - (k + 1) if active else t + 10\n",
+        ("tests/protocols/test_fcp_params.py", "-m", "not slow"),
+        "the parameter finder believes colluders need 10 more shares: it picks a smaller, weaker (k, t)",
+    ),
 )
 
 
