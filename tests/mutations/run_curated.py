@@ -185,6 +185,22 @@ CURATED: tuple[Mutation, ...] = (
         ("tests/protocols/test_fcp_params.py", "-m", "not slow"),
         "the parameter finder believes colluders need 10 more shares: it picks a smaller, weaker (k, t)",
     ),
+    Mutation(
+        "dp_scale_ten_percent_high",
+        "secagg/dp/planning.py",
+        "    return numer / denom\n",
+        "    return 1.1 * numer / denom\n",
+        ("tests/secagg/dp/test_encoder.py", "-k", "wrap_rate"),
+        "the DP scale leaves 10 % less headroom than planned: the sum wraps about twice as often",
+    ),
+    Mutation(
+        "layering_broken",
+        "secagg/aead.py",
+        "from .errors import ConfigError, IntegrityError, require_bytes\n",
+        "from .errors import ConfigError, IntegrityError, require_bytes\n\n\ndef _probe():\n    from protocols import config\n",
+        ("tests/test_layering.py",),
+        "a function in secagg imports protocols",
+    ),
 )
 
 
