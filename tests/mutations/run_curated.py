@@ -182,7 +182,7 @@ CURATED: tuple[Mutation, ...] = (
         "protocols/config.py",
         "return 2 * t - (k + 1) if active else t\n",
         "return 2 * t - (k + 1) if active else t + 10\n",
-        ("tests/protocols/test_fcp_params.py", "-m", "not slow"),
+        ("tests/protocols/test_fcp_params.py",),
         "the parameter finder believes colluders need 10 more shares: it picks a smaller, weaker (k, t)",
     ),
     Mutation(
@@ -253,11 +253,12 @@ def check_isolation(copy: Path) -> None:
 
 
 def run_pytest(copy: Path, tests: Sequence[str], timeout: float) -> dict[str, object]:
-    """Run ``tests`` in ``copy``; return rc, failure count, first failures, and seconds."""
+    """Run ``tests`` in ``copy`` (slow tests excluded unless ``tests`` has its own ``-m``);
+    return rc, failure count, first failures, and seconds."""
     report = copy / ".mutation-junit.xml"
     report.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:xdist",
-           "-o", "addopts=", "--junitxml", str(report), *tests]
+           "-o", "addopts=", "--junitxml", str(report), *(() if "-m" in tests else ("-m", "not slow")), *tests]
     start = time.monotonic()
     try:
         proc = subprocess.run(cmd, cwd=copy, env=_env(copy), capture_output=True, text=True, timeout=timeout)
