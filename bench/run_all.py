@@ -40,15 +40,17 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()} {platform.release()}"
 
 
-def commit() -> str:
-    """The short hash of HEAD, with ``+dirty`` if tracked files differ from it."""
+def commit(out: str | None = None) -> str:
+    """The short hash of HEAD, with ``+dirty`` if tracked files other than ``out`` differ from it."""
     def git(*cmd: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True)
 
     head = git("rev-parse", "--short", "HEAD")
     if head.returncode:
         return "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    target = Path(out).resolve() if out else None
+    spec = [".", f":(exclude){target.relative_to(ROOT)}"] if target and target.is_relative_to(ROOT) else []
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", *spec).stdout.strip()
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
@@ -84,7 +86,7 @@ def main() -> int:
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     out = args.out or (None if args.smoke else str(ROOT / "BENCHMARKS.md"))
     scripts = [s for s in SCRIPTS if (BENCH / s).exists() and (not args.only or s in args.only)]
-    measured_at = commit()
+    measured_at = commit(out)  # a file this run rewrites does not make the code dirty
     sections: dict[str, str] = {}
     summary: dict[str, dict[str, object]] = {}
     failed = 0
