@@ -91,7 +91,7 @@ CURATED: tuple[Mutation, ...] = (
         "protocols/secagg.py",
         "mask_key_shares = {v: self._held[v][1].to_bytes() for v in sorted(dropped)}",
         "mask_key_shares = {v: self._held[v][1].to_bytes() for v in sorted(dropped | set(held_survivors))}",
-        ("tests/protocols/test_secagg_secrets.py",),
+        ("tests/protocols/test_secagg_secrets.py::test_no_client_reveals_both_shares_of_anyone",),
         "a client sends the mask-key share of a survivor next to its self-mask share: the server learns x_u",
     ),
     Mutation(
@@ -115,7 +115,7 @@ CURATED: tuple[Mutation, ...] = (
         "secagg/paillier.py",
         "        return self._items.pop()\n",
         "        return self._items[-1]\n",
-        ("tests/secagg/test_paillier_randomness.py",),
+        ("tests/secagg/test_paillier_randomness.py::test_each_ciphertext_takes_one_fresh_pool_element",),
         "the same r^n obfuscates two ciphertexts: their quotient is a ratio of plaintext encodings",
     ),
     Mutation(
@@ -123,7 +123,7 @@ CURATED: tuple[Mutation, ...] = (
         "secagg/paillier.py",
         "slot_bits = (2 * self.bound * self.n_clients).bit_length()\n",
         "slot_bits = (2 * self.bound * self.n_clients).bit_length() - 1\n",
-        ("tests/secagg/test_paillier_randomness.py",),
+        ("tests/secagg/test_paillier_randomness.py", "-k", "slot or extreme"),
         "the n-client sum of a slot carries into the next slot",
     ),
     Mutation(
@@ -155,7 +155,7 @@ CURATED: tuple[Mutation, ...] = (
         "protocols/secagg.py",
         "        if count < needed:\n            raise AbortError(\n",
         "        if False:\n            raise AbortError(\n",
-        ("tests/protocols/test_secagg_secrets.py",),
+        ("tests/protocols/test_secagg_secrets.py", "-k", "survivor_set"),
         "a client unmasks for a survivor set below max(t, min_survivors): the server can isolate one input",
     ),
     # Demonstrations that the strengthened weak tests can fail.

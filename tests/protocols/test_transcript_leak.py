@@ -36,14 +36,14 @@ def _round():
 
 def test_transcript_contains_no_plaintext_encoding() -> None:
     server, references, transcript = _round()
-    # The references are exactly what the clients encoded: their modular sum is the unmasked sum.
-    total = np.sum([r.astype(np.uint64) for r in references], axis=0) % (1 << 32)
-    assert np.array_equal(server.result().raw_sum.astype(np.uint64), total)
     wire = b"".join(transcript)
     for ref in references:
         for start in range(0, DIM - WINDOW, DIM // 8):
             needle = ref[start:start + WINDOW].tobytes()
             assert needle not in wire, f"plaintext words {start}..{start + WINDOW} of a client's encoding are on the wire"
+    # The search strings are exactly what the clients encoded: their modular sum is the unmasked sum.
+    total = np.sum([r.astype(np.uint64) for r in references], axis=0) % (1 << 32)
+    assert np.array_equal(server.result().raw_sum.astype(np.uint64), total)
 
 
 def test_one_masked_vector_alone_looks_uniform() -> None:
