@@ -1,77 +1,108 @@
 """SecAgg (Bonawitz et al. 2017) and SecAgg+ (Bell et al. 2020): one
 implementation, with the neighbour graph as a parameter.
 
-Stages (Bonawitz et al. 2017, Fig. 4), each one method per side, read top to
-bottom:
+Stages (Bonawitz et al. 2017, Fig. 4), declared once per side as a stage table
+on the shared session core (:mod:`protocols.session`: header checks before
+bodies, decode limits from the config, duplicates, dropouts, aborts):
 
-0. ADVERTISE_KEYS: client u sends c_pk (share encryption) and s_pk (masks),
-   signed with its Ed25519 identity when identities are configured.
+0. ADVERTISE_KEYS: client u sends c_pk (share encryption), s_pk (masks) and a
+   hash commitment to its self-mask seed b_u, signed with its Ed25519 identity
+   when identities are configured.
 1. SHARE_KEYS: u Shamir-shares its self-mask seed b_u and the seed of its mask
    key s_u among its neighbours *and itself* (threshold t; Bonawitz et al. share
    among all of U1, u included, so t survivors suffice to unmask), each pair for
    a neighbour sealed with AES-GCM under agree(c_u, c_v); the server relays
-   ciphertexts only.
+   ciphertexts only. u also gives the server the hash of every share it deals
+   (signed per holder when identities are configured); holders check what
+   they receive against those hashes.
 2. MASKED_INPUT: u sends y_u = encode(x_u) + PRG(b_u) + Σ_v ±PRG(s_uv) mod 2^bits
    over the neighbours v whose shares reached it (+ if u < v, − if u > v).
 3. CONSISTENCY (active security only): the server sends the survivor set U3,
    clients sign it, and each client checks t neighbours' signatures on the same
    U3 before unmasking, so a server cannot show different survivor sets.
 4. UNMASK: u reveals, per neighbour v, the share of b_v if v survived and the
-   share of s_v if it dropped, never both (SECURITY invariant 2). The server
-   rebuilds b_u of survivors and s_v of dropouts and removes the masks.
+   share of s_v if it dropped, never both. The server checks every revealed
+   share against its dealer's hash, rebuilds b_u of survivors and s_v of
+   dropouts, checks each against its commitment (or s_pk), and removes the
+   masks.
 
 Who misbehaved: errors about a message's *sender* carry ``client_id`` (the
-peer); ``local=True`` marks a caller bug.
+peer); a revealed share that misses its hash names the holder, secrets that do
+not rebuild consistently name their dealer; ``local=True`` marks a caller bug.
+A round returns the exact sum of the survivors' inputs, or raises.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
-from typing import Any, NoReturn
+from typing import Any, Mapping, NoReturn
 
 import numpy as np
 from numpy.typing import NDArray
 
 from secagg import aead, kex, shamir
+from secagg.encoding import word_dtype
+from secagg.encoding_torch import is_tensor
 from secagg.errors import (
     AbortError,
     ConfigError,
     DecodeError,
     IntegrityError,
     ProtocolError,
-    SecAggError,
     ThresholdError,
     require_extra,
 )
-from secagg.encoding_torch import is_tensor
 from secagg.masking import apply_masks, unmask_sum
 
 from . import messages as m
 from .config import SecAggConfig
+from .messages import DecodeLimits
 from .secagg_binding import (
     HASH_BYTES,
+    KEY_BYTES,
+    MAX_MAP_ENTRY,
+    MAX_SHARE_CIPHERTEXT,
+    SEED_BYTES,
     SIGNATURE_BYTES,
     advert_transcript,
+    mask_context,
+    open_share_pair,
+    pair_sign,
     self_mask_commitment,
+    share_context,
     share_hash,
     share_hashes_transcript,
-    _ID,
-    _MAX_SHARE_CIPHERTEXT,
-    KEY_BYTES,
-    SEED_BYTES,
-    _pack_pair,
-    _Party,
-    pair_sign,
+    share_pair_plaintext,
     survivors_transcript,
-    _unpack_pair,
-    mask_context,
-    share_context,
 )
-from .session import ABORTED, DONE, AbortReason, AggregateResult, SessionState, Stage
+from .session import DONE, AggregateResult, Binding, ClientCore, ServerCore, Stage, StageSpec
 
-__all__ = ["SecAggServer", "SecAggClient", "mask_context", "share_context", "pair_sign"]
+__all__ = ["SecAggServer", "SecAggClient", "mask_context", "share_context", "pair_sign", "survivors_transcript"]
 
-class SecAggClient(_Party):
+
+def _binding(config: SecAggConfig) -> Binding:
+    return Binding.of(config.protocol, config.session_id, config.round)
+
+
+def decode_limits(config: SecAggConfig, *, vectors: bool) -> DecodeLimits:
+    """What one SecAgg message of this round may hold: per-client maps of at most
+    n entries of at most :data:`MAX_MAP_ENTRY` bytes, id lists of at most n, and
+    (``vectors``) one masked vector of dim + 1 words. ``config.max_message_bytes``
+    lowers the total further."""
+    limits = DecodeLimits.for_round(
+        clients=config.n,
+        dim=config.dim if vectors else 0,
+        word_bytes=np.dtype(word_dtype(config.bits)).itemsize,
+        entry_bytes=MAX_MAP_ENTRY,
+        maps=3,
+    )
+    if config.max_message_bytes is not None:
+        limits = dataclasses.replace(limits, max_bytes=min(limits.max_bytes, config.max_message_bytes))
+    return limits
+
+
+class SecAggClient(ClientCore):
     """Client side of SecAgg / SecAgg+ (sans-I/O): ``handle(msg) -> reply | None``.
 
     ``update`` is a 1-D float array of length ``config.dim``; ``weight`` is n_k,
@@ -110,29 +141,25 @@ class SecAggClient(_Party):
         self.identity = identity
         self._encoded = config.encoder.encode(update, weight=weight, rng=rng)
         self.neighbors = config.graph()[self.id]
-        self.state: Stage | SessionState = Stage.ADVERTISE_KEYS
-        self.error: SecAggError | None = None
+        after_input = Stage.CONSISTENCY if config.active_security else Stage.UNMASK
+        # Bonawitz et al. 2017, Fig. 4, rounds 0-4, read top to bottom: what the server
+        # sends at each stage, who handles it, and the stage that follows.
+        stages = {
+            Stage.ADVERTISE_KEYS: StageSpec(m.AdvertiseKeysRequest, self._advertise_keys, Stage.SHARE_KEYS),
+            Stage.SHARE_KEYS: StageSpec(m.KeysBroadcast, self._share_keys, Stage.MASKED_INPUT),
+            Stage.MASKED_INPUT: StageSpec(m.SharesDelivery, self._masked_input, after_input),
+            Stage.CONSISTENCY: StageSpec(m.ConsistencyRequest, self._consistency, Stage.UNMASK),
+            Stage.UNMASK: StageSpec(m.UnmaskRequest, self._unmask, DONE),
+        }
+        if not config.active_security:
+            del stages[Stage.CONSISTENCY]
+        super().__init__(_binding(config), self.id, stages, limits=decode_limits(config, vectors=False))
         self._peers: dict[int, tuple[bytes, bytes]] = {}  # v -> (c_pk, s_pk)
         self._pair_keys: dict[int, bytes] = {}  # v -> AEAD key for shares between us and v
         self._held: dict[int, tuple[shamir.Share, shamir.Share]] = {}  # v -> (b_v share, s_v share)
         self._survivors: tuple[int, ...] | None = None  # U3 signed in active mode
         self.revealed_self_mask: set[int] = set()
         self.revealed_mask_key: set[int] = set()
-
-    # -- dispatch
-    def handle(self, msg: Any) -> m.Message | None:
-        """Consume one server message and return the reply (``None`` once done)."""
-        if self.state in (DONE, ABORTED):
-            raise ProtocolError("session is over", client_id=None, state=self.state.value)
-        msg = self._parse(msg)
-        stage = self.state
-        expected = _CLIENT_EXPECTS[stage]
-        self._check_header(msg, stage=stage, sender=m.SERVER_ID, receiver=self.id, kind=expected)
-        try:
-            return getattr(self, "_" + stage.value)(msg)
-        except SecAggError as exc:
-            self.state, self.error = ABORTED, exc
-            raise
 
     # -- round 0
     def _advertise_keys(self, msg: m.AdvertiseKeysRequest) -> m.AdvertiseKeys:
@@ -145,9 +172,8 @@ class SecAggClient(_Party):
         signature = b""
         if self.identity is not None:
             signature = self.identity.sign(advert_transcript(self.config, self.id, c_pk, s_pk, commitment))
-        self.state = Stage.SHARE_KEYS
         return m.AdvertiseKeys(
-            self._header(Stage.ADVERTISE_KEYS, self.id, m.SERVER_ID), c_pk, s_pk, signature, commitment
+            self.header(Stage.ADVERTISE_KEYS), c_pk, s_pk, signature, commitment
         )
 
     # -- round 1
@@ -180,11 +206,10 @@ class SecAggClient(_Party):
                 continue
             # One key per unordered pair seals both directions; the AAD names sender and receiver.
             key = self._pair_keys[v] = kex.agree(self._c, self._peers[v][0], context=share_context(c, self.id, v))
-            plaintext = _ID.pack(self.id) + _ID.pack(v) + _pack_pair(b_share, s_share)
-            aad = self._header(Stage.SHARE_KEYS, self.id, v).aad()
+            plaintext = share_pair_plaintext(self.id, v, b_share, s_share)
+            aad = self.binding.header(Stage.SHARE_KEYS, self.id, v).aad()
             sealed[v] = aead.seal(key, plaintext, aad=aad)
-        self.state = Stage.MASKED_INPUT
-        return m.EncryptedShares(self._header(Stage.SHARE_KEYS, self.id, m.SERVER_ID), sealed, hashes)
+        return m.EncryptedShares(self.header(Stage.SHARE_KEYS), sealed, hashes)
 
     def _deal(self, xs: list[int]) -> tuple[list[shamir.Share], list[shamir.Share]]:
         """Shamir-share b_u and s_u at the points ``xs`` (threshold t)."""
@@ -208,11 +233,9 @@ class SecAggClient(_Party):
             if v not in self._peers:  # (never ourselves: we are not our own peer)
                 raise ProtocolError("shares from a client that did not advertise keys to us", client_id=v)
             plaintext = aead.open(
-                self._pair_keys[v], sealed, aad=self._header(Stage.SHARE_KEYS, v, self.id).aad()
+                self._pair_keys[v], sealed, aad=self.binding.header(Stage.SHARE_KEYS, v, self.id).aad()
             )
-            if plaintext[:8] != _ID.pack(v) + _ID.pack(self.id):
-                raise IntegrityError("share ciphertext names other parties", client_id=v)
-            pair = _unpack_pair(plaintext[8:], client_id=v)
+            pair = open_share_pair(plaintext, dealer=v, holder=self.id)
             self._check_dealt_hashes(v, pair, msg.share_hashes.get(v))
             self._held[v] = pair
         if len(self._held) < c.threshold:
@@ -234,8 +257,7 @@ class SecAggClient(_Party):
             masked = apply_masks(
                 encoded, bits=c.bits, self_seed=self._b_seed, pair_seeds=pair_seeds, backend="numpy", out=out
             )
-        self.state = Stage.CONSISTENCY if c.active_security else Stage.UNMASK
-        return m.MaskedInput(self._header(Stage.MASKED_INPUT, self.id, m.SERVER_ID), masked)
+        return m.MaskedInput(self.header(Stage.MASKED_INPUT), masked)
 
     def _check_dealt_hashes(self, v: int, pair: tuple[shamir.Share, shamir.Share], entry: bytes | None) -> None:
         """The shares v sealed to us must be the ones whose hashes v gave the server,
@@ -268,8 +290,7 @@ class SecAggClient(_Party):
         self._survivors = survivors
         assert self.identity is not None
         signature = self.identity.sign(survivors_transcript(c, survivors))
-        self.state = Stage.UNMASK
-        return m.ConsistencySignature(self._header(Stage.CONSISTENCY, self.id, m.SERVER_ID), signature)
+        return m.ConsistencySignature(self.header(Stage.CONSISTENCY), signature)
 
     # -- round 4
     def _unmask(self, msg: m.UnmaskRequest) -> m.UnmaskShares:
@@ -318,8 +339,7 @@ class SecAggClient(_Party):
         mask_key_shares = {v: self._held[v][1].to_bytes() for v in sorted(dropped)}
         self.revealed_self_mask |= set(held_survivors)
         self.revealed_mask_key |= dropped
-        self.state = DONE
-        return m.UnmaskShares(self._header(Stage.UNMASK, self.id, m.SERVER_ID), self_mask_shares, mask_key_shares)
+        return m.UnmaskShares(self.header(Stage.UNMASK), self_mask_shares, mask_key_shares)
 
     def colluder_view(self) -> dict[int, tuple[shamir.Share, shamir.Share]]:
         """The (self-mask, mask-key) share pairs this client holds, by dealer.
@@ -346,7 +366,7 @@ class SecAggClient(_Party):
 
 def _maskable_in_place(encoded: Any, bits: int) -> bool:
     """True for a writeable, contiguous 1-D array already in the wire dtype."""
-    wire = np.dtype(np.uint32 if bits <= 32 else np.uint64)
+    wire = word_dtype(bits)
     return (
         isinstance(encoded, np.ndarray)
         and encoded.dtype == wire
@@ -356,16 +376,7 @@ def _maskable_in_place(encoded: Any, bits: int) -> bool:
     )
 
 
-_CLIENT_EXPECTS = {
-    Stage.ADVERTISE_KEYS: m.AdvertiseKeysRequest,
-    Stage.SHARE_KEYS: m.KeysBroadcast,
-    Stage.MASKED_INPUT: m.SharesDelivery,
-    Stage.CONSISTENCY: m.ConsistencyRequest,
-    Stage.UNMASK: m.UnmaskRequest,
-}
-
-
-class SecAggServer(_Party):
+class SecAggServer(ServerCore):
     """Server side of SecAgg / SecAgg+ (sans-I/O).
 
     ``start()`` -> outbox; ``receive(cid, msg)`` for each reply (typed errors on
@@ -394,80 +405,41 @@ class SecAggServer(_Party):
         self.backend, self.device = backend, device
         self.config = config
         self.graph = config.graph()
-        self.state: Stage | SessionState = Stage.ADVERTISE_KEYS
-        self.abort_reason: AbortReason | None = None
-        self._started = False
-        self._inbox: dict[Stage, dict[int, m.Message]] = {stage: {} for stage in Stage}
-        self._dropped: dict[str, tuple[int, ...]] = {}
-        self._expected: set[int] = set(config.client_ids)  # who may reply in the current stage
         self._keys: dict[int, tuple[bytes, bytes]] = {}
         self._delivered: dict[int, set[int]] = {}  # u -> senders whose shares u holds
         self._survivors: tuple[int, ...] = ()
-        self.errors: dict[int, SecAggError] = {}  # the last refused message of each client, by id
         self._commitments: dict[int, bytes] = {}  # u -> commitment to b_u (round 0)
         self._dealt_hashes: dict[tuple[int, int], bytes] = {}  # (dealer, holder) -> share hashes (round 1)
-        self._result: AggregateResult | None = None
-
-    # -- driver interface
-    def start(self) -> dict[int, m.Message]:
-        """Round 0: ask every configured client to advertise keys."""
-        if self._started:
-            raise ProtocolError("start() called twice", local=True)
-        self._started = True
-        return {u: m.AdvertiseKeysRequest(self._header(Stage.ADVERTISE_KEYS, m.SERVER_ID, u)) for u in self.config.client_ids}
-
-    def receive(self, client_id: int, msg: Any) -> None:
-        """Consume one reply for the current stage (see class docstring)."""
-        if not self._started or self.state in (DONE, ABORTED):
-            raise ProtocolError("no stage is open", local=True, state=getattr(self.state, "value", None))
-        stage = self.state
-        assert isinstance(stage, Stage)
-        if client_id not in self.config.client_ids:
-            raise ProtocolError("message from an unknown sender", client_id=client_id)
-        msg = self._parse(msg)
-        self._check_header(msg, stage=stage, sender=client_id, receiver=m.SERVER_ID, kind=_SERVER_EXPECTS[stage])
-        if client_id in self._inbox[stage]:
-            raise ProtocolError("duplicate message", client_id=client_id, stage=stage)
-        if client_id not in self._expected:
-            raise ProtocolError("client is not part of this stage (dropped earlier)", client_id=client_id, stage=stage)
-        try:
-            getattr(self, "_check_" + stage.value)(client_id, msg)
-        except SecAggError as exc:
-            self.errors[client_id] = exc  # refused: the state is otherwise unchanged
-            raise
-        self._inbox[stage][client_id] = msg
-
-    def close_stage(self) -> dict[int, m.Message]:
-        """The current stage's deadline passed: missing replies are dropouts."""
-        if not self._started or self.state in (DONE, ABORTED):
-            raise ProtocolError("no stage is open", local=True)
-        stage = self.state
-        assert isinstance(stage, Stage)
-        arrived = set(self._inbox[stage])
-        missing = self._expected - arrived
-        if missing:
-            self._dropped[stage.value] = tuple(sorted(missing))
-        self._expected = arrived
-        return getattr(self, "_close_" + stage.value)()
-
-    def result(self) -> AggregateResult:
-        """The aggregate of the survivors; raises AbortError if the round aborted."""
-        if self.state is ABORTED:
-            assert self.abort_reason is not None
-            raise self.abort_reason.to_error()
-        if self.state is not DONE or self._result is None:
-            raise ProtocolError("round not finished", local=True, state=getattr(self.state, "value", None))
-        return self._result
-
-    # -- helpers
-    def _abort(self, stage: Stage, needed: int, got: int, detail: str = "") -> dict[int, m.Message]:
-        self.state = ABORTED
-        self.abort_reason = AbortReason(stage, needed, got, dict(self._dropped), detail)
-        return {}
+        t = config.threshold
+        after_input = Stage.CONSISTENCY if config.active_security else Stage.UNMASK
+        # Bonawitz et al. 2017, Fig. 4, rounds 0-4, read top to bottom: the reply each stage
+        # accepts, its check, the stage that follows, what closing it sends, and (where
+        # it is not min_survivors) how many replies it needs.
+        stages = {
+            Stage.ADVERTISE_KEYS: StageSpec(m.AdvertiseKeys, self._check_advertise_keys, Stage.SHARE_KEYS,
+                                            close=self._close_advertise_keys),
+            Stage.SHARE_KEYS: StageSpec(m.EncryptedShares, self._check_share_keys, Stage.MASKED_INPUT,
+                                        close=self._close_share_keys),
+            Stage.MASKED_INPUT: StageSpec(m.MaskedInput, self._check_masked_input, after_input,
+                                          close=self._close_masked_input),
+            Stage.CONSISTENCY: StageSpec(m.ConsistencySignature, self._check_consistency, Stage.UNMASK,
+                                         close=self._close_consistency, needed=t),
+            Stage.UNMASK: StageSpec(m.UnmaskShares, self._check_unmask, DONE, close=self._close_unmask, needed=t),
+        }
+        if not config.active_security:
+            del stages[Stage.CONSISTENCY]
+        super().__init__(
+            _binding(config),
+            config.client_ids,
+            stages,
+            opening=lambda: {u: m.AdvertiseKeysRequest(self.header(Stage.ADVERTISE_KEYS, u)) for u in config.client_ids},
+            min_survivors=config.min_survivors,
+            limits=decode_limits(config, vectors=True),
+        )
 
     def _blame_dealer(self, dealer: int, why: str) -> NoReturn:
         """End the round ABORTED and raise, naming the client that dealt inconsistent shares."""
-        self._abort(Stage.UNMASK, self.config.threshold, 0, f"client {dealer} dealt inconsistent shares: {why}")
+        self.abort(self.config.threshold, 0, f"client {dealer} dealt inconsistent shares: {why}")
         raise IntegrityError(f"client {dealer} dealt inconsistent shares: {why}", client_id=dealer, stage=Stage.UNMASK)
 
     def _rebuild(self, share_lists: list[list[shamir.Share]], dealers: list[int] | tuple[int, ...], what: str) -> list[bytes]:
@@ -482,15 +454,8 @@ class SecAggServer(_Party):
                     self._blame_dealer(dealer, f"the shares of its {what} do not lie on one polynomial")
             raise
 
-    def _need(self, stage: Stage, present: int) -> bool:
-        """True (and ABORTED) when fewer than min_survivors remain."""
-        if present < self.config.min_survivors:
-            self._abort(stage, self.config.min_survivors, present)
-            return True
-        return False
-
     # -- stage 0: advertise keys
-    def _check_advertise_keys(self, u: int, msg: m.AdvertiseKeys) -> None:
+    def _check_advertise_keys(self, u: int, msg: m.AdvertiseKeys) -> m.AdvertiseKeys:
         if len(msg.c_public) != KEY_BYTES or len(msg.s_public) != KEY_BYTES:
             raise DecodeError("public keys must be 32 bytes", client_id=u)
         if len(msg.signature) > SIGNATURE_BYTES:
@@ -504,14 +469,11 @@ class SecAggServer(_Party):
                 msg.signature,
                 advert_transcript(c, u, msg.c_public, msg.s_public, msg.self_mask_commitment),
             )
+        return msg
 
-    def _close_advertise_keys(self) -> dict[int, m.Message]:
-        inbox = self._inbox[Stage.ADVERTISE_KEYS]
-        if self._need(Stage.ADVERTISE_KEYS, len(inbox)):
-            return {}
+    def _close_advertise_keys(self, inbox: Mapping[int, m.AdvertiseKeys]) -> dict[int, m.Message]:
         self._keys = {u: (msg.c_public, msg.s_public) for u, msg in inbox.items()}
         self._commitments = {u: msg.self_mask_commitment for u, msg in inbox.items()}
-        self.state = Stage.SHARE_KEYS
         outbox = {}
         for u in sorted(inbox):
             keys = {
@@ -519,18 +481,18 @@ class SecAggServer(_Party):
                 for v in self.graph[u]
                 if v in inbox
             }
-            outbox[u] = m.KeysBroadcast(self._header(Stage.SHARE_KEYS, m.SERVER_ID, u), keys)
+            outbox[u] = m.KeysBroadcast(self.header(Stage.SHARE_KEYS, u), keys)
         return outbox
 
     # -- stage 1: share keys
-    def _check_share_keys(self, u: int, msg: m.EncryptedShares) -> None:
+    def _check_share_keys(self, u: int, msg: m.EncryptedShares) -> m.EncryptedShares:
         allowed = {v for v in self.graph[u] if v in self._keys}
         extra = set(msg.ciphertexts) - allowed
         if extra:
             raise ProtocolError("shares addressed to clients that are not live neighbours", client_id=u)
         if len(msg.ciphertexts) + 1 < self.config.threshold:  # the sender holds one share itself
             raise ProtocolError("fewer share ciphertexts than the threshold", client_id=u)
-        if any(len(ct) > _MAX_SHARE_CIPHERTEXT for ct in msg.ciphertexts.values()):
+        if any(len(ct) > MAX_SHARE_CIPHERTEXT for ct in msg.ciphertexts.values()):
             raise DecodeError("share ciphertext too large", client_id=u)
         c = self.config
         if set(msg.share_hashes) != set(msg.ciphertexts) | {u}:
@@ -543,11 +505,9 @@ class SecAggServer(_Party):
             if signed:
                 kex.verify(c.identities[u], entry[2 * HASH_BYTES :],  # type: ignore[index]
                            share_hashes_transcript(c, u, v, entry[: 2 * HASH_BYTES]))
+        return msg
 
-    def _close_share_keys(self) -> dict[int, m.Message]:
-        inbox = self._inbox[Stage.SHARE_KEYS]
-        if self._need(Stage.SHARE_KEYS, len(inbox)):
-            return {}
+    def _close_share_keys(self, inbox: Mapping[int, m.EncryptedShares]) -> dict[int, m.Message]:
         incoming: dict[int, dict[int, bytes]] = {u: {} for u in inbox}
         for v, msg in inbox.items():
             for u, sealed in msg.ciphertexts.items():
@@ -559,10 +519,9 @@ class SecAggServer(_Party):
         self._dealt_hashes = {
             (v, u): entry[: 2 * HASH_BYTES] for v, msg in inbox.items() for u, entry in msg.share_hashes.items()
         }
-        self.state = Stage.MASKED_INPUT
         return {
             u: m.SharesDelivery(
-                self._header(Stage.MASKED_INPUT, m.SERVER_ID, u),
+                self.header(Stage.MASKED_INPUT, u),
                 cts,
                 {v: inbox[v].share_hashes[u] for v in cts},
             )
@@ -570,10 +529,10 @@ class SecAggServer(_Party):
         }
 
     # -- stage 2: masked input
-    def _check_masked_input(self, u: int, msg: m.MaskedInput) -> None:
+    def _check_masked_input(self, u: int, msg: m.MaskedInput) -> m.MaskedInput:
         c = self.config
         y = msg.masked
-        dtype = np.dtype(np.uint32 if c.bits <= 32 else np.uint64)
+        dtype = word_dtype(c.bits)
         if y.dtype != dtype:
             raise DecodeError("masked vector has the wrong word size", client_id=u, dtype=str(y.dtype))
         if y.shape != (c.dim + 1,):
@@ -582,19 +541,12 @@ class SecAggServer(_Party):
             )
         if c.bits not in (32, 64) and int(y.max(initial=0)) >> c.bits:
             raise DecodeError("masked vector has values outside Z_{2^bits}", client_id=u)
+        return msg
 
-    def _close_masked_input(self) -> dict[int, m.Message]:
-        inbox = self._inbox[Stage.MASKED_INPUT]
-        if self._need(Stage.MASKED_INPUT, len(inbox)):
-            return {}
+    def _close_masked_input(self, inbox: Mapping[int, m.MaskedInput]) -> dict[int, m.Message]:
         self._survivors = tuple(sorted(inbox))
         if self.config.active_security:
-            self.state = Stage.CONSISTENCY
-            return {
-                u: m.ConsistencyRequest(self._header(Stage.CONSISTENCY, m.SERVER_ID, u), self._survivors)
-                for u in self._survivors
-            }
-        self.state = Stage.UNMASK
+            return {u: m.ConsistencyRequest(self.header(Stage.CONSISTENCY, u), self._survivors) for u in self._survivors}
         return self._unmask_requests(self._survivors, signatures=None)
 
     def _unmask_requests(self, recipients: tuple[int, ...], signatures: dict[int, bytes] | None) -> dict[int, m.Message]:
@@ -604,7 +556,7 @@ class SecAggServer(_Party):
             held = self._delivered.get(u, set())
             sigs = {} if signatures is None else {w: s for w, s in signatures.items() if w in self.graph[u]}
             outbox[u] = m.UnmaskRequest(
-                self._header(Stage.UNMASK, m.SERVER_ID, u),
+                self.header(Stage.UNMASK, u),
                 self._survivors,  # the whole U3: clients check its size against max(t, min_survivors)
                 tuple(sorted(held - survivors)),
                 sigs,
@@ -612,19 +564,16 @@ class SecAggServer(_Party):
         return outbox
 
     # -- stage 3: consistency
-    def _check_consistency(self, u: int, msg: m.ConsistencySignature) -> None:
+    def _check_consistency(self, u: int, msg: m.ConsistencySignature) -> m.ConsistencySignature:
         kex.verify(self.config.identities[u], msg.signature, survivors_transcript(self.config, self._survivors))  # type: ignore[index]
+        return msg
 
-    def _close_consistency(self) -> dict[int, m.Message]:
-        inbox = self._inbox[Stage.CONSISTENCY]
-        if len(inbox) < self.config.threshold:
-            return self._abort(Stage.CONSISTENCY, self.config.threshold, len(inbox))
-        self.state = Stage.UNMASK
+    def _close_consistency(self, inbox: Mapping[int, m.ConsistencySignature]) -> dict[int, m.Message]:
         signatures = {u: msg.signature for u, msg in inbox.items()}
         return self._unmask_requests(tuple(sorted(inbox)), signatures)
 
     # -- stage 4: unmask
-    def _check_unmask(self, u: int, msg: m.UnmaskShares) -> None:
+    def _check_unmask(self, u: int, msg: m.UnmaskShares) -> m.UnmaskShares:
         held = self._delivered.get(u, set())
         survivors = set(self._survivors)
         if not set(msg.self_mask_shares) <= held & survivors or not set(msg.mask_key_shares) <= held - survivors:
@@ -638,10 +587,10 @@ class SecAggServer(_Party):
                     raise IntegrityError(
                         "revealed share differs from the one its dealer committed to", client_id=u, dealer=v
                     )
+        return msg
 
-    def _close_unmask(self) -> dict[int, m.Message]:
+    def _close_unmask(self, inbox: Mapping[int, m.UnmaskShares]) -> AggregateResult | dict[int, m.Message]:
         c = self.config
-        inbox = self._inbox[Stage.UNMASK]
         survivors = self._survivors
         dropped_after_sharing = sorted(set(self._delivered) - set(survivors))
         # Collect shares per secret.
@@ -659,9 +608,7 @@ class SecAggServer(_Party):
         short += [(v, len(s_shares[v])) for v in needed_s if len(s_shares[v]) < c.threshold]
         if short:
             who, got = min(short, key=lambda item: item[1])
-            return self._abort(
-                Stage.UNMASK, c.threshold, got, f"not enough shares to rebuild the secrets of client {who}"
-            )
+            return self.abort(c.threshold, got, f"not enough shares to rebuild the secrets of client {who}")
         # Every share was checked against its dealer's hash at receipt, so a secret that
         # does not rebuild consistently, or does not match its commitment, was dealt wrong.
         b_seeds = self._rebuild([b_shares[u] for u in survivors], survivors, "self-mask seed")
@@ -681,7 +628,7 @@ class SecAggServer(_Party):
         # Σ y_u over survivors, minus their self masks and the dropouts' pairwise
         # masks, mod 2^bits, in one streamed pass (no separate total vector).
         total = unmask_sum(
-            [self._inbox[Stage.MASKED_INPUT][u].masked for u in survivors],
+            [self.accepted(Stage.MASKED_INPUT)[u].masked for u in survivors],
             bits=c.bits,
             self_seeds=b_seeds,
             pair_seeds=pair_seeds,
@@ -691,23 +638,12 @@ class SecAggServer(_Party):
         vector_sum, weight_sum = c.encoder.decode_sum(total)
         aggregate = vector_sum / weight_sum if c.weighted and weight_sum else vector_sum
         dropped = sorted(set(c.client_ids) - set(survivors))
-        self._result = AggregateResult(
+        return AggregateResult(
             aggregate=np.asarray(aggregate, dtype=np.float64),
             survivors=list(survivors),
             dropped=dropped,
             weight_sum=float(weight_sum),
             weighted=c.weighted,
             raw_sum=total,
-            extras={"dropped_at": dict(self._dropped), "rebuilt_mask_keys": len(needed_s)},
+            extras={"dropped_at": dict(self.dropped), "rebuilt_mask_keys": len(needed_s)},
         )
-        self.state = DONE
-        return {}
-
-
-_SERVER_EXPECTS = {
-    Stage.ADVERTISE_KEYS: m.AdvertiseKeys,
-    Stage.SHARE_KEYS: m.EncryptedShares,
-    Stage.MASKED_INPUT: m.MaskedInput,
-    Stage.CONSISTENCY: m.ConsistencySignature,
-    Stage.UNMASK: m.UnmaskShares,
-}

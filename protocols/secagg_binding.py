@@ -1,23 +1,20 @@
 """What binds SecAgg secrets and messages to one round: HKDF contexts for the
-pairwise keys, the transcripts that identities sign, header construction and
-checking, and the layout of a sealed share pair. Shared by the client and the
-server in :mod:`protocols.secagg` (SECURITY invariant 4).
+pairwise keys, the transcripts that identities sign, the commitments and share
+hashes that make reconstruction verifiable, and the layout of a sealed share
+pair. Shared by the client and the server in :mod:`protocols.secagg`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Any
-
 import numpy as np
 
 from secagg import aead, shamir
-from secagg.errors import DecodeError, IntegrityError, ProtocolError
+from secagg.errors import DecodeError, IntegrityError
 
 from . import messages as m
 from .config import SecAggConfig
-from .session import Stage
 
 __all__ = [
     "mask_context",
@@ -32,6 +29,10 @@ __all__ = [
     "KEY_BYTES",
     "HASH_BYTES",
     "SIGNATURE_BYTES",
+    "MAX_SHARE_CIPHERTEXT",
+    "MAX_MAP_ENTRY",
+    "share_pair_plaintext",
+    "open_share_pair",
 ]
 
 SEED_BYTES = 32  # b_u and s_u seeds: 256-bit (PRG and X25519 seed sizes)
@@ -111,48 +112,20 @@ def pair_sign(u: int, v: int) -> int:
     return 1 if u < v else -1
 
 
-class _Party:
-    """What client and server share: header construction and checking."""
-
-    config: SecAggConfig
-
-    def _header(self, stage: Stage, sender: int, receiver: int) -> m.Header:
-        c = self.config
-        return m.Header(m.PROTOCOL_IDS[c.protocol], c.session_id, c.round, stage, sender, receiver)
-
-    def _parse(self, msg: Any) -> m.Message:
-        if isinstance(msg, (bytes, bytearray, memoryview)):
-            limit = self.config.max_message_bytes or m.DEFAULT_MAX_MESSAGE_BYTES
-            return m.decode(bytes(msg), max_bytes=limit)
-        if not isinstance(msg, m.Message):
-            raise ProtocolError("expected a secagg message or its bytes", local=True, type=type(msg).__name__)
-        return msg
-
-    def _check_header(self, msg: m.Message, *, stage: Stage, sender: int, receiver: int, kind: type) -> None:
-        h = msg.header
-        c = self.config
-        if h.protocol != m.PROTOCOL_IDS[c.protocol] or h.session_id != c.session_id or h.round != c.round:
-            raise ProtocolError(
-                "message from another protocol, session or round (replay?)",
-                client_id=sender if sender != m.SERVER_ID else None,
-                round=h.round,
-            )
-        if h.sender != sender or h.receiver != receiver:
-            raise ProtocolError("message sender/receiver does not match", client_id=sender, header_sender=h.sender)
-        if h.stage != stage or not isinstance(msg, kind):
-            raise ProtocolError(
-                f"expected {kind.__name__} at {stage.value}, got {type(msg).__name__} at {h.stage.value}",
-                stage=stage,
-                client_id=sender if sender != m.SERVER_ID else None,
-            )
-
-
 # ====================================================================== client
 
 
-def _pack_pair(b_share: shamir.Share, s_share: shamir.Share) -> bytes:
+def share_pair_plaintext(dealer: int, holder: int, b_share: shamir.Share, s_share: shamir.Share) -> bytes:
+    """What the dealer seals to one holder: both ids, then its (b, s) share pair."""
     b, s = b_share.to_bytes(), s_share.to_bytes()
-    return _ID.pack(len(b)) + b + s
+    return _ID.pack(dealer) + _ID.pack(holder) + _ID.pack(len(b)) + b + s
+
+
+def open_share_pair(plaintext: bytes, *, dealer: int, holder: int) -> tuple[shamir.Share, shamir.Share]:
+    """Parse :func:`share_pair_plaintext`; IntegrityError (naming the dealer) on anything else."""
+    if plaintext[:8] != _ID.pack(dealer) + _ID.pack(holder):
+        raise IntegrityError("share ciphertext names other parties", client_id=dealer)
+    return _unpack_pair(plaintext[8:], client_id=dealer)
 
 
 def _unpack_pair(data: bytes, *, client_id: int) -> tuple[shamir.Share, shamir.Share]:
@@ -169,4 +142,6 @@ def _unpack_pair(data: bytes, *, client_id: int) -> tuple[shamir.Share, shamir.S
 
 
 # two 4-byte ids, a 4-byte length, two shares, AEAD nonce and tag
-_MAX_SHARE_CIPHERTEXT = 8 + 4 + 2 * shamir.SHARE_BYTES + aead.OVERHEAD
+MAX_SHARE_CIPHERTEXT = 8 + 4 + 2 * shamir.SHARE_BYTES + aead.OVERHEAD
+# the largest map value any SecAgg message carries: c_pk || s_pk || commitment || signature
+MAX_MAP_ENTRY = 2 * KEY_BYTES + HASH_BYTES + SIGNATURE_BYTES

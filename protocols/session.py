@@ -388,7 +388,10 @@ class ServerCore(SessionCore):
             raise ProtocolError("no stage is open", local=True, state=stage.value)
         if client_id not in self.client_ids:
             raise ProtocolError("message from an unknown sender", client_id=client_id)
-        kind, header = self._peek(msg)
+        try:
+            kind, header = self._peek(msg)
+        except DecodeError as exc:  # name the sender; the state is unchanged
+            raise DecodeError(exc.message, **{**exc.fields, "client_id": client_id, "stage": stage}) from None
         self._check_header(kind, header, stage=stage, sender=client_id, receiver=SERVER_ID, peer=client_id)
         if client_id in self._inbox[stage]:
             raise ProtocolError("duplicate message", client_id=client_id, stage=stage)

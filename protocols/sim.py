@@ -245,6 +245,8 @@ def drive(server: Any, clients: Mapping[int, Any], drop_at: Mapping[int, Stage] 
                     raise
                 rejected[cid] = exc
             stage_seconds[stage_name]["server"] += clock() - t0
+            if server.state in (DONE, ABORTED):  # a refusal left too few to close the stage
+                break
         t0 = clock()
         outbox = server.close_stage()
         stage_seconds[stage_name]["server"] += clock() - t0

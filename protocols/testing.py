@@ -22,16 +22,29 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from secagg.encoding import FixedPointEncoder
 from secagg.errors import AbortError, SecAggError
 
+from secagg import kex
+from secagg.errors import ConfigError
+
 from . import messages as m
+from .adversary import (
+    BadShareClient,
+    EquivocatingServer,
+    Exposure,
+    InconsistentDealerClient,
+    MismatchedHashDealerClient,
+    SelectiveDeliveryServer,
+    exposure,
+)
 from .config import SecAggConfig, effective_degree
 from .session import ABORTED, DONE, Stage
 from .sim import drive
+from .testing_he import HE_ADVERSARIAL_BEHAVIOURS, SIGNATURE_MODES, KeySubstitutionServer
 
 __all__ = [
     "round_configs",
@@ -41,6 +54,20 @@ __all__ = [
     "adversarial_behaviours",
     "AdversarialServer",
     "check_aggregator",
+    "ACTIVE_ATTACKS",
+    "ActiveAttack",
+    "active_attacks",
+    "check_active_security",
+    "SelectiveDeliveryServer",
+    "EquivocatingServer",
+    "BadShareClient",
+    "InconsistentDealerClient",
+    "MismatchedHashDealerClient",
+    "Exposure",
+    "exposure",
+    "KeySubstitutionServer",
+    "HE_ADVERSARIAL_BEHAVIOURS",
+    "SIGNATURE_MODES",
 ]
 
 
@@ -227,8 +254,13 @@ def check_aggregator(
     max_examples: int = 50,
     max_n: int = 12,
     adversarial: bool = True,
+    adversary: tuple[str, ...] | None = None,
 ) -> None:
     """Run the standard property suite against an aggregator implementation.
+
+    ``adversary`` names attacks of :data:`ACTIVE_ATTACKS` to also run through
+    :func:`check_active_security` (it needs clients that expose
+    ``colluder_view()`` / ``colluder_view_seeds()``, as ours do).
 
     Properties (each a Hypothesis test over configs and dropout schedules):
 
@@ -236,9 +268,13 @@ def check_aggregator(
        masked input was accepted and the aggregate equal to their weighted sum
        within the encoder's quantisation bound, or raises :class:`AbortError`;
        no other exception escapes;
+       an abort happens only when someone dropped, and names who;
     2. no honest client, facing an :class:`AdversarialServer`, lets a corrupted
        round finish with a wrong aggregate: it refuses with a typed error;
-    3. fuzzed bytes into ``server.receive`` raise only :class:`SecAggError`.
+    3. fuzzed bytes into ``server.receive`` raise only :class:`SecAggError`;
+    4. (with ``adversary``) no accepted active config lets a server with up to
+       ``max_corrupt`` colluders expose an honest client (see
+       :func:`check_active_security`).
 
     Raises ``AssertionError`` (via Hypothesis, with a minimal failing example).
     """
@@ -255,7 +291,10 @@ def check_aggregator(
         }
         try:
             result = drive(make_server(config), clients, case.schedule)
-        except AbortError:
+        except AbortError as exc:
+            # An abort is only allowed when someone dropped, and it must say who.
+            assert case.schedule, "a round without dropouts aborted"
+            assert any(exc.dropped.values()) if exc.dropped else False, "an abort must name who dropped"
             return
         survivors = list(result.survivors)
         assert survivors, "a completed round must have survivors"
@@ -292,7 +331,8 @@ def check_aggregator(
                 if len(result.survivors) <= 1:
                     return
                 # client 0 signed a different set; whoever checked its signature must have refused
-                assert errors or 0 not in result.survivors, "equivocation went unnoticed"
+                rejected = result.extras.get("rejected", {})
+                assert errors or rejected or 0 not in result.survivors, "equivocation went unnoticed"
                 return
             assert errors, f"{behaviour}: clients accepted a corrupted round"
             expected = case.updates[list(result.survivors)].sum(0)
@@ -320,3 +360,112 @@ def check_aggregator(
             pass
 
     decoding_is_total()
+
+    if adversary:
+        check_active_security(make_server, make_client, attacks=adversary, max_examples=max_examples)
+
+
+# ----------------------------------------------------------------- active security
+
+ACTIVE_ATTACKS = ("selective_delivery", "equivocation")
+
+
+@dataclass(frozen=True)
+class ActiveAttack:
+    """One draw of :func:`active_attacks`: a config's parameters (the config may
+    still be refused), the colluding set (at most ``max_corrupt``), the target
+    and the attack's free choice (the fake dropouts or the deceived half)."""
+
+    n: int
+    neighbors: int | None
+    threshold: int
+    max_corrupt: int
+    min_survivors: int
+    colluders: frozenset[int]
+    target: int
+    chosen: frozenset[int]
+    kind: str
+
+
+@st.composite
+def active_attacks(draw: st.DrawFn, *, max_n: int = 9, kinds: tuple[str, ...] = ACTIVE_ATTACKS) -> ActiveAttack:
+    """Active-mode round parameters and one attack against them, with a colluding
+    set of exactly ``max_corrupt`` clients chosen after the config (any set).
+
+    >>> active_attacks().example()  # doctest: +SKIP
+    """
+    n = draw(st.integers(3, max_n))
+    complete = draw(st.booleans())
+    neighbors = None if complete else draw(st.integers(2, n - 1))
+    k = effective_degree(n, neighbors)
+    t = draw(st.integers((k + 1) // 2 + 1, k + 1))
+    c = draw(st.integers(0, n - 2))
+    min_survivors = draw(st.integers(min(c + 2, n), n))
+    colluders = frozenset(draw(st.lists(st.integers(0, n - 1), min_size=c, max_size=c, unique=True)))
+    honest = [u for u in range(n) if u not in colluders]
+    target = draw(st.sampled_from(honest))
+    others = [u for u in honest if u != target]
+    chosen = frozenset(draw(st.lists(st.sampled_from(others), unique=True))) if others else frozenset()
+    return ActiveAttack(n, neighbors, t, c, min_survivors, colluders, target, chosen, draw(st.sampled_from(kinds)))
+
+
+def run_active_attack(make_server: Callable[[Any], Any], make_client: Callable[..., Any],
+                      attack: ActiveAttack) -> tuple[SecAggConfig, Exposure] | None:
+    """Run one attack end to end and reconstruct what it exposed; ``None`` when
+    the library refuses the config (nothing to attack)."""
+    keys = {i: kex.generate_identity() for i in range(attack.n)}
+    try:
+        config = SecAggConfig(
+            client_ids=tuple(range(attack.n)), threshold=attack.threshold, dim=3,
+            encoder=FixedPointEncoder(1.0, 32, attack.n), neighbors=attack.neighbors,
+            min_survivors=attack.min_survivors, active_security=True,
+            identities={i: k.public_bytes for i, k in keys.items()}, max_corrupt=attack.max_corrupt,
+        )
+    except ConfigError:
+        return None
+    rng = np.random.default_rng(attack.n * 1000 + attack.threshold)
+    updates = {i: rng.uniform(-1, 1, 3) for i in range(attack.n)}
+    clients = {i: make_client(config, i, updates[i], identity=keys[i], rng=np.random.default_rng(i))
+               for i in range(attack.n)}
+    server: Any
+    if attack.kind == "selective_delivery":
+        server = SelectiveDeliveryServer(make_server(config), target=attack.target, colluders=attack.colluders,
+                                         fake_dropped=attack.chosen)
+    else:
+        server = EquivocatingServer(make_server(config), target=attack.target, half=attack.chosen,
+                                    colluder_keys={w: keys[w] for w in attack.colluders})
+    try:
+        drive(server, clients)
+    except SecAggError:
+        pass
+    return config, exposure(config, server.log, clients, attack.colluders, updates)
+
+
+def check_active_security(
+    make_server: Callable[[Any], Any],
+    make_client: Callable[..., Any],
+    *,
+    attacks: tuple[str, ...] = ACTIVE_ATTACKS,
+    max_examples: int = 200,
+    max_n: int = 9,
+) -> None:
+    """For any active config the library accepts and any of ``attacks`` by a
+    server with at most ``max_corrupt`` colluders, the adversary's view,
+    reconstructed, holds neither both secrets of an honest client nor a sum of
+    fewer than ``min_survivors - max_corrupt`` honest inputs."""
+    unknown = set(attacks) - set(ACTIVE_ATTACKS)
+    if unknown:
+        raise ConfigError(f"unknown attacks {sorted(unknown)}; choose from {ACTIVE_ATTACKS}", local=True)
+
+    @settings(max_examples=max_examples, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(active_attacks(max_n=max_n, kinds=tuple(attacks)))
+    def no_exposure(attack: ActiveAttack) -> None:
+        outcome = run_active_attack(make_server, make_client, attack)
+        assume(outcome is not None)
+        assert outcome is not None
+        config, seen = outcome
+        assert not seen.both_secrets, f"both secrets of {sorted(seen.both_secrets)} rebuilt"
+        if seen.smallest_sum is not None:
+            assert seen.smallest_sum >= config.min_survivors - attack.max_corrupt, f"unmasked {seen.unmasked}"
+
+    no_exposure()

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from protocols.adversary import EquivocatingServer, SelectiveDeliveryServer, exposure
+from protocols.testing import check_active_security
 from protocols.config import SecAggConfig, effective_degree
 from protocols.secagg import SecAggClient, SecAggServer
 from protocols.sim import drive
@@ -96,61 +97,12 @@ def test_active_mode_requires_max_corrupt():
 # ---------------------------------------------------------------- the property
 
 
-@st.composite
-def attacks(draw):
-    """An accepted active config, a colluding set of at most max_corrupt
-    clients (any set: the attacks choose after seeing the config), and one
-    attack with its free choices."""
-    n = draw(st.integers(3, 9))
-    complete = draw(st.booleans())
-    neighbors = None if complete else draw(st.integers(2, n - 1))
-    k = effective_degree(n, neighbors)
-    t = draw(st.integers((k + 1) // 2 + 1, k + 1))
-    c = draw(st.integers(0, n - 2))
-    min_survivors = draw(st.integers(min(c + 2, n), n))
-    colluders = set(draw(st.lists(st.integers(0, n - 1), min_size=c, max_size=c, unique=True)))
-    honest = [u for u in range(n) if u not in colluders]
-    target = draw(st.sampled_from(honest))
-    others = [u for u in honest if u != target]
-    chosen = set(draw(st.lists(st.sampled_from(others), unique=True))) if others else set()
-    kind = draw(st.sampled_from(["selective", "equivocate"]))
-    return n, neighbors, t, c, min_survivors, colluders, target, chosen, kind
-
-
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
-@given(attacks())
-def test_no_accepted_config_lets_max_corrupt_colluders_expose_an_honest_input(case):
+def test_no_accepted_config_lets_max_corrupt_colluders_expose_an_honest_input():
     """For any config the library accepts and any of the attacks controlling at
     most max_corrupt clients, the adversary's view, reconstructed, never holds
     both secrets of an honest client and never unmasks a sum of fewer than
-    min_survivors - max_corrupt honest inputs."""
-    n, neighbors, t, c, min_survivors, colluders, target, chosen, kind = case
-    keys = {i: kex.generate_identity() for i in range(n)}
-    try:
-        config = SecAggConfig(
-            client_ids=tuple(range(n)), threshold=t, dim=3, encoder=FixedPointEncoder(1.0, 32, n),
-            neighbors=neighbors, min_survivors=min_survivors, active_security=True,
-            identities={i: k.public_bytes for i, k in keys.items()}, max_corrupt=c,
-        )
-    except ConfigError:
-        assume(False)
-        return
-    rng = np.random.default_rng(n * 1000 + t)
-    updates = {i: rng.uniform(-1, 1, 3) for i in range(n)}
-    clients = {i: SecAggClient(config, i, updates[i], identity=keys[i], rng=np.random.default_rng(i)) for i in range(n)}
-    if kind == "selective":
-        server = SelectiveDeliveryServer(SecAggServer(config), target=target, colluders=colluders, fake_dropped=chosen)
-    else:
-        server = EquivocatingServer(SecAggServer(config), target=target, half=chosen,
-                                    colluder_keys={w: keys[w] for w in colluders})
-    try:
-        drive(server, clients)
-    except SecAggError:
-        pass
-    seen = exposure(config, server.log, clients, colluders, updates)
-    assert not seen.both_secrets, f"both secrets of {sorted(seen.both_secrets)} rebuilt"
-    if seen.smallest_sum is not None:
-        assert seen.smallest_sum >= config.min_survivors - c, f"unmasked {seen.unmasked}"
+    min_survivors - max_corrupt honest inputs (200 accepted examples)."""
+    check_active_security(SecAggServer, SecAggClient, max_examples=200)
 
 
 def test_equivocation_exposes_a_client_when_the_threshold_ignores_colluders():
