@@ -209,7 +209,8 @@ class SecAggClient(ClientCore):
             plaintext = share_pair_plaintext(self.id, v, b_share, s_share)
             aad = self.binding.header(Stage.SHARE_KEYS, self.id, v).aad()
             sealed[v] = aead.seal(key, plaintext, aad=aad)
-        return m.EncryptedShares(self.header(Stage.SHARE_KEYS), sealed, hashes)
+        signature = b"" if self.identity is None else self.identity.sign(share_hashes_transcript(c, self.id, hashes))
+        return m.EncryptedShares(self.header(Stage.SHARE_KEYS), sealed, hashes, signature)
 
     def _deal(self, xs: list[int]) -> tuple[list[shamir.Share], list[shamir.Share]]:
         """Shamir-share b_u and s_u at the points ``xs`` (threshold t)."""
@@ -217,14 +218,11 @@ class SecAggClient(ClientCore):
         return list(b_shares), list(s_shares)
 
     def _share_hashes(self, holder: int, b_share: shamir.Share, s_share: shamir.Share) -> bytes:
-        """hash(b share) || hash(s share) dealt to ``holder``, signed when we have an identity."""
+        """hash(b share) || hash(s share) dealt to ``holder``."""
         c = self.config
-        hashes = share_hash(c, self.id, holder, b"b", b_share.to_bytes()) + share_hash(
+        return share_hash(c, self.id, holder, b"b", b_share.to_bytes()) + share_hash(
             c, self.id, holder, b"s", s_share.to_bytes()
         )
-        if self.identity is None:
-            return hashes
-        return hashes + self.identity.sign(share_hashes_transcript(c, self.id, holder, hashes))
 
     # -- round 2
     def _masked_input(self, msg: m.SharesDelivery) -> m.MaskedInput:
@@ -260,23 +258,21 @@ class SecAggClient(ClientCore):
         return m.MaskedInput(self.header(Stage.MASKED_INPUT), masked)
 
     def _check_dealt_hashes(self, v: int, pair: tuple[shamir.Share, shamir.Share], entry: bytes | None) -> None:
-        """The shares v sealed to us must be the ones whose hashes v gave the server,
-        or the server could later blame us for revealing them (or v for dealing them)."""
+        """The shares v sealed to us must be the ones whose hashes v gave the server
+        (and, with identities, signed), or an honest server would later blame us
+        for revealing them. A mismatch ends our round before any input is
+        masked; it names v unless the server is untrusted (active mode), where
+        the relay could have lied instead."""
         c = self.config
-        if entry is None or len(entry) not in (2 * HASH_BYTES, 2 * HASH_BYTES + SIGNATURE_BYTES):
+        if entry is None or len(entry) != 2 * HASH_BYTES:
             raise ProtocolError("shares relayed without the dealer's share hashes", client_id=None, dealer=v)
-        hashes, signature = entry[: 2 * HASH_BYTES], entry[2 * HASH_BYTES :]
-        if c.identities is not None and (c.active_security or signature):
-            try:
-                kex.verify(c.identities[v], signature, share_hashes_transcript(c, v, self.id, hashes))
-            except IntegrityError:
-                raise IntegrityError(
-                    "relayed share hashes do not carry the dealer's signature", client_id=None, dealer=v
-                ) from None
         expected = share_hash(c, v, self.id, b"b", pair[0].to_bytes()) + share_hash(
             c, v, self.id, b"s", pair[1].to_bytes()
         )
-        if expected != hashes:
+        if expected != entry:
+            if c.active_security:  # the relay is untrusted: it, or v, lied; we cannot tell which
+                raise IntegrityError("sealed shares differ from the hashes relayed for their dealer (the dealer "
+                                     "or the server lied)", client_id=None, dealer=v)
             raise IntegrityError("dealer sealed shares that differ from the hashes it committed to", client_id=v)
 
     # -- round 3 (active security)
@@ -497,14 +493,11 @@ class SecAggServer(ServerCore):
         c = self.config
         if set(msg.share_hashes) != set(msg.ciphertexts) | {u}:
             raise ProtocolError("share hashes must name exactly the holders the shares went to", client_id=u)
-        signed = c.identities is not None and c.active_security
-        size = 2 * HASH_BYTES + (SIGNATURE_BYTES if signed else 0)
-        for v, entry in msg.share_hashes.items():
-            if len(entry) != size and not (c.identities is not None and len(entry) == 2 * HASH_BYTES + SIGNATURE_BYTES):
-                raise DecodeError("share hashes have the wrong size", client_id=u, holder=v)
-            if signed:
-                kex.verify(c.identities[u], entry[2 * HASH_BYTES :],  # type: ignore[index]
-                           share_hashes_transcript(c, u, v, entry[: 2 * HASH_BYTES]))
+        if any(len(entry) != 2 * HASH_BYTES for entry in msg.share_hashes.values()):
+            raise DecodeError("share hashes have the wrong size", client_id=u)
+        if c.identities is not None and (c.active_security or msg.hashes_signature):
+            # Signed hashes make a dealer's inconsistent shares provable to anyone.
+            kex.verify(c.identities[u], msg.hashes_signature, share_hashes_transcript(c, u, msg.share_hashes))
         return msg
 
     def _close_share_keys(self, inbox: Mapping[int, m.EncryptedShares]) -> dict[int, m.Message]:
@@ -517,7 +510,7 @@ class SecAggServer(ServerCore):
         self._delivered = {u: set(cts) | {u} for u, cts in incoming.items()}
         # (dealer, holder) -> hash(b share) || hash(s share): every revealed share is checked against it
         self._dealt_hashes = {
-            (v, u): entry[: 2 * HASH_BYTES] for v, msg in inbox.items() for u, entry in msg.share_hashes.items()
+            (v, u): entry for v, msg in inbox.items() for u, entry in msg.share_hashes.items()
         }
         return {
             u: m.SharesDelivery(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from typing import Mapping
 import numpy as np
 
 from secagg import aead, shamir
@@ -96,9 +97,11 @@ def share_hash(config: SecAggConfig, dealer: int, holder: int, kind: bytes, shar
     ).digest()
 
 
-def share_hashes_transcript(config: SecAggConfig, dealer: int, holder: int, hashes: bytes) -> bytes:
-    """What the dealer signs, per holder, in active mode: the two share hashes."""
-    return _round_prefix(config, b"share-hashes") + _ID.pack(dealer) + _ID.pack(holder) + hashes
+def share_hashes_transcript(config: SecAggConfig, dealer: int, hashes: Mapping[int, bytes]) -> bytes:
+    """What the dealer signs once per round: every holder's id with the two share
+    hashes dealt to it, in id order."""
+    body = b"".join(_ID.pack(holder) + hashes[holder] for holder in sorted(hashes))
+    return _round_prefix(config, b"share-hashes") + _ID.pack(dealer) + body
 
 
 def survivors_transcript(config: SecAggConfig, survivors: tuple[int, ...]) -> bytes:

@@ -64,19 +64,25 @@ class KeysBroadcast(Message):
 @wire_message(4)
 class EncryptedShares(Message):
     """Client -> server, round 1: AEAD-sealed (b_u, s_u) share pairs per
-    neighbour, and per holder (the dealer included) the hashes of the two
-    shares it dealt, signed per holder in active mode."""
+    neighbour, per holder (the dealer included) the hashes of the two shares
+    it dealt, and, when identities are configured, the dealer's signature over
+    all of those hashes."""
 
     header: Header
     ciphertexts: dict
     share_hashes: dict = field(default_factory=dict)
-    BODY = (("ciphertexts", FieldKind.BYTES_MAP), ("share_hashes", FieldKind.BYTES_MAP))
+    hashes_signature: bytes = b""
+    BODY = (
+        ("ciphertexts", FieldKind.BYTES_MAP),
+        ("share_hashes", FieldKind.BYTES_MAP),
+        ("hashes_signature", FieldKind.BYTES),
+    )
 
 
 @wire_message(5)
 class SharesDelivery(Message):
     """Server -> client, round 2: the ciphertexts addressed to this client, by
-    sender, with each sender's (signed) hashes of the shares it dealt to it."""
+    sender, with each sender's hashes of the shares it dealt to it."""
 
     header: Header
     ciphertexts: dict

@@ -130,8 +130,9 @@ def test_a_dealer_sealing_other_shares_than_it_hashed_is_named_by_the_holder():
 
 
 def test_a_server_that_rewrites_share_hashes_cannot_make_an_honest_dealer_look_guilty():
-    """Active mode: dealers sign their share hashes, so hashes the server
-    substitutes are refused by the holder without naming the dealer."""
+    """Active mode: hashes the server substitutes make the holder stop without
+    naming the dealer (it cannot tell who lied), and the server cannot present
+    them as the dealer's: the dealer signed the real ones."""
     n, t = 5, 4
     config, keys, updates, weights = _setup(n, t, active=True)
     clients = _clients(config, keys, updates, weights, {})
@@ -143,7 +144,7 @@ def test_a_server_that_rewrites_share_hashes_cannot_make_an_honest_dealer_look_g
         outbox = server.close_stage()
     delivery = outbox[2]
     v = min(delivery.share_hashes)
-    forged = bytes(64) + delivery.share_hashes[v][64:]
+    forged = bytes(64)
     tampered = dataclasses.replace(delivery, share_hashes={**delivery.share_hashes, v: forged})
     with pytest.raises(IntegrityError) as info:
         clients[2].handle(tampered.to_bytes())
@@ -169,3 +170,19 @@ def test_share_hashes_must_cover_exactly_the_holders(variant):
     with pytest.raises(SecAggError) as info:
         server.receive(0, dataclasses.replace(reply, share_hashes=hashes).to_bytes())
     assert info.value.client_id == 0 and 0 in server.errors
+
+
+def test_active_server_refuses_share_hashes_without_the_dealers_signature():
+    n, t = 4, 3
+    config, keys, updates, weights = _setup(n, t, active=True)
+    clients = _clients(config, keys, updates, weights, {})
+    server = SecAggServer(config)
+    outbox = server.start()
+    for cid, msg in outbox.items():
+        server.receive(cid, clients[cid].handle(msg.to_bytes()).to_bytes())
+    outbox = server.close_stage()
+    reply = clients[1].handle(outbox[1].to_bytes())
+    other = {**reply.share_hashes, 1: bytes(64)}
+    with pytest.raises(IntegrityError) as info:
+        server.receive(1, dataclasses.replace(reply, share_hashes=other).to_bytes())
+    assert info.value.client_id == 1
