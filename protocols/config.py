@@ -40,6 +40,7 @@ __all__ = [
     "colluder_quota",
     "neighbourhood_break_probability",
     "smallest_secure_threshold",
+    "resists",
     "effective_degree",
     "default_threshold",
 ]
@@ -120,13 +121,27 @@ def smallest_secure_threshold(
     colluders surround one client, and a per-graph probability would bound
     nothing. Semi-honest rounds use the per-graph probability.
     """
-    for t in range((k + 1) // 2 + 1, k + 2):
-        if complete or active:  # every neighbourhood, whatever the graph
-            if colluder_quota(k, t, active=active) > corrupt:
-                return t
-        elif neighbourhood_break_probability(n, k, t, corrupt, active=active) <= 2.0 ** -security_bits:
-            return t
-    return None
+    # resists() is monotone in t (a larger t needs more colluders), so bisect
+    lo, hi = (k + 1) // 2 + 1, k + 1
+    if not resists(n, k, hi, corrupt, active=active, complete=complete, security_bits=security_bits):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if resists(n, k, mid, corrupt, active=active, complete=complete, security_bits=security_bits):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def resists(n: int, k: int, t: int, corrupt: int, *, active: bool, complete: bool, security_bits: int = 40) -> bool:
+    """Whether threshold t resists ``corrupt`` colluders: every neighbourhood,
+    whatever the graph, on the complete graph or against a malicious server
+    (2t - (k+1) > c, or t > c semi-honest); else except with probability
+    2^-security_bits over the graph (:func:`neighbourhood_break_probability`)."""
+    if complete or active:
+        return colluder_quota(k, t, active=active) > corrupt
+    return neighbourhood_break_probability(n, k, t, corrupt, active=active) <= 2.0 ** -security_bits
 
 
 def effective_degree(n: int, neighbors: int | None) -> int:
@@ -255,19 +270,21 @@ def choose_params(
     for k in range(2, n):
         if k < n - 1 and k % 2 and n % 2:
             continue  # no odd-degree regular graph on an odd number of clients
-        # the largest t that is still correct; security prefers t as large as possible
-        feasible = [
-            t
-            for t in range((k + 1) // 2 + 1, k + 2)
-            if _correctness_failure(n, k, t, dropout_rate) <= cor_target
-        ]
-        if not feasible:
+        # the largest t that is still correct (security prefers t as large as possible);
+        # the correctness failure grows with t, so bisect
+        lo, hi = (k + 1) // 2 + 1, k + 1
+        if _correctness_failure(n, k, lo, dropout_rate) > cor_target:
             continue
-        t = max(feasible)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if _correctness_failure(n, k, mid, dropout_rate) <= cor_target:
+                lo = mid
+            else:
+                hi = mid - 1
+        t = lo
         sec = _security_failure(n, k, t, corrupt_rate, dropout_rate, active=active)
-        need = smallest_secure_threshold(n, k, max_corrupt, active=active, complete=k >= n - 1,
-                                         security_bits=security_bits)
-        if sec <= sec_target and need is not None and t >= need:
+        if sec <= sec_target and resists(n, k, t, max_corrupt, active=active, complete=k >= n - 1,
+                                         security_bits=security_bits):
             best = (k, t, sec, _correctness_failure(n, k, t, dropout_rate))
             break
     if best is None:
