@@ -49,8 +49,16 @@ def one_round(updates: Sequence[np.ndarray], *, active: bool, seed: int) -> dict
     n = len(updates)
     security = {"active_security": True, "max_corrupt": MAX_CORRUPT} if active else {}
     start = time.perf_counter()
-    res = sim.run("secagg+", updates, weights=[1] * n, neighbors=NEIGHBORS, threshold=THRESHOLD,
-                  min_survivors=n, seed=seed, **security)
+    res = sim.run(
+        "secagg+",
+        updates,
+        weights=[1] * n,
+        neighbors=NEIGHBORS,
+        threshold=THRESHOLD,
+        min_survivors=n,
+        seed=seed,
+        **security,
+    )
     wall = time.perf_counter() - start
     stages = {s: sum(v.values()) for s, v in res.stage_seconds.items()}
     expected = np.mean([updates[i] for i in res.survivors], axis=0)
@@ -84,10 +92,20 @@ def measure(n: int, d: int, repeats: int, seed: int = 1) -> dict[str, Any]:
     semi, active = best(runs["semi_honest"]), best(runs["active"])
     wall_ratio = active["wall_seconds"] / semi["wall_seconds"]
     return {
-        "params": {"protocol": "secagg+", "n": n, "d": d, "neighbors": NEIGHBORS, "threshold": THRESHOLD,
-                   "max_corrupt": MAX_CORRUPT, "min_survivors": n, "dropouts": 0, "seed": seed,
-                   "repeats": repeats, "2t-(k+1)": 2 * THRESHOLD - (NEIGHBORS + 1),
-                   "max_corrupt+dropouts": MAX_CORRUPT + 0},
+        "params": {
+            "protocol": "secagg+",
+            "n": n,
+            "d": d,
+            "neighbors": NEIGHBORS,
+            "threshold": THRESHOLD,
+            "max_corrupt": MAX_CORRUPT,
+            "min_survivors": n,
+            "dropouts": 0,
+            "seed": seed,
+            "repeats": repeats,
+            "2t-(k+1)": 2 * THRESHOLD - (NEIGHBORS + 1),
+            "max_corrupt+dropouts": MAX_CORRUPT + 0,
+        },
         "semi_honest": semi,
         "active": active,
         "active_over_semi_honest": wall_ratio,
@@ -104,15 +122,19 @@ def measure(n: int, d: int, repeats: int, seed: int = 1) -> dict[str, Any]:
 def _table(out: dict[str, Any]) -> str:
     p, s, a = out["params"], out["semi_honest"], out["active"]
     stages = list(dict.fromkeys([*a["stage_seconds"], *s["stage_seconds"]]))
-    lines = [f"\nSecAgg+ N={p['n']}, d={p['d']}, k={p['neighbors']}, t={p['threshold']}, "
-             f"max_corrupt={p['max_corrupt']}, min_survivors={p['min_survivors']}, best of {p['repeats']}",
-             f"{'stage':16} {'semi-honest s':>14} {'active s':>10}"]
+    lines = [
+        f"\nSecAgg+ N={p['n']}, d={p['d']}, k={p['neighbors']}, t={p['threshold']}, "
+        f"max_corrupt={p['max_corrupt']}, min_survivors={p['min_survivors']}, best of {p['repeats']}",
+        f"{'stage':16} {'semi-honest s':>14} {'active s':>10}",
+    ]
     for st in stages:
         lines.append(f"{st:16} {s['stage_seconds'].get(st, 0.0):>14.3f} {a['stage_seconds'].get(st, 0.0):>10.3f}")
     lines.append(f"{'round (wall)':16} {s['wall_seconds']:>14.3f} {a['wall_seconds']:>10.3f}")
-    lines.append(f"active / semi-honest: {out['active_over_semi_honest']:.2f}x wall "
-                 f"({out['active_over_semi_honest_protocol']:.2f}x in handlers, "
-                 f"{out['active_over_semi_honest_bytes_up']:.2f}x bytes up), goal <= {out['goal']}")
+    lines.append(
+        f"active / semi-honest: {out['active_over_semi_honest']:.2f}x wall "
+        f"({out['active_over_semi_honest_protocol']:.2f}x in handlers, "
+        f"{out['active_over_semi_honest_bytes_up']:.2f}x bytes up), goal <= {out['goal']}"
+    )
     lines.append(f"correct: semi-honest {out['semi_honest_correct']}, active {out['active_correct']}")
     return "\n".join(lines)
 
@@ -131,8 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "active",
         "quick": args.quick,
         "smoke": args.smoke,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "load_avg_1m": os.getloadavg()[0]},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]},
         **measure(n, d, args.repeats or REPEATS[mode]),
     }
     emit(result, _table(result), args.json)

@@ -103,21 +103,36 @@ def bench_samplers(quick: bool) -> list[dict[str, Any]]:
         for _ in range(ref_n):
             reference_discrete_gaussian(sigma)
         ref_per = (time.perf_counter() - t0) / ref_n
-        rows.append({
-            "sampler": "discrete_gaussian", "sigma": sigma, "n": n,
-            "ours_s": ours, "ours_s_per_million": ours * 1e6 / n,
-            "reference": "pure-Python exact CKS20 loop", "reference_us_per_sample": ref_per * 1e6,
-            "reference_s_per_million_extrapolated": ref_per * 1e6, "speedup": ref_per * n / ours,
-            "goal_met": ours * 1e6 / n <= GOAL_SECONDS_PER_MILLION,
-        })
+        rows.append(
+            {
+                "sampler": "discrete_gaussian",
+                "sigma": sigma,
+                "n": n,
+                "ours_s": ours,
+                "ours_s_per_million": ours * 1e6 / n,
+                "reference": "pure-Python exact CKS20 loop",
+                "reference_us_per_sample": ref_per * 1e6,
+                "reference_s_per_million_extrapolated": ref_per * 1e6,
+                "speedup": ref_per * n / ours,
+                "goal_met": ours * 1e6 / n <= GOAL_SECONDS_PER_MILLION,
+            }
+        )
     for variance in (4.0, 1e4, 2.3e5):
         ours = _best(lambda: skellam(variance, n), repeats)
         gen = np.random.default_rng()
         ref = _best(lambda: gen.poisson(variance / 2, n) - gen.poisson(variance / 2, n), repeats)
-        rows.append({
-            "sampler": "skellam", "variance": variance, "n": n, "ours_s": ours, "ours_s_per_million": ours * 1e6 / n,
-            "reference": "numpy Generator.poisson (PCG64, not a CSPRNG)", "reference_s": ref, "ratio_to_reference": ours / ref,
-        })
+        rows.append(
+            {
+                "sampler": "skellam",
+                "variance": variance,
+                "n": n,
+                "ours_s": ours,
+                "ours_s_per_million": ours * 1e6 / n,
+                "reference": "numpy Generator.poisson (PCG64, not a CSPRNG)",
+                "reference_s": ref,
+                "ratio_to_reference": ours / ref,
+            }
+        )
     return rows
 
 
@@ -128,18 +143,33 @@ def bench_encoder(quick: bool) -> list[dict[str, Any]]:
     for d in dims:
         x = np.random.default_rng(0).normal(size=d).astype(np.float32) * 1e-3
         for mech in ("ddgauss", "skellam"):
-            enc = DistributedDPEncoder.create(dim=d, n_clients=100, min_survivors=80, l2_clip=1.0, noise_multiplier=1.0,
-                                              bits=20, rotation_seed=os.urandom(16), mechanism=mech)
+            enc = DistributedDPEncoder.create(
+                dim=d,
+                n_clients=100,
+                min_survivors=80,
+                l2_clip=1.0,
+                noise_multiplier=1.0,
+                bits=20,
+                rotation_seed=os.urandom(16),
+                mechanism=mech,
+            )
             t_enc = _best(lambda: enc.encode(x), repeats)
             y = enc.encode(x)
             t_dec = _best(lambda: enc.decode_sum(y), repeats)
             fixed = FixedPointEncoder(1.0, 20, 100, norm="l2")
             t_fixed = _best(lambda: fixed.encode(x), repeats)
-            rows.append({
-                "dim": d, "padded_dim": enc.padded_dim, "mechanism": mech, "bits": 20,
-                "dp_encode_s": t_enc, "dp_decode_s": t_dec, "fixed_point_encode_s": t_fixed,
-                "encode_overhead_ratio": t_enc / t_fixed,
-            })
+            rows.append(
+                {
+                    "dim": d,
+                    "padded_dim": enc.padded_dim,
+                    "mechanism": mech,
+                    "bits": 20,
+                    "dp_encode_s": t_enc,
+                    "dp_decode_s": t_dec,
+                    "fixed_point_encode_s": t_fixed,
+                    "encode_overhead_ratio": t_enc / t_fixed,
+                }
+            )
     return rows
 
 
@@ -157,16 +187,25 @@ def bench_round(quick: bool) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         sim.run("secagg+", updates, dropouts=dropouts, neighbors=6)
         plain = time.perf_counter() - t0
-        dp = DistributedDP(dim=d, n_clients=n, min_survivors=8, l2_clip=1.0, noise_multiplier=1.0, bits=20,
-                           sampling_rate=0.1)
+        dp = DistributedDP(
+            dim=d, n_clients=n, min_survivors=8, l2_clip=1.0, noise_multiplier=1.0, bits=20, sampling_rate=0.1
+        )
         t0 = time.perf_counter()
         result = run_dp("secagg+", updates, dp, dropouts=dropouts, neighbors=6)
         with_dp = time.perf_counter() - t0
-        rows.append({
-            "dim": d, "padded_dim": dp.padded_dim, "n_clients": n, "dropouts": 1, "bits": 20,
-            "secagg_plus_round_s": plain, "secagg_plus_dp_round_s": with_dp, "overhead_ratio": with_dp / plain,
-            "epsilon_round": result.extras["dp"].epsilon_round,
-        })
+        rows.append(
+            {
+                "dim": d,
+                "padded_dim": dp.padded_dim,
+                "n_clients": n,
+                "dropouts": 1,
+                "bits": 20,
+                "secagg_plus_round_s": plain,
+                "secagg_plus_dp_round_s": with_dp,
+                "overhead_ratio": with_dp / plain,
+                "epsilon_round": result.extras["dp"].epsilon_round,
+            }
+        )
     return rows
 
 
@@ -174,21 +213,29 @@ def _table(result: dict[str, Any]) -> str:
     lines = ["sampler            scale        ours s/1e6   reference            speedup/ratio"]
     for r in result["samplers"]:
         if r["sampler"] == "discrete_gaussian":
-            lines.append(f"discrete_gaussian  sigma={r['sigma']:<7g} {r['ours_s_per_million']:9.3f}   "
-                         f"{r['reference_s_per_million_extrapolated']:9.1f} s/1e6 (py)  x{r['speedup']:.0f}")
+            lines.append(
+                f"discrete_gaussian  sigma={r['sigma']:<7g} {r['ours_s_per_million']:9.3f}   "
+                f"{r['reference_s_per_million_extrapolated']:9.1f} s/1e6 (py)  x{r['speedup']:.0f}"
+            )
         else:
-            lines.append(f"skellam            var={r['variance']:<9g} {r['ours_s_per_million']:9.3f}   "
-                         f"numpy {r['reference_s']:.3f} s       {r['ratio_to_reference']:.1f}x slower")
+            lines.append(
+                f"skellam            var={r['variance']:<9g} {r['ours_s_per_million']:9.3f}   "
+                f"numpy {r['reference_s']:.3f} s       {r['ratio_to_reference']:.1f}x slower"
+            )
     lines.append("")
     lines.append("encoder  dim        mech     dp encode s  decode s  fixed-point s  overhead")
     for r in result["encoder"]:
-        lines.append(f"         {r['dim']:<10d} {r['mechanism']:<8s} {r['dp_encode_s']:10.3f}  {r['dp_decode_s']:8.3f}"
-                     f"  {r['fixed_point_encode_s']:12.4f}  x{r['encode_overhead_ratio']:.1f}")
+        lines.append(
+            f"         {r['dim']:<10d} {r['mechanism']:<8s} {r['dp_encode_s']:10.3f}  {r['dp_decode_s']:8.3f}"
+            f"  {r['fixed_point_encode_s']:12.4f}  x{r['encode_overhead_ratio']:.1f}"
+        )
     lines.append("")
     lines.append("secagg+ round  dim        plain s   with DP s  overhead")
     for r in result["round"]:
-        lines.append(f"               {r['dim']:<10d} {r['secagg_plus_round_s']:7.2f}  {r['secagg_plus_dp_round_s']:9.2f}"
-                     f"  x{r['overhead_ratio']:.2f}")
+        lines.append(
+            f"               {r['dim']:<10d} {r['secagg_plus_round_s']:7.2f}  {r['secagg_plus_dp_round_s']:9.2f}"
+            f"  x{r['overhead_ratio']:.2f}"
+        )
     return "\n".join(lines)
 
 

@@ -59,8 +59,9 @@ class _FixedClient(NumPyClient):
         return [self.update], self.weight, {}
 
 
-def run_ours(updates: Sequence[np.ndarray], weights: Sequence[int], *, neighbors: int, threshold: int,
-             dropouts: dict[int, str]) -> dict[str, Any]:
+def run_ours(
+    updates: Sequence[np.ndarray], weights: Sequence[int], *, neighbors: int, threshold: int, dropouts: dict[int, str]
+) -> dict[str, Any]:
     """One round of our workflow over InProcessGrid (client i is node i+1)."""
     n, d = len(updates), updates[0].size
     drop_at = {i + 1: STAGES.index(s) for i, s in dropouts.items()}
@@ -69,8 +70,12 @@ def run_ours(updates: Sequence[np.ndarray], weights: Sequence[int], *, neighbors
         stop = drop_at.get(node_id)
         return "error" if stop is not None and stage in STAGES and STAGES.index(stage) >= stop else None
 
-    app = ClientApp(client_fn=lambda ctx: _FixedClient(updates[ctx.node_id - 1].astype(np.float32),
-                                                       weights[ctx.node_id - 1]).to_client(), mods=[secagg_mod])
+    app = ClientApp(
+        client_fn=lambda ctx: _FixedClient(
+            updates[ctx.node_id - 1].astype(np.float32), weights[ctx.node_id - 1]
+        ).to_client(),
+        mods=[secagg_mod],
+    )
     grid = InProcessGrid(app, range(1, n + 1), drop=drop)
     workflow = SecAggFitWorkflow(neighbors=neighbors, threshold=threshold, clip=CLIP, max_weight=MAX_WEIGHT)
     seconds: list[float] = []
@@ -80,15 +85,23 @@ def run_ours(updates: Sequence[np.ndarray], weights: Sequence[int], *, neighbors
         workflow(grid_, context)
         seconds.append(time.perf_counter() - start)
 
-    strategy = FedAvg(fraction_fit=1.0, min_fit_clients=n, min_available_clients=n, fraction_evaluate=0.0,
-                      initial_parameters=ndarrays_to_parameters([np.zeros(d, np.float32)]))
+    strategy = FedAvg(
+        fraction_fit=1.0,
+        min_fit_clients=n,
+        min_available_clients=n,
+        fraction_evaluate=0.0,
+        initial_parameters=ndarrays_to_parameters([np.zeros(d, np.float32)]),
+    )
     context = LegacyContext(Context(1, 0, {}, RecordDict(), {}), config=ServerConfig(num_rounds=1), strategy=strategy)
     with quiet_flower():
         DefaultWorkflow(fit_workflow=fit)(grid, context)
     outcome = workflow.outcomes[0]
     out: dict[str, Any] = {
-        "wall_seconds": seconds[0], "produced_aggregate": outcome.ok, "reason": outcome.reason(),
-        "bytes_up": sum(t.up for t in grid.traffic if t.stage), "bytes_down": sum(t.down for t in grid.traffic if t.stage),
+        "wall_seconds": seconds[0],
+        "produced_aggregate": outcome.ok,
+        "reason": outcome.reason(),
+        "bytes_up": sum(t.up for t in grid.traffic if t.stage),
+        "bytes_down": sum(t.down for t in grid.traffic if t.stage),
         "survivors": len(outcome.survivors),
     }
     if outcome.ok:
@@ -96,20 +109,34 @@ def run_ours(updates: Sequence[np.ndarray], weights: Sequence[int], *, neighbors
         params = compat.arrayrecord_to_parameters(context.state.array_records["parameters"], keep_input=True)
         model = parameters_to_ndarrays(params)[0].astype(np.float64)
         w = np.array([weights[i] for i in surv], dtype=np.float64)
-        expected = np.tensordot(w, np.stack([updates[i].astype(np.float32) for i in surv]).astype(np.float64), 1) / w.sum()
+        expected = (
+            np.tensordot(w, np.stack([updates[i].astype(np.float32) for i in surv]).astype(np.float64), 1) / w.sum()
+        )
         out["max_abs_error"] = float(np.max(np.abs(model - expected)))
         out["quantisation_step"] = FixedPointEncoder(CLIP, 32, n, max_weight=MAX_WEIGHT).precision
     return out
 
 
-def run_theirs(updates: Sequence[np.ndarray], weights: Sequence[int], *, neighbors: int, threshold: int,
-               dropouts: dict[int, str]) -> dict[str, Any]:
-    r = run_flower(updates, num_shares=neighbors + 1, reconstruction_threshold=threshold, weights=weights,
-                   dropouts=dropouts, clipping_range=CLIP, max_weight=MAX_WEIGHT)
+def run_theirs(
+    updates: Sequence[np.ndarray], weights: Sequence[int], *, neighbors: int, threshold: int, dropouts: dict[int, str]
+) -> dict[str, Any]:
+    r = run_flower(
+        updates,
+        num_shares=neighbors + 1,
+        reconstruction_threshold=threshold,
+        weights=weights,
+        dropouts=dropouts,
+        clipping_range=CLIP,
+        max_weight=MAX_WEIGHT,
+    )
     return {
-        "wall_seconds": r.wall_seconds, "produced_aggregate": r.produced_aggregate, "halted_at": r.halted_at,
-        "bytes_up": sum(r.upload_bytes.values()), "bytes_down": sum(r.download_bytes.values()),
-        "survivors": len(r.survivors), "max_abs_error": r.max_abs_error,
+        "wall_seconds": r.wall_seconds,
+        "produced_aggregate": r.produced_aggregate,
+        "halted_at": r.halted_at,
+        "bytes_up": sum(r.upload_bytes.values()),
+        "bytes_down": sum(r.download_bytes.values()),
+        "survivors": len(r.survivors),
+        "max_abs_error": r.max_abs_error,
     }
 
 
@@ -136,9 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rng = np.random.default_rng(7)
     ns, ds = ((10, 20), (2_000, 10_000)) if args.quick else ((10, 50), (10_000, 100_000))
     rows = [case(n, d, 4 if n <= 10 else 8, rng) for n in ns for d in ds]
-    drop_rows = [
-        case(10, ds[0], 6, rng, dropouts={2: stage, 7: stage}) for stage in ("advertise_keys", "share_keys")
-    ]
+    drop_rows = [case(10, ds[0], 6, rng, dropouts={2: stage, 7: stage}) for stage in ("advertise_keys", "share_keys")]
     out = {"quick": args.quick, "sizes": rows, "dropouts": drop_rows}
     print(json.dumps(out, indent=2, default=float))
     if args.json:
@@ -147,10 +172,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for r in rows:
         f, o = r["flower"], r["ours"]
         if "time_ratio" in r:
-            print(f"{r['n']:>4} {r['d']:>7} {r['neighbors']:>3} {f['wall_seconds']:>9.3f} {o['wall_seconds']:>8.3f} "
-                  f"{r['time_ratio']:>8.1f}x {r['bytes_up_ratio']:>6.2f}x {r['bytes_down_ratio']:>7.2f}x")
+            print(
+                f"{r['n']:>4} {r['d']:>7} {r['neighbors']:>3} {f['wall_seconds']:>9.3f} {o['wall_seconds']:>8.3f} "
+                f"{r['time_ratio']:>8.1f}x {r['bytes_up_ratio']:>6.2f}x {r['bytes_down_ratio']:>7.2f}x"
+            )
         else:
-            print(f"{r['n']:>4} {r['d']:>7} {r['neighbors']:>3} Flower ok={f['produced_aggregate']} ours ok={o['produced_aggregate']}")
+            print(
+                f"{r['n']:>4} {r['d']:>7} {r['neighbors']:>3} Flower ok={f['produced_aggregate']} ours ok={o['produced_aggregate']}"
+            )
     print(f"\n{'2 dropouts at':16} {'Flower':>24} {'ours':>30}")
     for r in drop_rows:
         stage = next(iter(r["dropouts"].values()))

@@ -204,8 +204,12 @@ def run_flower(
     )
     grid = InProcessGrid(client_app, range(1, n + 1), drop=drop)
     workflow = SecAggPlusWorkflow(
-        num_shares=num_shares, reconstruction_threshold=reconstruction_threshold, max_weight=max_w,
-        clipping_range=clip, quantization_range=quantization_range, modulus_range=modulus_range,
+        num_shares=num_shares,
+        reconstruction_threshold=reconstruction_threshold,
+        max_weight=max_w,
+        clipping_range=clip,
+        quantization_range=quantization_range,
+        modulus_range=modulus_range,
     )
     stage_seconds: dict[str, float] = {}
     outcome: dict[str, Any] = {"halted_at": None, "survivors": []}
@@ -234,7 +238,10 @@ def run_flower(
 
     initial = ndarrays_to_parameters([np.zeros(d, np.float32)])
     strategy = FedAvg(
-        fraction_fit=1.0, min_fit_clients=n, min_available_clients=n, fraction_evaluate=0.0,
+        fraction_fit=1.0,
+        min_fit_clients=n,
+        min_available_clients=n,
+        fraction_evaluate=0.0,
         initial_parameters=initial,
     )
     context = LegacyContext(Context(1, 0, {}, RecordDict(), {}), config=ServerConfig(num_rounds=1), strategy=strategy)
@@ -260,14 +267,23 @@ def run_flower(
             down[t.stage] += t.down
             delivered_masked += t.stage == "collect_masked_vectors" and t.delivered and t.up > 0
     return FlowerRound(
-        n=n, d=d, num_shares=int(outcome.get("shares", 0)), threshold=int(outcome.get("threshold", 0)),
-        wall_seconds=round_seconds[0] if round_seconds else float("nan"), stage_seconds=stage_seconds,
-        masking_seconds=masking, upload_bytes=up, download_bytes=down,
+        n=n,
+        d=d,
+        num_shares=int(outcome.get("shares", 0)),
+        threshold=int(outcome.get("threshold", 0)),
+        wall_seconds=round_seconds[0] if round_seconds else float("nan"),
+        stage_seconds=stage_seconds,
+        masking_seconds=masking,
+        upload_bytes=up,
+        download_bytes=down,
         upload_bytes_per_param=up["collect_masked_vectors"] / max(1, delivered_masked) / d,
-        upload_total_per_param=sum(up.values()) / n / d, produced_aggregate=produced,
-        halted_at=outcome["halted_at"], survivors=survivors,
+        upload_total_per_param=sum(up.values()) / n / d,
+        produced_aggregate=produced,
+        halted_at=outcome["halted_at"],
+        survivors=survivors,
         max_abs_error=float(np.max(np.abs(aggregate - expected))) if produced and expected is not None else None,
-        aggregate=aggregate, expected=expected,
+        aggregate=aggregate,
+        expected=expected,
     )
 
 
@@ -307,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'case':32} {'aggregate':>9} {'halted_at':>14} {'max_err':>10} {'round s':>8}")
     for name, row in result["cases"].items():
         err = "-" if row["max_abs_error"] is None else f"{row['max_abs_error']:.1e}"
-        print(f"{name:32} {str(row['produced_aggregate']):>9} {str(row['halted_at']):>14} {err:>10} {row['wall_seconds']:>8.3f}")
+        print(
+            f"{name:32} {str(row['produced_aggregate']):>9} {str(row['halted_at']):>14} {err:>10} {row['wall_seconds']:>8.3f}"
+        )
     return 0
 
 

@@ -78,8 +78,13 @@ CLIENT_GOAL_SECONDS_H100 = 1.0  # 10**9 params, 8 neighbours, float tensor -> wi
 ENCODER_MAX_CLIENTS = 1000  # real encoder rows: scale ~2**21 for clip 1 at 32 bits
 SIM_SEED = 9  # simulation data only; mask seeds come from os.urandom
 CUDA_CHUNK = 1 << 26  # values per step on the GPU: 256 MiB of int32 words
-RSS_VARIANTS = ("standin-copy-newout", "standin-copy-inplace", "standin-inplace-inplace", "fixedpoint-inplace",
-                "fixedpoint-inplace-wire")
+RSS_VARIANTS = (
+    "standin-copy-newout",
+    "standin-copy-inplace",
+    "standin-inplace-inplace",
+    "fixedpoint-inplace",
+    "fixedpoint-inplace-wire",
+)
 
 _best = best_of
 
@@ -144,12 +149,20 @@ def bench_keystream(quick: bool, compile_too: bool, torch: Any, device: Any) -> 
     raw_words = min(n_words, 1 << 24)  # the CPU reference needs no GiB of keystream
     raw = _raw_chacha_seconds(raw_words)
     raw_gbps = 4 * raw_words / raw / 1e9
-    rows: list[dict[str, Any]] = [{"what": "cryptography ChaCha20", "device": "cpu (1 core)", "n_words": raw_words,
-                                   "seconds": raw, "GB_per_s": raw_gbps}]
+    rows: list[dict[str, Any]] = [
+        {
+            "what": "cryptography ChaCha20",
+            "device": "cpu (1 core)",
+            "n_words": raw_words,
+            "seconds": raw,
+            "GB_per_s": raw_gbps,
+        }
+    ]
     variants = [("eager", False, "int32"), ("eager", False, "int64")]
     if compile_too or device.type == "cuda":
         variants.append(("compiled", True, "int32"))
     for label, compile_, arith in variants:
+
         def run() -> None:
             keystream_torch(key, nonce, 0, n_words, device=device, dtype=torch.int32, arith=arith, compile=compile_)
             _sync(torch, device)
@@ -159,9 +172,15 @@ def bench_keystream(quick: bool, compile_too: bool, torch: Any, device: Any) -> 
         first = time.perf_counter() - t0
         seconds = _best(run, 3)
         gbps = 4 * n_words / seconds / 1e9
-        row = {"what": f"ours torch {label} ({arith})", "device": _device_label(torch, device),
-               "n_words": n_words, "seconds": seconds, "first_call_seconds": first,
-               "GB_per_s": gbps, "speed_vs_cryptography": gbps / raw_gbps}
+        row = {
+            "what": f"ours torch {label} ({arith})",
+            "device": _device_label(torch, device),
+            "n_words": n_words,
+            "seconds": seconds,
+            "first_call_seconds": first,
+            "GB_per_s": gbps,
+            "speed_vs_cryptography": gbps / raw_gbps,
+        }
         if device.type == "cuda":
             row["goal_GB_per_s"] = KEYSTREAM_GOAL_GBPS_H100
         rows.append(row)
@@ -194,9 +213,18 @@ def bench_client(quick: bool, torch: Any, device: Any) -> list[dict[str, Any]]:
         return apply_masks(encoded, bits=BITS, self_seed=self_seed, pair_seeds=pairs, out=encoded).view(np.uint8)
 
     seconds = _best(numpy_client, 1 if quick or cuda else 2)
-    rows.append({"what": "client encode+mask (numpy, in place -> wire bytes)", "device": "cpu", "d": d_np,
-                 "neighbors": NEIGHBORS, "seconds": seconds, "ns_per_value": 1e9 * seconds / d_np,
-                 "prg_floor_seconds": floor_per_value * d_np, "ratio_to_prg_floor": seconds / (floor_per_value * d_np)})
+    rows.append(
+        {
+            "what": "client encode+mask (numpy, in place -> wire bytes)",
+            "device": "cpu",
+            "d": d_np,
+            "neighbors": NEIGHBORS,
+            "seconds": seconds,
+            "ns_per_value": 1e9 * seconds / d_np,
+            "prg_floor_seconds": floor_per_value * d_np,
+            "ratio_to_prg_floor": seconds / (floor_per_value * d_np),
+        }
+    )
     reference = numpy_client()
 
     tensor = torch.from_numpy(update[:d_torch]).to(device)
@@ -214,12 +242,18 @@ def bench_client(quick: bool, torch: Any, device: Any) -> list[dict[str, Any]]:
     first = time.perf_counter() - t0
     seconds = _best(torch_client, 2) if cuda else first
     common = min(d_np, d_torch)
-    row = {"what": "client encode+mask (torch backend, float tensor -> host wire bytes)",
-           "device": _device_label(torch, device), "d": d_torch, "neighbors": NEIGHBORS, "seconds": seconds,
-           "first_call_seconds": first, "ns_per_value": 1e9 * seconds / d_torch,
-           "ratio_to_prg_floor": seconds / (floor_per_value * d_torch),
-           "bit_identical_to_numpy": bool(np.array_equal(got[: 4 * common], reference[: 4 * common])),
-           "compared_values": common}
+    row = {
+        "what": "client encode+mask (torch backend, float tensor -> host wire bytes)",
+        "device": _device_label(torch, device),
+        "d": d_torch,
+        "neighbors": NEIGHBORS,
+        "seconds": seconds,
+        "first_call_seconds": first,
+        "ns_per_value": 1e9 * seconds / d_torch,
+        "ratio_to_prg_floor": seconds / (floor_per_value * d_torch),
+        "bit_identical_to_numpy": bool(np.array_equal(got[: 4 * common], reference[: 4 * common])),
+        "compared_values": common,
+    }
     if cuda:
         row["goal_seconds"] = CLIENT_GOAL_SECONDS_H100
     rows.append(row)
@@ -229,8 +263,15 @@ def bench_client(quick: bool, torch: Any, device: Any) -> list[dict[str, Any]]:
 
 
 def _real_encoder_rows(
-    update: np.ndarray, tensor: Any, d_np: int, pairs: list[tuple[bytes, int]], self_seed: bytes,
-    floor_per_value: float, chunk: int, torch: Any, device: Any,
+    update: np.ndarray,
+    tensor: Any,
+    d_np: int,
+    pairs: list[tuple[bytes, int]],
+    self_seed: bytes,
+    floor_per_value: float,
+    chunk: int,
+    torch: Any,
+    device: Any,
 ) -> list[dict[str, Any]]:
     """secagg.encoding.FixedPointEncoder end to end: the numpy path (encode + in-place
     apply_masks, what SecAggClient runs) and the torch path (float tensor encoded on
@@ -254,15 +295,27 @@ def _real_encoder_rows(
     d_torch = int(tensor.shape[0])
     wire = torch_path()
     return [
-        {"what": "client encode+mask (FixedPointEncoder numpy, in place -> wire bytes)", "device": "cpu",
-         "d": d_real, "neighbors": NEIGHBORS, "seconds": numpy_seconds, "ns_per_value": 1e9 * numpy_seconds / d_real,
-         "ratio_to_prg_floor": numpy_seconds / (floor_per_value * d_real)},
-        {"what": "client encode+mask (FixedPointEncoder torch, float tensor on device -> wire bytes)",
-         "device": _device_label(torch, device), "d": d_torch, "neighbors": NEIGHBORS, "seconds": torch_seconds,
-         "ns_per_value": 1e9 * torch_seconds / d_torch,
-         "ratio_to_prg_floor": torch_seconds / (floor_per_value * d_torch),
-         "per_value_ratio_to_numpy_path": (torch_seconds / d_torch) / (numpy_seconds / d_real),
-         "wire_bytes": int(wire.size), "wire_bytes_expected": 4 * (d_torch + 1)},
+        {
+            "what": "client encode+mask (FixedPointEncoder numpy, in place -> wire bytes)",
+            "device": "cpu",
+            "d": d_real,
+            "neighbors": NEIGHBORS,
+            "seconds": numpy_seconds,
+            "ns_per_value": 1e9 * numpy_seconds / d_real,
+            "ratio_to_prg_floor": numpy_seconds / (floor_per_value * d_real),
+        },
+        {
+            "what": "client encode+mask (FixedPointEncoder torch, float tensor on device -> wire bytes)",
+            "device": _device_label(torch, device),
+            "d": d_torch,
+            "neighbors": NEIGHBORS,
+            "seconds": torch_seconds,
+            "ns_per_value": 1e9 * torch_seconds / d_torch,
+            "ratio_to_prg_floor": torch_seconds / (floor_per_value * d_torch),
+            "per_value_ratio_to_numpy_path": (torch_seconds / d_torch) / (numpy_seconds / d_real),
+            "wire_bytes": int(wire.size),
+            "wire_bytes_expected": 4 * (d_torch + 1),
+        },
     ]
 
 
@@ -271,8 +324,16 @@ def _apply_masks_vs_floor(self_seed: bytes, pairs: list[tuple[bytes, int]], d: i
     encoded = np.random.default_rng(SIM_SEED).integers(0, 2**BITS, d, dtype=np.uint32)
     seconds = _best(lambda: apply_masks(encoded, bits=BITS, self_seed=self_seed, pair_seeds=pairs), 5)
     floor = _raw_chacha_seconds(d, len(pairs) + 1)
-    return {"what": "apply_masks only (numpy backend)", "device": "cpu", "d": d, "neighbors": len(pairs),
-            "seconds": seconds, "prg_floor_seconds": floor, "ratio_to_prg_floor": seconds / floor, "goal": 1.5}
+    return {
+        "what": "apply_masks only (numpy backend)",
+        "device": "cpu",
+        "d": d,
+        "neighbors": len(pairs),
+        "seconds": seconds,
+        "prg_floor_seconds": floor,
+        "ratio_to_prg_floor": seconds / floor,
+        "goal": 1.5,
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -286,13 +347,18 @@ class _Ring:
     def __init__(self, n: int, dropped: int) -> None:
         half = NEIGHBORS // 2
         self.self_seeds = [os.urandom(16) for _ in range(n)]
-        self.edges = {(min(u, (u + j) % n), max(u, (u + j) % n)): os.urandom(16)
-                      for u in range(n) for j in range(1, half + 1)}
+        self.edges = {
+            (min(u, (u + j) % n), max(u, (u + j) % n)): os.urandom(16) for u in range(n) for j in range(1, half + 1)
+        }
         self.gone = set(range(0, n, n // dropped))
         self.survivors = [u for u in range(n) if u not in self.gone]
         # The dropped clients' pairwise masks that survivors added, with the survivor's sign.
-        self.leftover = [(seed, 1 if u == a else -1) for (a, b), seed in self.edges.items()
-                         for u, v in ((a, b), (b, a)) if u not in self.gone and v in self.gone]
+        self.leftover = [
+            (seed, 1 if u == a else -1)
+            for (a, b), seed in self.edges.items()
+            for u, v in ((a, b), (b, a))
+            if u not in self.gone and v in self.gone
+        ]
 
     def pairs_of(self, u: int) -> list[tuple[bytes, int]]:
         return [(seed, 1 if u == a else -1) for (a, b), seed in self.edges.items() if u in (a, b)]
@@ -309,30 +375,51 @@ def bench_server(quick: bool, torch: Any, device: Any) -> list[dict[str, Any]]:
     ring = _Ring(n, dropped)
     rng = np.random.default_rng(SIM_SEED + 1)
     inputs = {u: rng.integers(0, 2**BITS, d, dtype=np.uint32) for u in ring.survivors}
-    masked = [apply_masks(inputs[u], bits=BITS, self_seed=ring.self_seeds[u], pair_seeds=ring.pairs_of(u))
-              for u in ring.survivors]
+    masked = [
+        apply_masks(inputs[u], bits=BITS, self_seed=ring.self_seeds[u], pair_seeds=ring.pairs_of(u))
+        for u in ring.survivors
+    ]
     for y in masked:
         y.flags.writeable = False  # as decoded from the wire
     want = masked_sum(inputs.values(), bits=BITS)
     expansions = len(ring.survivors) + len(ring.leftover)
     floor = _raw_chacha_seconds(d, 1) * expansions
     kwargs = ring.unmask_kwargs()
-    base = {"device": "cpu", "clients": n, "dropped": len(ring.gone), "d": d, "expansions": expansions,
-            "prg_floor_seconds": floor}
+    base = {
+        "device": "cpu",
+        "clients": n,
+        "dropped": len(ring.gone),
+        "d": d,
+        "expansions": expansions,
+        "prg_floor_seconds": floor,
+    }
     variants = [
-        ("server unmask (unmask_sum, numpy backend)", "cpu",
-         lambda: unmask_sum(masked, **kwargs)),
-        ("server unmask (masked_sum + remove_masks, numpy, two passes)", "cpu",
-         lambda: remove_masks(masked_sum(masked, bits=BITS), **kwargs)),
-        ("server unmask (unmask_sum, torch backend on the CPU)", _device_label(torch, device),
-         lambda: unmask_sum(masked, backend="torch", device="cpu", **kwargs)),
+        ("server unmask (unmask_sum, numpy backend)", "cpu", lambda: unmask_sum(masked, **kwargs)),
+        (
+            "server unmask (masked_sum + remove_masks, numpy, two passes)",
+            "cpu",
+            lambda: remove_masks(masked_sum(masked, bits=BITS), **kwargs),
+        ),
+        (
+            "server unmask (unmask_sum, torch backend on the CPU)",
+            _device_label(torch, device),
+            lambda: unmask_sum(masked, backend="torch", device="cpu", **kwargs),
+        ),
     ]
     rows = []
     for what, label, run in variants:
         result = run()  # warm-up, and the exactness check
         seconds = _best(run, 1 if "torch" in what or quick else 2)
-        rows.append({**base, "what": what, "device": label, "seconds": seconds,
-                     "ratio_to_prg_floor": seconds / floor, "exact": bool(np.array_equal(result, want))})
+        rows.append(
+            {
+                **base,
+                "what": what,
+                "device": label,
+                "seconds": seconds,
+                "ratio_to_prg_floor": seconds / floor,
+                "exact": bool(np.array_equal(result, want)),
+            }
+        )
     numpy_seconds = rows[0]["seconds"]
     for row in rows[1:]:
         row["ratio_to_numpy_backend"] = row["seconds"] / numpy_seconds
@@ -353,8 +440,9 @@ def _bench_server_cuda(quick: bool, torch: Any, device: Any) -> list[dict[str, A
     for u in ring.survivors:
         x = torch.randint(0, 2**BITS, (d,), generator=generator, dtype=torch.int64, device=device)
         want.add_(x)
-        masked.append(apply_masks(x, bits=BITS, self_seed=ring.self_seeds[u], pair_seeds=ring.pairs_of(u),
-                                  chunk=CUDA_CHUNK))
+        masked.append(
+            apply_masks(x, bits=BITS, self_seed=ring.self_seeds[u], pair_seeds=ring.pairs_of(u), chunk=CUDA_CHUNK)
+        )
         del x
     want.bitwise_and_(0xFFFFFFFF)
     want_host = (want - ((want & 0x80000000) << 1)).to(torch.int32).cpu().numpy().view(np.uint32)  # same bits
@@ -370,11 +458,22 @@ def _bench_server_cuda(quick: bool, torch: Any, device: Any) -> list[dict[str, A
     result = run()
     first = time.perf_counter() - t0
     seconds = _best(run, 1 if quick else 2)
-    return [{"what": "server unmask (unmask_sum, torch backend, host uint32 inputs)",
-             "device": _device_label(torch, device), "clients": n, "dropped": len(ring.gone), "d": d,
-             "expansions": expansions, "seconds": seconds, "first_call_seconds": first,
-             "prg_floor_seconds": floor, "prg_floor_note": "one CPU core, from a 10**7-word measurement",
-             "ratio_to_prg_floor": seconds / floor, "exact": bool(np.array_equal(result, want_host))}]
+    return [
+        {
+            "what": "server unmask (unmask_sum, torch backend, host uint32 inputs)",
+            "device": _device_label(torch, device),
+            "clients": n,
+            "dropped": len(ring.gone),
+            "d": d,
+            "expansions": expansions,
+            "seconds": seconds,
+            "first_call_seconds": first,
+            "prg_floor_seconds": floor,
+            "prg_floor_note": "one CPU core, from a 10**7-word measurement",
+            "ratio_to_prg_floor": seconds / floor,
+            "exact": bool(np.array_equal(result, want_host)),
+        }
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -433,15 +532,28 @@ def rss_child(d: int, variant: str) -> dict[str, Any]:
         wire_bytes = len(m.encode(m.MaskedInput(header, masked)))
     peak = _peak_rss_bytes()
     update_bytes = 4 * d
-    return {"what": _RSS_WHAT[variant], "variant": variant, "device": "cpu", "d": d, "update_bytes": update_bytes,
-            "baseline_rss_bytes": baseline, "peak_rss_bytes": peak,
-            "peak_rss_over_update": peak / update_bytes, "goal": RSS_GOAL,
-            "peak_minus_baseline_over_update": (peak - baseline) / update_bytes,
-            "hwm_over_update_after": {"update": after_update / update_bytes, "encode": after_encode / update_bytes,
-                                      "mask": peak / update_bytes},
-            "encode_seconds": encode_seconds, "apply_masks_seconds": mask_seconds,
-            "apply_masks_transient_bytes": traced_peak - (0 if out is not None else masked.nbytes),
-            "wire_bytes": wire_bytes, "checksum": int(masked[:1000].sum())}
+    return {
+        "what": _RSS_WHAT[variant],
+        "variant": variant,
+        "device": "cpu",
+        "d": d,
+        "update_bytes": update_bytes,
+        "baseline_rss_bytes": baseline,
+        "peak_rss_bytes": peak,
+        "peak_rss_over_update": peak / update_bytes,
+        "goal": RSS_GOAL,
+        "peak_minus_baseline_over_update": (peak - baseline) / update_bytes,
+        "hwm_over_update_after": {
+            "update": after_update / update_bytes,
+            "encode": after_encode / update_bytes,
+            "mask": peak / update_bytes,
+        },
+        "encode_seconds": encode_seconds,
+        "apply_masks_seconds": mask_seconds,
+        "apply_masks_transient_bytes": traced_peak - (0 if out is not None else masked.nbytes),
+        "wire_bytes": wire_bytes,
+        "checksum": int(masked[:1000].sum()),
+    }
 
 
 def bench_rss(quick: bool) -> list[dict[str, Any]]:
@@ -450,7 +562,9 @@ def bench_rss(quick: bool) -> list[dict[str, Any]]:
     for variant in RSS_VARIANTS:
         proc = subprocess.run(
             [sys.executable, __file__, "--rss-child", str(d), "--variant", variant],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         rows.append(json.loads(proc.stdout))
     return rows
@@ -467,11 +581,15 @@ def _table(results: dict[str, Any]) -> str:
         extra = f" ({row['speed_vs_cryptography']:.2f}x crypto)" if "speed_vs_cryptography" in row else ""
         lines.append(f"{'keystream ' + row['what']:66} {row['device']:32} {row['GB_per_s']:>9.3f} GB/s{extra}")
     for row in results["client_masking"] + results["server_unmasking"]:
-        lines.append(f"{row['what'][:66]:66} {row['device'][:32]:32} "
-                     f"{row['seconds']:>7.3f} s d={row['d']:.0e} ({row['ratio_to_prg_floor']:.2f}x floor)")
+        lines.append(
+            f"{row['what'][:66]:66} {row['device'][:32]:32} "
+            f"{row['seconds']:>7.3f} s d={row['d']:.0e} ({row['ratio_to_prg_floor']:.2f}x floor)"
+        )
     for row in results["cpu_streaming_rss"]:
-        lines.append(f"{'RSS: ' + row['what'][:61]:66} {row['device']:32} "
-                     f"{row['peak_rss_over_update']:>6.2f}x update (goal <= {RSS_GOAL})")
+        lines.append(
+            f"{'RSS: ' + row['what'][:61]:66} {row['device']:32} "
+            f"{row['peak_rss_over_update']:>6.2f}x update (goal <= {RSS_GOAL})"
+        )
     return "\n".join(lines)
 
 
@@ -501,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
         "device": device.type,
         "cuda": cuda,
         "device_name": _device_label(torch, device),
-        "note": "CUDA run: GPU figures are marked with the device" if cuda
+        "note": "CUDA run: GPU figures are marked with the device"
+        if cuda
         else "no CUDA device: every figure below is a CPU figure, none is a GPU figure",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "quick": args.quick,

@@ -88,9 +88,14 @@ def bench_paillier(quick: bool, key_bits: int) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     vectors = [rng.integers(-plan.bound, plan.bound + 1, length) for _ in range(N_CLIENTS)]
     scale = cts_per_m / n_ct
-    out: dict[str, Any] = {"key_bits": key_bits, "keygen_s": t_keygen, "slot_bits": plan.slot_bits,
-                           "values_per_ciphertext": plan.slots, "ciphertexts_per_1M": cts_per_m,
-                           "sample_ciphertexts": n_ct}
+    out: dict[str, Any] = {
+        "key_bits": key_bits,
+        "keygen_s": t_keygen,
+        "slot_bits": plan.slot_bits,
+        "values_per_ciphertext": plan.slots,
+        "ciphertexts_per_1M": cts_per_m,
+        "sample_ciphertexts": n_ct,
+    }
 
     # ours: pool precompute (CRT, 1 and 2 workers), online encrypt, add, decrypt
     t_start, _ = _timed(lambda: P.warm_up(2), time.perf_counter)  # worker start-up, once per process
@@ -129,14 +134,16 @@ def bench_paillier(quick: bool, key_bits: int) -> dict[str, Any]:
     exact = np.sum(vectors, axis=0)
     assert np.array_equal(got, exact) and np.array_equal(got2, exact)
     out["ours"] = {
-        "pool_precompute_s": t_pool1 * scale, "pool_precompute_2workers_s": t_pool2 * scale,
+        "pool_precompute_s": t_pool1 * scale,
+        "pool_precompute_2workers_s": t_pool2 * scale,
         "pool_precompute_no_factors_s": t_gen / n_gen * cts_per_m,
         **djn,
         "online_encrypt_s": t_online * scale,
         "total_encrypt_s": (t_pool1 + t_online) * scale,
         "total_encrypt_2workers_s": (t_pool2 + t_online) * scale,
         "server_add_per_client_s": t_add * scale,
-        "decrypt_unpack_1worker_s": t_dec1 * scale, "decrypt_unpack_2workers_s": t_dec2 * scale,
+        "decrypt_unpack_1worker_s": t_dec1 * scale,
+        "decrypt_unpack_2workers_s": t_dec2 * scale,
         "wire_bytes_per_param": pk.ciphertext_bytes / plan.slots,
     }
 
@@ -148,18 +155,23 @@ def bench_paillier(quick: bool, key_bits: int) -> dict[str, Any]:
     t_nenc, ncts = _best(lambda: [ref_pk.encrypt(x) for x in vals])
     t_nadd, _ = _best(lambda: [a + b for a, b in zip(ncts, ncts)])
     t_ndec, _ = _best(lambda: [ref_sk.decrypt(c) for c in ncts])
-    out["naive_phe"] = {"encrypt_s": t_nenc / n_naive * PER, "server_add_per_client_s": t_nadd / n_naive * PER,
-                        "decrypt_s": t_ndec / n_naive * PER,
-                        "wire_bytes_per_param": pk.ciphertext_bytes}
+    out["naive_phe"] = {
+        "encrypt_s": t_nenc / n_naive * PER,
+        "server_add_per_client_s": t_nadd / n_naive * PER,
+        "decrypt_s": t_ndec / n_naive * PER,
+        "wire_bytes_per_param": pk.ciphertext_bytes,
+    }
     n_probe = 8 if quick else 30
     packed = plan.pack(vectors[0][: n_probe * plan.slots])
     t_penc, pcts = _best(lambda: [ref_pk.encrypt(m) for m in packed])
     t_padd, _ = _best(lambda: [a + b for a, b in zip(pcts, pcts)])
     t_pdec, _ = _best(lambda: plan.unpack([ref_sk.decrypt(c) for c in pcts], n_probe * plan.slots, 1))
-    out["probe_packed_phe"] = {"encrypt_s": t_penc / n_probe * cts_per_m,
-                               "server_add_per_client_s": t_padd / n_probe * cts_per_m,
-                               "decrypt_unpack_s": t_pdec / n_probe * cts_per_m,
-                               "wire_bytes_per_param": pk.ciphertext_bytes / plan.slots}
+    out["probe_packed_phe"] = {
+        "encrypt_s": t_penc / n_probe * cts_per_m,
+        "server_add_per_client_s": t_padd / n_probe * cts_per_m,
+        "decrypt_unpack_s": t_pdec / n_probe * cts_per_m,
+        "wire_bytes_per_param": pk.ciphertext_bytes / plan.slots,
+    }
     return out
 
 
@@ -183,12 +195,17 @@ def bench_threshold(quick: bool, safe_primes: str | None) -> dict[str, Any]:
     t_comb, ms = _best(lambda: T.combine(pub, cts, parts, verify=False))
     assert np.array_equal(plan.unpack(ms, n_ct * plan.slots, 1), np.zeros(n_ct * plan.slots))
     s = cts_per_m / n_ct
-    return {"key_bits": bits, "t": pub.threshold, "parties": pub.parties,
-            "deal_s_with_cached_primes" if primes else "deal_s_including_safe_primes": t_deal,
-            "partial_decrypt_with_proof_per_party_s": t_part / pub.threshold * s,
-            "verify_per_party_s": t_ver / pub.threshold * s,
-            "combine_s": t_comb * s, "values_per_ciphertext": plan.slots,
-            "wire_bytes_per_param": pk.ciphertext_bytes / plan.slots}
+    return {
+        "key_bits": bits,
+        "t": pub.threshold,
+        "parties": pub.parties,
+        "deal_s_with_cached_primes" if primes else "deal_s_including_safe_primes": t_deal,
+        "partial_decrypt_with_proof_per_party_s": t_part / pub.threshold * s,
+        "verify_per_party_s": t_ver / pub.threshold * s,
+        "combine_s": t_comb * s,
+        "values_per_ciphertext": plan.slots,
+        "wire_bytes_per_param": pk.ciphertext_bytes / plan.slots,
+    }
 
 
 def _ckks_row(params: C.CkksParams, length: int, quick: bool) -> dict[str, Any]:
@@ -214,73 +231,89 @@ def _ckks_row(params: C.CkksParams, length: int, quick: bool) -> dict[str, Any]:
     t_dec, slots = _best(lambda: holder.decrypt(agg, acc.sizes))
     t_decode, (total, _) = _best(lambda: C.decode_sum(params, slots, length, N_CLIENTS))
     s = PER / length
-    return {"mode": "packed" if params.packed else "real", "values_per_slot": params.values_per_slot or 1,
-            "encrypt_s": t_enc * s, "server_deserialize_add_per_client_s": t_add / N_CLIENTS * s,
-            "decrypt_s": (t_dec + t_decode) * s,
-            "max_abs_error_10_sum": float(np.max(np.abs(total - np.sum(ups, axis=0)))),
-            "stated_error_bound": params.error_bound,
-            "bytes_per_param": sum(len(b) for b in blobs[0]) / length}
+    return {
+        "mode": "packed" if params.packed else "real",
+        "values_per_slot": params.values_per_slot or 1,
+        "encrypt_s": t_enc * s,
+        "server_deserialize_add_per_client_s": t_add / N_CLIENTS * s,
+        "decrypt_s": (t_dec + t_decode) * s,
+        "max_abs_error_10_sum": float(np.max(np.abs(total - np.sum(ups, axis=0)))),
+        "stated_error_bound": params.error_bound,
+        "bytes_per_param": sum(len(b) for b in blobs[0]) / length,
+    }
 
 
 def _tenseal_default(length: int) -> dict[str, Any]:
     import tenseal as ts
 
-    ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=8192, coeff_mod_bit_sizes=[60, 40, 40, 60],
-                     n_threads=1)
-    ctx.global_scale = 2.0 ** 40
+    ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=8192, coeff_mod_bit_sizes=[60, 40, 40, 60], n_threads=1)
+    ctx.global_scale = 2.0**40
     rng = np.random.default_rng(1)
     ups = [rng.uniform(-1, 1, length) for _ in range(N_CLIENTS)]
-    t_enc, blobs = _timed(lambda: [[ts.ckks_vector(ctx, u[i:i + 4096]).serialize()
-                                    for i in range(0, length, 4096)] for u in ups])
+    t_enc, blobs = _timed(
+        lambda: [[ts.ckks_vector(ctx, u[i : i + 4096]).serialize() for i in range(0, length, 4096)] for u in ups]
+    )
     agg = None
     for b in blobs:
         vs = [ts.ckks_vector_from(ctx, x) for x in b]
         agg = vs if agg is None else [a + v for a, v in zip(agg, vs)]
     out = np.concatenate([np.array(a.decrypt()) for a in agg])
-    return {"encrypt_s": t_enc / N_CLIENTS * PER / length,
-            "max_abs_error_10_sum": float(np.max(np.abs(out - np.sum(ups, axis=0)))),
-            "bytes_per_param": sum(len(x) for x in blobs[0]) / length}
+    return {
+        "encrypt_s": t_enc / N_CLIENTS * PER / length,
+        "max_abs_error_10_sum": float(np.max(np.abs(out - np.sum(ups, axis=0)))),
+        "bytes_per_param": sum(len(x) for x in blobs[0]) / length,
+    }
 
 
 def bench_ckks(quick: bool) -> dict[str, Any]:
     length = 20_480 if quick else 204_800
     real = C.choose_ckks_params(N_CLIENTS)
     packed = C.choose_ckks_params(N_CLIENTS, 2e-4, allow_coarse=True)
-    return {"sample_params": length, "real": _ckks_row(real, length, quick),
-            "packed": _ckks_row(packed, length, quick), "tenseal_default": _tenseal_default(length)}
+    return {
+        "sample_params": length,
+        "real": _ckks_row(real, length, quick),
+        "packed": _ckks_row(packed, length, quick),
+        "tenseal_default": _tenseal_default(length),
+    }
 
 
 def _table(res: dict[str, Any]) -> str:
     p, o = res["paillier"], res["paillier"]["ours"]
     nv, pr = p["naive_phe"], p["probe_packed_phe"]
-    lines = [f"per 1M params, n={N_CLIENTS}, {VALUE_BITS}-bit values, Paillier {p['key_bits']}-bit",
-             f"{'metric':40s} {'ours':>10s} {'probe phe':>10s} {'naive phe':>10s}",
-             f"{'client encrypt online (s)':40s} {o['online_encrypt_s']:10.2f} {pr['encrypt_s']:10.1f} "
-             f"{nv['encrypt_s']:10.0f}",
-             f"{'  pool precompute 1 / 2 workers (s)':40s} {o['pool_precompute_s']:10.1f} "
-             f"{o['pool_precompute_2workers_s']:10.1f}",
-             f"{'  total 1 / 2 workers (s)':40s} {o['total_encrypt_s']:10.1f} {o['total_encrypt_2workers_s']:10.1f}",
-             f"{'  pool, no factors: standard / DJN (s)':40s} {o['pool_precompute_no_factors_s']:10.1f} "
-             f"{o['pool_precompute_djn_no_factors_s']:10.1f}",
-             f"{'  pool, factors, DJN (1 worker, s)':40s} {o['pool_precompute_djn_factors_s']:10.1f}",
-             f"{'server add per client (s)':40s} {o['server_add_per_client_s']:10.3f} "
-             f"{pr['server_add_per_client_s']:10.3f} {nv['server_add_per_client_s']:10.1f}",
-             f"{'decrypt+unpack 1 worker (s)':40s} {o['decrypt_unpack_1worker_s']:10.1f} "
-             f"{pr['decrypt_unpack_s']:10.1f} {nv['decrypt_s']:10.0f}",
-             f"{'decrypt+unpack 2 workers (s)':40s} {o['decrypt_unpack_2workers_s']:10.1f}",
-             f"{'wire bytes/param':40s} {o['wire_bytes_per_param']:10.2f} {pr['wire_bytes_per_param']:10.2f} "
-             f"{nv['wire_bytes_per_param']:10.0f}"]
+    lines = [
+        f"per 1M params, n={N_CLIENTS}, {VALUE_BITS}-bit values, Paillier {p['key_bits']}-bit",
+        f"{'metric':40s} {'ours':>10s} {'probe phe':>10s} {'naive phe':>10s}",
+        f"{'client encrypt online (s)':40s} {o['online_encrypt_s']:10.2f} {pr['encrypt_s']:10.1f} "
+        f"{nv['encrypt_s']:10.0f}",
+        f"{'  pool precompute 1 / 2 workers (s)':40s} {o['pool_precompute_s']:10.1f} "
+        f"{o['pool_precompute_2workers_s']:10.1f}",
+        f"{'  total 1 / 2 workers (s)':40s} {o['total_encrypt_s']:10.1f} {o['total_encrypt_2workers_s']:10.1f}",
+        f"{'  pool, no factors: standard / DJN (s)':40s} {o['pool_precompute_no_factors_s']:10.1f} "
+        f"{o['pool_precompute_djn_no_factors_s']:10.1f}",
+        f"{'  pool, factors, DJN (1 worker, s)':40s} {o['pool_precompute_djn_factors_s']:10.1f}",
+        f"{'server add per client (s)':40s} {o['server_add_per_client_s']:10.3f} "
+        f"{pr['server_add_per_client_s']:10.3f} {nv['server_add_per_client_s']:10.1f}",
+        f"{'decrypt+unpack 1 worker (s)':40s} {o['decrypt_unpack_1worker_s']:10.1f} "
+        f"{pr['decrypt_unpack_s']:10.1f} {nv['decrypt_s']:10.0f}",
+        f"{'decrypt+unpack 2 workers (s)':40s} {o['decrypt_unpack_2workers_s']:10.1f}",
+        f"{'wire bytes/param':40s} {o['wire_bytes_per_param']:10.2f} {pr['wire_bytes_per_param']:10.2f} "
+        f"{nv['wire_bytes_per_param']:10.0f}",
+    ]
     t = res["threshold"]
-    lines.append(f"threshold {t['t']}-of-{t['parties']} ({t['key_bits']}-bit): partial+proof/party "
-                 f"{t['partial_decrypt_with_proof_per_party_s']:.0f} s, verify/party {t['verify_per_party_s']:.1f} s,"
-                 f" combine {t['combine_s']:.1f} s")
+    lines.append(
+        f"threshold {t['t']}-of-{t['parties']} ({t['key_bits']}-bit): partial+proof/party "
+        f"{t['partial_decrypt_with_proof_per_party_s']:.0f} s, verify/party {t['verify_per_party_s']:.1f} s,"
+        f" combine {t['combine_s']:.1f} s"
+    )
     c = res["ckks"]
     lines.append(f"{'CKKS':22s} {'enc s':>7s} {'add/cl s':>9s} {'dec s':>7s} {'max err':>9s} {'B/param':>8s}")
     for name in ("real", "packed", "tenseal_default"):
         r = c[name]
-        lines.append(f"{name:22s} {r['encrypt_s']:7.2f} {r.get('server_deserialize_add_per_client_s', float('nan')):9.3f} "
-                     f"{r.get('decrypt_s', float('nan')):7.2f} {r['max_abs_error_10_sum']:9.1e} "
-                     f"{r['bytes_per_param']:8.2f}")
+        lines.append(
+            f"{name:22s} {r['encrypt_s']:7.2f} {r.get('server_deserialize_add_per_client_s', float('nan')):9.3f} "
+            f"{r.get('decrypt_s', float('nan')):7.2f} {r['max_abs_error_10_sum']:9.1e} "
+            f"{r['bytes_per_param']:8.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -297,10 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     global REPS, CLOCK
     REPS = 1 if args.quick else REPS
     CLOCK = time.perf_counter if args.wall else time.process_time
-    res: dict[str, Any] = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                                       "load_avg_1m": os.getloadavg()[0]},
-                           "clock": "wall" if args.wall else "process_time (2-worker rows: wall)",
-                           "quick": args.quick, "smoke": args.smoke, "n_clients": N_CLIENTS}
+    res: dict[str, Any] = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]},
+        "clock": "wall" if args.wall else "process_time (2-worker rows: wall)",
+        "quick": args.quick,
+        "smoke": args.smoke,
+        "n_clients": N_CLIENTS,
+    }
     if "paillier" not in args.skip:
         res["paillier"] = bench_paillier(args.quick, 1024 if args.quick else 2048)
     if "threshold" not in args.skip:

@@ -165,9 +165,7 @@ def bench_shamir(quick: bool, flower_1000: bool) -> list[dict[str, Any]]:
         survivors = list(range(1, n + 1 - n // 10))
         by_x = {s.x: s for s in shares}
         views = [[by_x[x] for x in survivors if x != u] for u in survivors[: min(100, len(survivors))]]
-        row["ours_complete_graph_per_secret_ms"] = (
-            1e3 * _best(lambda: shamir.combine_many(views, t), 1) / len(views)
-        )
+        row["ours_complete_graph_per_secret_ms"] = 1e3 * _best(lambda: shamir.combine_many(views, t), 1) / len(views)
         if n == 100:
             row["goal_ms"] = SHAMIR_GOAL_MS
             row["meets_goal"] = row["ours_total_ms"] < SHAMIR_GOAL_MS

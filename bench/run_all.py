@@ -24,8 +24,16 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 # Order: primitives first, then protocols (active security's cost after them), HE, DP, GPU/streaming, Flower engine.
-SCRIPTS = ["primitives.py", "secagg_vs_flower.py", "active.py", "he.py", "dp.py", "record_dp.py", "gpu.py",
-           "flower_engine.py"]
+SCRIPTS = [
+    "primitives.py",
+    "secagg_vs_flower.py",
+    "active.py",
+    "he.py",
+    "dp.py",
+    "record_dp.py",
+    "gpu.py",
+    "flower_engine.py",
+]
 
 
 def machine() -> str:
@@ -37,11 +45,14 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
 
 
 def commit(out: str | None = None) -> str:
     """The short hash of HEAD, with ``+dirty`` if tracked files other than ``out`` differ from it."""
+
     def git(*cmd: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True)
 
@@ -78,8 +89,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="small sizes")
-    size.add_argument("--smoke", action="store_true",
-                      help="tiny sizes; prints a JSON summary and writes no file unless --out is given")
+    size.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes; prints a JSON summary and writes no file unless --out is given",
+    )
     parser.add_argument("--only", nargs="*", help="run only these scripts (their sections of --out are replaced)")
     parser.add_argument("--out", help="the Markdown file to write (default BENCHMARKS.md; none with --smoke)")
     args = parser.parse_args()
@@ -111,8 +125,7 @@ def main() -> int:
             f"```\n{proc.stdout.strip()}\n```\n"
         )
     if args.smoke:
-        print(json.dumps({"benchmark": "run_all", "smoke": True, "commit": measured_at, "scripts": summary},
-                         indent=2))
+        print(json.dumps({"benchmark": "run_all", "smoke": True, "commit": measured_at, "scripts": summary}, indent=2))
     if out:
         header = (
             "# Benchmarks\n\n"

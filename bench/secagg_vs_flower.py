@@ -103,8 +103,9 @@ def count_expansions() -> Iterator[dict[str, int]]:
         counts["words"] += streams * int(encoded.shape[0]) * words_per_value(bits)
         return apply_orig(encoded, bits=bits, self_seed=self_seed, pair_seeds=pair_seeds, **kw)
 
-    def unmask(masked: Sequence[Any], *, bits: int, self_seeds: Sequence[Any], pair_seeds: Sequence[Any],
-               **kw: Any) -> Any:
+    def unmask(
+        masked: Sequence[Any], *, bits: int, self_seeds: Sequence[Any], pair_seeds: Sequence[Any], **kw: Any
+    ) -> Any:
         streams = len(self_seeds) + len(pair_seeds)
         counts["streams"] += streams
         counts["words"] += streams * int(masked[0].shape[0]) * words_per_value(bits)
@@ -122,9 +123,18 @@ def count_expansions() -> Iterator[dict[str, int]]:
 MAX_GRAPH_SEEDS = 20  # public graph seeds tried before reporting an abort
 
 
-def run_ours(protocol: str, updates: Sequence[np.ndarray], *, dropouts: dict[int, Any], threshold: int | None,
-             neighbors: int | None, encoder: Any = None, min_survivors: int | None = None,
-             weighted: bool = True, seed: int = 1) -> dict[str, Any]:
+def run_ours(
+    protocol: str,
+    updates: Sequence[np.ndarray],
+    *,
+    dropouts: dict[int, Any],
+    threshold: int | None,
+    neighbors: int | None,
+    encoder: Any = None,
+    min_survivors: int | None = None,
+    weighted: bool = True,
+    seed: int = 1,
+) -> dict[str, Any]:
     """One ``sim.run`` round: wall time, masking per client, bytes, correctness."""
     n, d = len(updates), updates[0].size
     weights = [1] * n if weighted else None
@@ -136,16 +146,29 @@ def run_ours(protocol: str, updates: Sequence[np.ndarray], *, dropouts: dict[int
         with count_expansions() as counts:
             start = time.perf_counter()
             try:
-                res = sim.run(protocol, updates, weights=weights, dropouts=dropouts, threshold=threshold,
-                              neighbors=neighbors, seed=seed + attempt, encoder=encoder, min_survivors=min_survivors)
+                res = sim.run(
+                    protocol,
+                    updates,
+                    weights=weights,
+                    dropouts=dropouts,
+                    threshold=threshold,
+                    neighbors=neighbors,
+                    seed=seed + attempt,
+                    encoder=encoder,
+                    min_survivors=min_survivors,
+                )
             except AbortError as exc:
                 aborts.append(str(exc))
                 continue
             wall = time.perf_counter() - start
         break
     else:
-        return {"produced_aggregate": False, "abort": aborts[-1], "graph_seeds_tried": len(aborts),
-                "wall_seconds": float("nan")}
+        return {
+            "produced_aggregate": False,
+            "abort": aborts[-1],
+            "graph_seeds_tried": len(aborts),
+            "wall_seconds": float("nan"),
+        }
     surv = res.survivors
     expected = np.mean([updates[i] for i in surv], axis=0) if weighted else np.sum([updates[i] for i in surv], axis=0)
     masking = [s for cid, s in res.stage_seconds.get("masked_input", {}).items() if cid != "server"]
@@ -167,8 +190,14 @@ def run_ours(protocol: str, updates: Sequence[np.ndarray], *, dropouts: dict[int
     }
 
 
-def run_flower_side(updates: Sequence[np.ndarray], *, num_shares: int | float, threshold: int,
-                    dropouts: dict[int, Any], retry: bool = True) -> dict[str, Any]:
+def run_flower_side(
+    updates: Sequence[np.ndarray],
+    *,
+    num_shares: int | float,
+    threshold: int,
+    dropouts: dict[int, Any],
+    retry: bool = True,
+) -> dict[str, Any]:
     # Flower shuffles its graph with Python's random on every round, so a
     # dropout pattern can halt one round and not the next: retry as for ours.
     halts = []
@@ -211,21 +240,50 @@ def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return top
 
 
-def compare(name: str, n: int, d: int, *, neighbors: int | None, threshold: int, drops: int,
-            rng: np.random.Generator, repeats: int = 1) -> dict[str, Any]:
+def compare(
+    name: str,
+    n: int,
+    d: int,
+    *,
+    neighbors: int | None,
+    threshold: int,
+    drops: int,
+    rng: np.random.Generator,
+    repeats: int = 1,
+) -> dict[str, Any]:
     """Flower's round and ours on the same updates, alternating, ``repeats`` times each: best of each."""
     updates = updates_for(n, d, rng)
     dropouts = {i: Stage.MASKED_INPUT for i in spread(n, drops)} if drops else {}
     flowers, ourses = [], []
     for _ in range(repeats):
-        flowers.append(run_flower_side(updates, num_shares=1.0 if neighbors is None else neighbors + 1,
-                                       threshold=threshold, dropouts=dropouts))
-        ourses.append(run_ours("secagg" if neighbors is None else "secagg+", updates, dropouts=dropouts,
-                               threshold=threshold, neighbors=neighbors))
+        flowers.append(
+            run_flower_side(
+                updates, num_shares=1.0 if neighbors is None else neighbors + 1, threshold=threshold, dropouts=dropouts
+            )
+        )
+        ourses.append(
+            run_ours(
+                "secagg" if neighbors is None else "secagg+",
+                updates,
+                dropouts=dropouts,
+                threshold=threshold,
+                neighbors=neighbors,
+            )
+        )
     flower, ours = _best(flowers), _best(ourses)
-    row = {"case": name, "n": n, "d": d, "neighbors": neighbors if neighbors is not None else n - 1,
-           "threshold": threshold, "dropouts_at_masked_input": drops, "repeats": repeats, "flower": flower,
-           "ours": ours, "flower_correct": all(_ok(f) for f in flowers), "ours_correct": all(_ok(o) for o in ourses)}
+    row = {
+        "case": name,
+        "n": n,
+        "d": d,
+        "neighbors": neighbors if neighbors is not None else n - 1,
+        "threshold": threshold,
+        "dropouts_at_masked_input": drops,
+        "repeats": repeats,
+        "flower": flower,
+        "ours": ours,
+        "flower_correct": all(_ok(f) for f in flowers),
+        "ours_correct": all(_ok(o) for o in ourses),
+    }
     if ours.get("produced_aggregate") and flower.get("wall_seconds"):
         row["speedup"] = flower["wall_seconds"] / ours["wall_seconds"]
     return row
@@ -242,7 +300,9 @@ def masking_case(n: int, d: int, neighbors: int, rng: np.random.Generator) -> di
     enc.encode(updates[0], weight=1)
     encode_s = time.perf_counter() - start
     return {
-        "n": n, "d": d, "neighbors": neighbors,
+        "n": n,
+        "d": d,
+        "neighbors": neighbors,
         "raw_chacha20_k_plus_1_seconds": raw,
         "ours_masking_seconds": ours["masking_seconds_mean"],
         "ours_encode_seconds": encode_s,
@@ -250,7 +310,8 @@ def masking_case(n: int, d: int, neighbors: int, rng: np.random.Generator) -> di
         "ours_over_raw": ours["masking_seconds_mean"] / raw,
         "ours_with_encode_over_raw": (ours["masking_seconds_mean"] + encode_s) / raw,
         "flower_over_ours": flower["masking_seconds_mean"] / ours["masking_seconds_mean"],
-        "ours_correct": _ok(ours), "flower_correct": _ok(flower),
+        "ours_correct": _ok(ours),
+        "flower_correct": _ok(flower),
     }
 
 
@@ -259,15 +320,30 @@ def scale_case(n: int, d: int, rng: np.random.Generator, ns_per_word: float) -> 
     bases = updates_for(8, d, rng)  # 8 distinct vectors shared round-robin: memory stays O(d), not O(n d)
     updates = [bases[i % len(bases)] for i in range(n)]
     encoder = FixedPointEncoder.for_precision(1.0, 1e-4, n)
-    ours = run_ours("secagg+", updates, dropouts={}, threshold=params.threshold, neighbors=params.neighbors,
-                    encoder=encoder, min_survivors=params.min_survivors)
+    ours = run_ours(
+        "secagg+",
+        updates,
+        dropouts={},
+        threshold=params.threshold,
+        neighbors=params.neighbors,
+        encoder=encoder,
+        min_survivors=params.min_survivors,
+    )
     floor = n * (params.neighbors + 1) * d * ns_per_word * 1e-9
     return {
-        "n": n, "d": d, "k": params.neighbors, "t": params.threshold, "bits": params.bits,
-        "min_survivors": params.min_survivors, "wall_seconds": ours.get("wall_seconds"),
-        "prg_floor_seconds": floor, "over_floor": ours["wall_seconds"] / floor if ours.get("produced_aggregate") else None,
-        "stage_seconds": ours.get("stage_seconds"), "correct": _ok(ours),
-        "max_abs_error": ours.get("max_abs_error"), "upload_bytes_per_param": ours.get("upload_bytes_per_param"),
+        "n": n,
+        "d": d,
+        "k": params.neighbors,
+        "t": params.threshold,
+        "bits": params.bits,
+        "min_survivors": params.min_survivors,
+        "wall_seconds": ours.get("wall_seconds"),
+        "prg_floor_seconds": floor,
+        "over_floor": ours["wall_seconds"] / floor if ours.get("produced_aggregate") else None,
+        "stage_seconds": ours.get("stage_seconds"),
+        "correct": _ok(ours),
+        "max_abs_error": ours.get("max_abs_error"),
+        "upload_bytes_per_param": ours.get("upload_bytes_per_param"),
     }
 
 
@@ -277,8 +353,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, every case, a few seconds (tests)")
     parser.add_argument("--json", type=Path, help="also write the JSON document here")
     parser.add_argument("--skip-scale", action="store_true", help="skip the N=100..1000 runs")
-    parser.add_argument("--repeats", type=int, help="rounds per side in the k-neighbour cases, best kept "
-                        "(default 3; 1 with --quick/--smoke; the complete graph always runs once)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        help="rounds per side in the k-neighbour cases, best kept "
+        "(default 3; 1 with --quick/--smoke; the complete graph always runs once)",
+    )
     args = parser.parse_args(argv)
     q, smoke = args.quick, args.smoke
     rng = np.random.default_rng(2026)
@@ -289,27 +369,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     drops = 2 if smoke else 5
     reps = args.repeats or (1 if smoke or q else 3)
     out["repeats"] = reps
-    out["cases"].append(compare(f"N={n50}, d={d10k}, 8 neighbours, {drops} drops", n50, d10k, neighbors=8,
-                                threshold=5, drops=drops, rng=rng, repeats=reps))
+    out["cases"].append(
+        compare(
+            f"N={n50}, d={d10k}, 8 neighbours, {drops} drops",
+            n50,
+            d10k,
+            neighbors=8,
+            threshold=5,
+            drops=drops,
+            rng=rng,
+            repeats=reps,
+        )
+    )
     t_full = n50 // 2 + 1
     # Flower's complete graph takes about a minute per round at N=50: one round each.
-    out["cases"].append(compare(f"N={n50}, d={d10k}, complete graph, {drops} drops", n50, d10k, neighbors=None,
-                                threshold=t_full, drops=drops, rng=rng))
-    big = compare(f"N=10, d={big_d}, 4 neighbours, 2 drops", 10, big_d, neighbors=4, threshold=3, drops=2, rng=rng,
-                  repeats=reps)
+    out["cases"].append(
+        compare(
+            f"N={n50}, d={d10k}, complete graph, {drops} drops",
+            n50,
+            d10k,
+            neighbors=None,
+            threshold=t_full,
+            drops=drops,
+            rng=rng,
+        )
+    )
+    big = compare(
+        f"N=10, d={big_d}, 4 neighbours, 2 drops", 10, big_d, neighbors=4, threshold=3, drops=2, rng=rng, repeats=reps
+    )
     out["cases"].append(big)
     if big["ours"].get("produced_aggregate"):
         words = big["ours"]["prg_words"]
         big["ours"]["prg_floor_seconds"] = words * ns_word * 1e-9
         big["ours"]["over_prg_floor"] = big["ours"]["wall_seconds"] / big["ours"]["prg_floor_seconds"]
     out["upload_bytes_per_param"] = {
-        "flower": big["flower"]["upload_bytes_per_param"], "ours": big["ours"].get("upload_bytes_per_param"),
+        "flower": big["flower"]["upload_bytes_per_param"],
+        "ours": big["ours"].get("upload_bytes_per_param"),
         "flower_all_stages": big["flower"]["upload_total_per_param"],
         "ours_all_stages": big["ours"].get("upload_total_per_param"),
     }
     if big["ours"].get("produced_aggregate"):
         out["upload_bytes_per_param"]["flower_over_ours"] = (
-            big["flower"]["upload_bytes_per_param"] / big["ours"]["upload_bytes_per_param"])
+            big["flower"]["upload_bytes_per_param"] / big["ours"]["upload_bytes_per_param"]
+        )
     out["masking"] = masking_case(10, big_d, 8, rng)
     if not args.skip_scale:
         sizes, d_scale = ((100,), 200) if smoke else ((100, 150), 2_000) if q else ((100, 300, 1000), 100_000)
@@ -328,27 +430,39 @@ def _table(out: dict[str, Any]) -> None:
         f, o = c["flower"], c["ours"]
         fs = f"{f['wall_seconds']:.3f}" + ("" if f["produced_aggregate"] else "*")
         sp = f"{c['speedup']:.1f}x" if "speedup" in c else "-"
-        print(f"{c['case']:44} {fs:>9} {o['wall_seconds']:>8.3f} {sp:>12} {str(c['flower_correct'])[0]}/{str(c['ours_correct'])[0]:>10}")
+        print(
+            f"{c['case']:44} {fs:>9} {o['wall_seconds']:>8.3f} {sp:>12} {str(c['flower_correct'])[0]}/{str(c['ours_correct'])[0]:>10}"
+        )
     u = out["upload_bytes_per_param"]
     ratio = f", Flower/ours {u['flower_over_ours']:.1f}x" if "flower_over_ours" in u else ""
-    print(f"\nupload bytes/param (masked input): Flower {u['flower']:.3f}, ours {u['ours']:.3f}{ratio} "
-          f"(all stages: {u['flower_all_stages']:.3f} vs {u['ours_all_stages']:.3f})")
+    print(
+        f"\nupload bytes/param (masked input): Flower {u['flower']:.3f}, ours {u['ours']:.3f}{ratio} "
+        f"(all stages: {u['flower_all_stages']:.3f} vs {u['ours_all_stages']:.3f})"
+    )
     m = out["masking"]
-    print(f"client masking d={m['d']}, k={m['neighbors']}: ours {m['ours_masking_seconds']*1e3:.1f} ms "
-          f"(+encode {m['ours_encode_seconds']*1e3:.1f} ms), Flower {m['flower_masking_seconds']*1e3:.1f} ms, "
-          f"{m['neighbors']+1} raw ChaCha20 {m['raw_chacha20_k_plus_1_seconds']*1e3:.1f} ms -> ours/raw "
-          f"{m['ours_over_raw']:.2f}x (+encode {m['ours_with_encode_over_raw']:.2f}x), "
-          f"Flower/ours {m['flower_over_ours']:.1f}x")
+    print(
+        f"client masking d={m['d']}, k={m['neighbors']}: ours {m['ours_masking_seconds'] * 1e3:.1f} ms "
+        f"(+encode {m['ours_encode_seconds'] * 1e3:.1f} ms), Flower {m['flower_masking_seconds'] * 1e3:.1f} ms, "
+        f"{m['neighbors'] + 1} raw ChaCha20 {m['raw_chacha20_k_plus_1_seconds'] * 1e3:.1f} ms -> ours/raw "
+        f"{m['ours_over_raw']:.2f}x (+encode {m['ours_with_encode_over_raw']:.2f}x), "
+        f"Flower/ours {m['flower_over_ours']:.1f}x"
+    )
     big = out["cases"][2]["ours"]
     if "over_prg_floor" in big:
-        print(f"PRG floor ({out['cases'][2]['case']}): {big['prg_streams']} expansions, floor "
-              f"{big['prg_floor_seconds']:.3f} s, round {big['wall_seconds']:.3f} s -> {big['over_prg_floor']:.2f}x floor")
+        print(
+            f"PRG floor ({out['cases'][2]['case']}): {big['prg_streams']} expansions, floor "
+            f"{big['prg_floor_seconds']:.3f} s, round {big['wall_seconds']:.3f} s -> {big['over_prg_floor']:.2f}x floor"
+        )
     for s in out.get("scale", []):
-        print(f"scale N={s['n']:5} d={s['d']}: k={s['k']} t={s['t']} min_survivors={s['min_survivors']} "
-              f"round {s['wall_seconds']:.1f} s, floor {s['prg_floor_seconds']:.1f} s -> {s['over_floor']:.2f}x, "
-              f"correct={s['correct']}")
-    print(f"(* = Flower halted with no aggregate; k-neighbour cases best of {out.get('repeats', 1)} rounds per side, "
-          "complete graph one)")
+        print(
+            f"scale N={s['n']:5} d={s['d']}: k={s['k']} t={s['t']} min_survivors={s['min_survivors']} "
+            f"round {s['wall_seconds']:.1f} s, floor {s['prg_floor_seconds']:.1f} s -> {s['over_floor']:.2f}x, "
+            f"correct={s['correct']}"
+        )
+    print(
+        f"(* = Flower halted with no aggregate; k-neighbour cases best of {out.get('repeats', 1)} rounds per side, "
+        "complete graph one)"
+    )
 
 
 if __name__ == "__main__":

@@ -61,8 +61,16 @@ def sim_available() -> bool:
     return True
 
 
-def security_options(protocol: str, n: int, dim: int, encoder: Any, *, threshold: int | None = None,
-                     active_security: bool = False, max_corrupt: int | None = None) -> dict[str, Any]:
+def security_options(
+    protocol: str,
+    n: int,
+    dim: int,
+    encoder: Any,
+    *,
+    threshold: int | None = None,
+    active_security: bool = False,
+    max_corrupt: int | None = None,
+) -> dict[str, Any]:
     """The ``protocols.sim.run`` keywords that set a round's security, checked before any crypto.
 
     SecAgg / SecAgg+: ``active_security`` and ``max_corrupt`` as given (the
@@ -85,8 +93,9 @@ def security_options(protocol: str, n: int, dim: int, encoder: Any, *, threshold
     return {"threshold": config.threshold, "active_security": True, "max_corrupt": max_corrupt}
 
 
-def make_encoder(*, clip: float = DELTA_CLIP, precision: float = DELTA_PRECISION, max_clients: int,
-                 max_weight: int = 1) -> Any:
+def make_encoder(
+    *, clip: float = DELTA_CLIP, precision: float = DELTA_PRECISION, max_clients: int, max_weight: int = 1
+) -> Any:
     """A :class:`secagg.encoding.FixedPointEncoder` for model deltas (smallest safe ring).
 
     Raises OverflowRiskError/ConfigError from the encoder for impossible settings.
@@ -142,8 +151,7 @@ class ProtocolAggregator:
         try:
             return importlib.import_module("protocols.sim")
         except ImportError as exc:
-            raise ConfigError("protocols.sim is not available in this installation",
-                              protocol=self.protocol) from exc
+            raise ConfigError("protocols.sim is not available in this installation", protocol=self.protocol) from exc
 
     def __call__(
         self,
@@ -172,16 +180,26 @@ class ProtocolAggregator:
         kwargs: dict[str, Any] = dict(
             weights=[int(weights[c]) for c in ids],
             dropouts={position[c]: s for c, s in (dropouts or {}).items() if c in position} or None,
-            neighbors=self.neighbors, seed=seed, encoder=encoder,
+            neighbors=self.neighbors,
+            seed=seed,
+            encoder=encoder,
         )
         # (small SecAgg+ cohorts run the complete graph inside protocols.sim)
         if plain:
-            result = sim.run_plaintext(vectors, threshold=self.threshold, active_security=self.active_security,
-                                       **kwargs)
+            result = sim.run_plaintext(
+                vectors, threshold=self.threshold, active_security=self.active_security, **kwargs
+            )
         else:
             dim = int(vectors[0].size) if vectors else 0
-            options = security_options(self.protocol, len(ids), dim, encoder, threshold=self.threshold,
-                                       active_security=self.active_security, max_corrupt=self.max_corrupt)
+            options = security_options(
+                self.protocol,
+                len(ids),
+                dim,
+                encoder,
+                threshold=self.threshold,
+                active_security=self.active_security,
+                max_corrupt=self.max_corrupt,
+            )
             result = sim.run(self.protocol, vectors, **kwargs, **options)
         return relabel(result, ids)
 
@@ -201,8 +219,14 @@ class FloatMeanAggregator:
 
     encoder: Any = None
 
-    def __call__(self, updates: Mapping[int, NDArray[np.float32]], weights: Mapping[int, int], *,
-                 dropouts: Mapping[int, str] | None = None, seed: int | None = None) -> Any:
+    def __call__(
+        self,
+        updates: Mapping[int, NDArray[np.float32]],
+        weights: Mapping[int, int],
+        *,
+        dropouts: Mapping[int, str] | None = None,
+        seed: int | None = None,
+    ) -> Any:
         from protocols.session import AggregateResult
 
         from .algorithms import weighted_mean
@@ -210,5 +234,10 @@ class FloatMeanAggregator:
         lost = {c for c, s in (dropouts or {}).items() if s in ("advertise_keys", "share_keys", "masked_input")}
         survivors = sorted(c for c in updates if c not in lost)
         mean = weighted_mean([updates[c] for c in survivors], [weights[c] for c in survivors])
-        return AggregateResult(aggregate=mean, survivors=survivors, dropped=sorted(lost & set(updates)),
-                               weight_sum=float(sum(weights[c] for c in survivors)), weighted=True)
+        return AggregateResult(
+            aggregate=mean,
+            survivors=survivors,
+            dropped=sorted(lost & set(updates)),
+            weight_sum=float(sum(weights[c] for c in survivors)),
+            weighted=True,
+        )

@@ -63,8 +63,9 @@ def weighted_mean(updates: list[NDArray[np.floating]], weights: list[float]) -> 
     a zero weight sum.
     """
     if not updates or len(updates) != len(weights):
-        raise ConfigError("need one weight per update and at least one update",
-                          n_updates=len(updates), n_weights=len(weights))
+        raise ConfigError(
+            "need one weight per update and at least one update", n_updates=len(updates), n_weights=len(weights)
+        )
     w = np.asarray(weights, dtype=np.float64)
     if np.any(w < 0) or w.sum() <= 0:
         raise ConfigError("weights must be >= 0 with a positive sum", weights=list(weights))
@@ -173,7 +174,7 @@ def local_train(
     for _ in range(config.steps):
         if pos + batch > n:
             order, pos = torch.randperm(n, generator=generator), 0
-        idx = order[pos:pos + batch]
+        idx = order[pos : pos + batch]
         pos += batch
         loss = nn.functional.binary_cross_entropy_with_logits(model(xt[idx]), yt[idx])
         total_loss += loss.detach()
@@ -193,13 +194,21 @@ class ServerOptimizer:
 
     KINDS = ("sgd", "adam", "yogi", "adagrad")
 
-    def __init__(self, kind: str = "sgd", *, lr: float = 1.0, beta1: float = ADAPTIVE_BETA1,
-                 beta2: float = ADAPTIVE_BETA2, tau: float = ADAPTIVE_TAU) -> None:
+    def __init__(
+        self,
+        kind: str = "sgd",
+        *,
+        lr: float = 1.0,
+        beta1: float = ADAPTIVE_BETA1,
+        beta2: float = ADAPTIVE_BETA2,
+        tau: float = ADAPTIVE_TAU,
+    ) -> None:
         if kind not in self.KINDS:
             raise ConfigError(f"unknown server optimiser {kind!r}", kind=kind)
         if not (lr > 0 and tau > 0 and 0 <= beta1 < 1 and 0 <= beta2 < 1):
-            raise ConfigError("server optimiser needs lr > 0, tau > 0, betas in [0, 1)",
-                              lr=lr, tau=tau, beta1=beta1, beta2=beta2)
+            raise ConfigError(
+                "server optimiser needs lr > 0, tau > 0, betas in [0, 1)", lr=lr, tau=tau, beta1=beta1, beta2=beta2
+            )
         self.kind, self.lr, self.beta1, self.beta2, self.tau = kind, lr, beta1, beta2, tau
         self.m: NDArray[np.float64] | None = None
         self.v: NDArray[np.float64] | None = None
@@ -226,8 +235,15 @@ class ServerOptimizer:
         return (x + self.lr * self.m / (np.sqrt(self.v) + self.tau)).astype(np.float32)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "tau": self.tau,
-                "m": None if self.m is None else self.m.copy(), "v": None if self.v is None else self.v.copy()}
+        return {
+            "kind": self.kind,
+            "lr": self.lr,
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "tau": self.tau,
+            "m": None if self.m is None else self.m.copy(),
+            "v": None if self.v is None else self.v.copy(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != self.kind:

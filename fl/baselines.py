@@ -38,19 +38,22 @@ def _recipe(n_rows: int, epochs: int) -> LocalConfig:
     return LocalConfig(steps=steps, lr=BASELINE_LR, batch_size=BASELINE_BATCH, optimizer="adam")
 
 
-def train_pooled(dataset: FederatedDataset, *, model: str = "logreg", seed: int = 42,
-                 epochs: int = BASELINE_EPOCHS) -> dict[str, Any]:
+def train_pooled(
+    dataset: FederatedDataset, *, model: str = "logreg", seed: int = 42, epochs: int = BASELINE_EPOCHS
+) -> dict[str, Any]:
     """Train on the pooled training set; return :func:`fl.trainer.evaluate`'s dict."""
     torch.manual_seed(seed)
     net = make_model(model, dataset.n_features, sim_seed=derive_seed(seed, 0))
     gen = torch.Generator().manual_seed(derive_seed(seed, _TAG_POOLED))
-    local_train(net, dataset.pooled_x_train, dataset.pooled_y_train, _recipe(len(dataset.pooled_y_train), epochs),
-                generator=gen)
+    local_train(
+        net, dataset.pooled_x_train, dataset.pooled_y_train, _recipe(len(dataset.pooled_y_train), epochs), generator=gen
+    )
     return evaluate(net, dataset)
 
 
-def train_local_only(dataset: FederatedDataset, *, model: str = "logreg", seed: int = 42,
-                     epochs: int = BASELINE_EPOCHS) -> dict[str, Any]:
+def train_local_only(
+    dataset: FederatedDataset, *, model: str = "logreg", seed: int = 42, epochs: int = BASELINE_EPOCHS
+) -> dict[str, Any]:
     """Each centre trains alone; scored on its own test set (plus FLamby's best-local figure)."""
     torch.manual_seed(seed)
     own: dict[str, float] = {}
@@ -62,5 +65,8 @@ def train_local_only(dataset: FederatedDataset, *, model: str = "logreg", seed: 
         scores = evaluate(net, dataset)
         own[centre.name] = scores["centre_accuracy"][centre.name]
         best_local = max(best_local, scores["mean_centre_accuracy"])
-    return {"centre_accuracy": own, "mean_centre_accuracy": float(np.mean(list(own.values()))),
-            "best_local_mean_centre_accuracy": best_local}
+    return {
+        "centre_accuracy": own,
+        "mean_centre_accuracy": float(np.mean(list(own.values()))),
+        "best_local_mean_centre_accuracy": best_local,
+    }

@@ -28,8 +28,15 @@ from .trainer import TrainConfig
 
 __all__ = ["main", "DEMO_CONFIG"]
 
-DEMO_CONFIG = TrainConfig(dataset="heart-disease", protocol="secagg+", strategy="fedavg", rounds=15,
-                          local_steps=100, seed=42, dropout_rate=0.1)
+DEMO_CONFIG = TrainConfig(
+    dataset="heart-disease",
+    protocol="secagg+",
+    strategy="fedavg",
+    rounds=15,
+    local_steps=100,
+    seed=42,
+    dropout_rate=0.1,
+)
 DEMO_OUT = Path("runs") / "demo"
 
 
@@ -42,12 +49,16 @@ def main(out_dir: Path = DEMO_OUT) -> int:
     config = DEMO_CONFIG
     aggregator = None
     if not sim_available():
-        err_console.print("[bold red]WARNING: protocols.sim is not installed: this demo falls back to an "
-                          "INSECURE plaintext float mean. No secure aggregation happens below.[/]")
+        err_console.print(
+            "[bold red]WARNING: protocols.sim is not installed: this demo falls back to an "
+            "INSECURE plaintext float mean. No secure aggregation happens below.[/]"
+        )
         aggregator = FloatMeanAggregator()
     console.rule("secagg demo: 4 hospitals, FedAvg through SecAgg+ with dropouts")
-    console.print("data: UCI heart disease (CC BY 4.0), FLamby's Fed-Heart-Disease split: "
-                  "Cleveland 199/104, Hungary 172/89, Switzerland 30/16, Long Beach VA 85/45 (train/test)")
+    console.print(
+        "data: UCI heart disease (CC BY 4.0), FLamby's Fed-Heart-Disease split: "
+        "Cleveland 199/104, Hungary 172/89, Switzerland 30/16, Long Beach VA 85/45 (train/test)"
+    )
     baseline_dir = out_dir / "plaintext-baseline"
     for folder in (out_dir, baseline_dir):
         for stale in ("checkpoint.json", "checkpoint.npz"):
@@ -55,20 +66,26 @@ def main(out_dir: Path = DEMO_OUT) -> int:
     secure = run_with_progress(config, out_dir, aggregator=aggregator)
     dropped = sum(len(r["dropped"]) for r in secure["rounds"])
     recovered = sum(1 for r in secure["rounds"] for s in r["dropout_schedule"].values() if s == "unmask")
-    console.print(f"dropouts: {dropped} client-rounds lost before sending their masked input; "
-                  f"{recovered} dropped later, in the unmask stage, and were still counted; "
-                  f"{secure['costs']['rounds_aborted']} rounds aborted")
+    console.print(
+        f"dropouts: {dropped} client-rounds lost before sending their masked input; "
+        f"{recovered} dropped later, in the unmask stage, and were still counted; "
+        f"{secure['costs']['rounds_aborted']} rounds aborted"
+    )
     if aggregator is None:
-        twin = ProtocolAggregator(config.protocol, make_encoder(clip=config.clip, precision=config.precision,
-                                  max_clients=4, max_weight=199)).plaintext_twin()
+        twin = ProtocolAggregator(
+            config.protocol, make_encoder(clip=config.clip, precision=config.precision, max_clients=4, max_weight=199)
+        ).plaintext_twin()
         with console.status("same run through the plaintext baseline (same fixed-point encoding)"):
             plain = run_experiment(config, baseline_dir, aggregator=twin)
-        same = np.isclose(plain["final"]["mean_centre_accuracy"], secure["final"]["mean_centre_accuracy"],
-                          rtol=0, atol=0)
+        same = np.isclose(
+            plain["final"]["mean_centre_accuracy"], secure["final"]["mean_centre_accuracy"], rtol=0, atol=0
+        )
         same_params = _same_checkpoint(out_dir, baseline_dir)
-        console.print(f"plaintext baseline (same encoding): mean accuracy "
-                      f"{plain['final']['mean_centre_accuracy']:.4f}; identical model to SecAgg+: "
-                      f"[bold]{same and same_params}[/]")
+        console.print(
+            f"plaintext baseline (same encoding): mean accuracy "
+            f"{plain['final']['mean_centre_accuracy']:.4f}; identical model to SecAgg+: "
+            f"[bold]{same and same_params}[/]"
+        )
     console.print(f"demo finished in {time.perf_counter() - start:.1f} s")
     console.print(f"[bold]report:[/] {secure['paths']['report']}")
     console.print(f"[bold]plots:[/]  {secure['paths']['accuracy_plot']}  {secure['paths']['costs_plot']}")

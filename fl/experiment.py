@@ -20,8 +20,14 @@ from .datasets import FederatedDataset, load_dataset
 from .report import build_report, comparison_markdown, write_report
 from .trainer import TrainConfig, Trainer
 
-__all__ = ["run_experiment", "run_comparison", "shell_command", "COMPARE_SEEDS", "COMPARE_STRATEGIES",
-           "COMPARE_HE_PROTOCOLS"]
+__all__ = [
+    "run_experiment",
+    "run_comparison",
+    "shell_command",
+    "COMPARE_SEEDS",
+    "COMPARE_STRATEGIES",
+    "COMPARE_HE_PROTOCOLS",
+]
 
 COMPARE_SEEDS = (42, 43, 44, 45, 46)  # FLamby reports seeds 42-46
 #: Federated methods in the comparison, each run through every secure protocol
@@ -50,15 +56,20 @@ def run_experiment(
     """
     trainer = Trainer(config, dataset=dataset, out_dir=out_dir if write else None, aggregator=aggregator)
     result = trainer.run(resume=resume, on_round=on_round)
-    encoding = {"clip": config.clip, "precision": config.precision, "max_weight": trainer.max_weight,
-                "encoder": type(getattr(trainer.aggregator, "encoder", None)).__name__}
+    encoding = {
+        "clip": config.clip,
+        "precision": config.precision,
+        "max_weight": trainer.max_weight,
+        "encoder": type(getattr(trainer.aggregator, "encoder", None)).__name__,
+    }
     extra: dict[str, Any] = {"dp": None}
     if hasattr(trainer.aggregator, "settings"):
         extra["dp"] = dict(trainer.aggregator.settings)
         if hasattr(trainer.aggregator, "privacy_report"):  # ε per hospital over the rounds it was summed in
             extra["dp"]["per_centre"] = trainer.aggregator.privacy_report([c.name for c in trainer.dataset.centres])
-    report = build_report(config.to_dict(), trainer.dataset, result.rounds, result.final, encoding=encoding,
-                          extra=extra)
+    report = build_report(
+        config.to_dict(), trainer.dataset, result.rounds, result.final, encoding=encoding, extra=extra
+    )
     if write and out_dir is not None:
         report["paths"] = {k: str(v) for k, v in write_report(out_dir, report).items()}
     return report
@@ -73,15 +84,15 @@ def _summary(method: str, protocol: str, runs: Sequence[dict[str, Any]]) -> dict
         "mean": float(np.mean(means)),
         "std": float(np.std(means)),
         "per_seed": [float(m) for m in means],
-        "centre_accuracy_mean": {c: float(np.mean([r["final"]["centre_accuracy"][c] for r in runs]))
-                                 for c in centres},
+        "centre_accuracy_mean": {c: float(np.mean([r["final"]["centre_accuracy"][c] for r in runs])) for c in centres},
         "bytes_up_per_round": None,
         "seconds_per_round": None,
     }
     if runs and "costs" in runs[0]:
         row["bytes_up_per_round"] = float(np.mean([r["costs"]["bytes_up_per_round_mean"] for r in runs]))
-        row["seconds_per_round"] = float(np.mean([r["costs"]["seconds_total"] / max(1, len(r["rounds"]))
-                                                  for r in runs]))
+        row["seconds_per_round"] = float(
+            np.mean([r["costs"]["seconds_total"] / max(1, len(r["rounds"])) for r in runs])
+        )
     return row
 
 
@@ -117,7 +128,13 @@ def run_comparison(
             on_step(msg)
 
     note("pooled")
-    rows.append(_summary("pooled", "–", [{"final": train_pooled(dataset, model=base.model, seed=s, epochs=baseline_epochs)} for s in seeds]))
+    rows.append(
+        _summary(
+            "pooled",
+            "–",
+            [{"final": train_pooled(dataset, model=base.model, seed=s, epochs=baseline_epochs)} for s in seeds],
+        )
+    )
     note("local-only")
     local = [train_local_only(dataset, model=base.model, seed=s, epochs=baseline_epochs) for s in seeds]
     rows.append(_summary("local-only (own centre)", "–", [{"final": r} for r in local]))
@@ -129,10 +146,22 @@ def run_comparison(
         note(f"{strategy} / {protocol}")
         runs = []
         for s in seeds:
-            cfg = replace(base, strategy=strategy, protocol=protocol, seed=s,
-                          server_lr=None if strategy != base.strategy else base.server_lr)
-            runs.append(run_experiment(cfg, None, dataset=dataset, write=False,
-                                       aggregator=None if aggregator_for is None else aggregator_for(cfg)))
+            cfg = replace(
+                base,
+                strategy=strategy,
+                protocol=protocol,
+                seed=s,
+                server_lr=None if strategy != base.strategy else base.server_lr,
+            )
+            runs.append(
+                run_experiment(
+                    cfg,
+                    None,
+                    dataset=dataset,
+                    write=False,
+                    aggregator=None if aggregator_for is None else aggregator_for(cfg),
+                )
+            )
         rows.append(_summary(strategy, protocol, runs))
 
     result = {
@@ -141,13 +170,22 @@ def run_comparison(
         "command": command,
         "rows": rows,
         "best_local_flamby": {"mean": float(np.mean(best_local)), "std": float(np.std(best_local))},
-        "reference_flamby": {"pooled": 0.735, "fedavg": 0.685, "fedprox": 0.685, "fedyogi": 0.731,
-                             "fedadam": 0.726, "fedadagrad": 0.731, "best_local": 0.722},
+        "reference_flamby": {
+            "pooled": 0.735,
+            "fedavg": 0.685,
+            "fedprox": 0.685,
+            "fedyogi": 0.731,
+            "fedadam": 0.726,
+            "fedadagrad": 0.731,
+            "best_local": 0.722,
+        },
     }
     (out / "compare.json").write_text(json.dumps(result, indent=2))
     md = comparison_markdown(rows, seeds=seeds, command=command or "secagg run --compare")
-    md += (f"\nFLamby's best-local figure (best single-centre model, scored on all centres): "
-           f"{result['best_local_flamby']['mean']:.3f} ± {result['best_local_flamby']['std']:.3f}.\n")
+    md += (
+        f"\nFLamby's best-local figure (best single-centre model, scored on all centres): "
+        f"{result['best_local_flamby']['mean']:.3f} ± {result['best_local_flamby']['std']:.3f}.\n"
+    )
     (out / "compare.md").write_text(md)
     result["paths"] = {"markdown": str(out / "compare.md"), "json": str(out / "compare.json")}
     return result

@@ -187,8 +187,12 @@ def _flatten(arrays: Sequence[NDArray], shapes: Sequence[tuple[int, ...]]) -> ND
 
 
 def make_secagg_mod(
-    *, min_survivors: int = 1, max_dim: int | None = None, max_corrupt: int | None = None,
-    security_bits: int = 1, active: bool = False,
+    *,
+    min_survivors: int = 1,
+    max_dim: int | None = None,
+    max_corrupt: int | None = None,
+    security_bits: int = 1,
+    active: bool = False,
 ) -> Callable[..., Message]:
     """A :func:`secagg_mod` with a client-side policy (:class:`fl.flower_trust.ClientPolicy`)
     on top of the node config's: refuse (typed error reply) any round that
@@ -197,8 +201,13 @@ def make_secagg_mod(
     semi-honest when ``active``, or whose threshold and degree do not resist
     ``max_corrupt`` colluders. The stricter of this and the node config wins.
     """
-    policy = ClientPolicy(active=active, max_corrupt=max_corrupt, min_survivors=min_survivors,
-                          security_bits=security_bits, max_dim=max_dim)
+    policy = ClientPolicy(
+        active=active,
+        max_corrupt=max_corrupt,
+        min_survivors=min_survivors,
+        security_bits=security_bits,
+        max_dim=max_dim,
+    )
 
     def mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]) -> Message:
         return _run_mod(msg, ctxt, call_next, policy)
@@ -239,16 +248,23 @@ def _identify(msg: Message, ctxt: Context, record: ConfigRecord) -> Message:
         raise DecodeError("identify nonce must be 32 bytes", got=len(nonce))
     roster, identity = _node_trust(ctxt)
     if roster is None or identity is None:
-        raise ConfigError("the server asks for this node's identity, but node config names no "
-                          f"{ROSTER_KEY} / {IDENTITY_KEY}")
+        raise ConfigError(
+            f"the server asks for this node's identity, but node config names no {ROSTER_KEY} / {IDENTITY_KEY}"
+        )
     name = roster_name(roster, identity)
     signature = identity.sign(identify_transcript(nonce, msg.metadata.dst_node_id, name))
     record = ConfigRecord({"stage": IDENTIFY_LABEL, "name": name, "signature": signature})
     return Message(RecordDict({RECORD_KEY: record}), reply_to=msg)
 
 
-def _start_session(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message], raw: Any,
-                   record: ConfigRecord, policy: ClientPolicy) -> tuple[SecAggClient, bytes]:
+def _start_session(
+    msg: Message,
+    ctxt: Context,
+    call_next: Callable[[Message, Context], Message],
+    raw: Any,
+    record: ConfigRecord,
+    policy: ClientPolicy,
+) -> tuple[SecAggClient, bytes]:
     """ADVERTISE_KEYS: decode and check the round against our policy, train, open a session."""
     policy = policy.stricter(ClientPolicy.from_node_config(ctxt.node_config))
     roster, identity = _node_trust(ctxt)
@@ -266,13 +282,19 @@ def _start_session(msg: Message, ctxt: Context, call_next: Callable[[Message, Co
         raise IntegrityError("the round assigns this node another party's identity", node_id=msg.metadata.dst_node_id)
     del msg.content.config_records[RECORD_KEY]  # the rest is Flower's FitIns
     arrays, num_examples = _train(msg, ctxt, call_next)
-    session = SecAggClient(config, index, _flatten(arrays, shapes), weight=num_examples,
-                           identity=identity if config.identities is not None else None)
+    session = SecAggClient(
+        config,
+        index,
+        _flatten(arrays, shapes),
+        weight=num_examples,
+        identity=identity if config.identities is not None else None,
+    )
     return session, payload
 
 
-def _run_mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message],
-             policy: ClientPolicy) -> Message:
+def _run_mod(
+    msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message], policy: ClientPolicy
+) -> Message:
     if msg.metadata.message_type != MessageType.TRAIN or RECORD_KEY not in msg.content.config_records:
         return call_next(msg, ctxt)
     record = msg.content.config_records[RECORD_KEY]
@@ -353,7 +375,12 @@ def _timeouts(value: float | Mapping[Stage | str, float] | None) -> dict[Stage, 
 
 
 def identify_nodes(
-    grid: Grid, node_ids: Sequence[int], roster: Mapping[str, bytes], *, timeout: float, group_id: str = "0",
+    grid: Grid,
+    node_ids: Sequence[int],
+    roster: Mapping[str, bytes],
+    *,
+    timeout: float,
+    group_id: str = "0",
 ) -> tuple[dict[int, str], dict[int, str]]:
     """Ask each node for its roster name, proven by a signature over a fresh nonce.
 
@@ -364,8 +391,13 @@ def identify_nodes(
     nonce = os.urandom(NONCE_BYTES)
     wanted = {int(n) for n in node_ids}
     messages = [
-        Message(RecordDict({RECORD_KEY: ConfigRecord({"stage": IDENTIFY_LABEL, "payload": nonce})}), nid,
-                MessageType.TRAIN, group_id=group_id, ttl=timeout)
+        Message(
+            RecordDict({RECORD_KEY: ConfigRecord({"stage": IDENTIFY_LABEL, "payload": nonce})}),
+            nid,
+            MessageType.TRAIN,
+            group_id=group_id,
+            ttl=timeout,
+        )
         for nid in sorted(wanted)
     ]
     claims: dict[int, str] = {}
@@ -381,7 +413,9 @@ def identify_nodes(
         try:
             if rec is None:
                 raise DecodeError("reply without our record")
-            claims[nid] = check_identify_signature(roster, require_field(rec, "name"), require_field(rec, "signature"), nonce, nid)
+            claims[nid] = check_identify_signature(
+                roster, require_field(rec, "name"), require_field(rec, "signature"), nonce, nid
+            )
         except SecAggError as exc:
             errors[nid] = f"[{IDENTIFY_LABEL}] rejected: {error_reason(exc)}"
     for nid in wanted - set(claims) - set(errors):
@@ -398,12 +432,24 @@ def identify_nodes(
 
 
 def run_secure_round(
-    grid: Grid, node_ids: Sequence[int], arrays: Sequence[NDArray], *,
-    fit_content: Mapping[int, RecordDict] | RecordDict | None = None, threshold: int | None = None,
-    neighbors: int | None = None, min_survivors: int | None = None, clip: float = 8.0, bits: int = 32,
-    max_weight: int = 1000, round_number: int = 0, group_id: str = "0",
-    timeouts: float | Mapping[Stage | str, float] | None = None, roster: Mapping[str, bytes] | None = None,
-    active_security: bool = False, max_corrupt: int | None = None, security_bits: int = DEFAULT_SECURITY_BITS,
+    grid: Grid,
+    node_ids: Sequence[int],
+    arrays: Sequence[NDArray],
+    *,
+    fit_content: Mapping[int, RecordDict] | RecordDict | None = None,
+    threshold: int | None = None,
+    neighbors: int | None = None,
+    min_survivors: int | None = None,
+    clip: float = 8.0,
+    bits: int = 32,
+    max_weight: int = 1000,
+    round_number: int = 0,
+    group_id: str = "0",
+    timeouts: float | Mapping[Stage | str, float] | None = None,
+    roster: Mapping[str, bytes] | None = None,
+    active_security: bool = False,
+    max_corrupt: int | None = None,
+    security_bits: int = DEFAULT_SECURITY_BITS,
 ) -> RoundOutcome:
     """Run one SecAgg (``neighbors=None``) or SecAgg+ round over ``grid``.
 
@@ -431,8 +477,7 @@ def run_secure_round(
     names: dict[int, str] | None = None
     refused: dict[int, str] = {}
     if roster is not None:
-        names, refused = identify_nodes(grid, node_ids, roster, timeout=deadline[Stage.SHARE_KEYS],
-                                        group_id=group_id)
+        names, refused = identify_nodes(grid, node_ids, roster, timeout=deadline[Stage.SHARE_KEYS], group_id=group_id)
         node_ids = sorted(names)
     n, index = len(node_ids), {nid: i for i, nid in enumerate(node_ids)}
     shapes = [tuple(np.shape(a)) for a in arrays]
@@ -441,17 +486,26 @@ def run_secure_round(
         raise ConfigError("fewer than 2 nodes proved a roster identity", n=n, errors=refused)
     encoder = FixedPointEncoder(clip, bits, n, max_weight=max_weight)
     if threshold is None:  # a majority of the k + 1 share holders, raised to resist max_corrupt
-        threshold = default_threshold(n, neighbors, max_corrupt=max_corrupt, active=active_security,
-                                      security_bits=security_bits)
+        threshold = default_threshold(
+            n, neighbors, max_corrupt=max_corrupt, active=active_security, security_bits=security_bits
+        )
     config = SecAggConfig(
-        tuple(range(n)), threshold, dim, encoder,
+        tuple(range(n)),
+        threshold,
+        dim,
+        encoder,
         neighbors=neighbors if neighbors is not None and neighbors < n - 1 else None,
-        min_survivors=min_survivors, round=round_number, weighted=True, active_security=active_security,
+        min_survivors=min_survivors,
+        round=round_number,
+        weighted=True,
+        active_security=active_security,
         identities=None if names is None else {i: roster[names[nid]] for i, nid in enumerate(node_ids)},
-        max_corrupt=max_corrupt, security_bits=security_bits,
+        max_corrupt=max_corrupt,
+        security_bits=security_bits,
     )
-    config_bytes = encode_round_config(config, node_ids, shapes,
-                                       None if names is None else [names[nid] for nid in node_ids])
+    config_bytes = encode_round_config(
+        config, node_ids, shapes, None if names is None else [names[nid] for nid in node_ids]
+    )
     limit = payload_limit(config)
     server = SecAggServer(config)
     outcome = RoundOutcome(None, None, None, node_ids)
@@ -524,7 +578,9 @@ def _fit_content(fit_content: Mapping[int, RecordDict] | RecordDict | None, nid:
 def _unflatten(vector: NDArray[np.float64], like: Sequence[NDArray]) -> list[NDArray]:
     sizes = np.cumsum([0] + [int(np.prod(np.shape(a))) for a in like])
     return [
-        vector[lo:hi].reshape(np.shape(a)).astype(a.dtype if np.issubdtype(np.asarray(a).dtype, np.floating) else np.float64)
+        vector[lo:hi]
+        .reshape(np.shape(a))
+        .astype(a.dtype if np.issubdtype(np.asarray(a).dtype, np.floating) else np.float64)
         for a, lo, hi in zip(like, sizes[:-1], sizes[1:])
     ]
 
@@ -549,11 +605,21 @@ class SecAggFitWorkflow:
     """
 
     def __init__(
-        self, *, neighbors: int | None = None, threshold: int | None = None, min_survivors: int | None = None,
-        dropout_rate: float | None = None, corrupt_rate: float = 0.05, clip: float = 8.0, bits: int = 32,
-        max_weight: int = 1000, timeouts: float | Mapping[Stage | str, float] | None = None,
-        roster: Mapping[str, bytes] | str | None = None, active_security: bool = False,
-        max_corrupt: int | None = None, security_bits: int = DEFAULT_SECURITY_BITS,
+        self,
+        *,
+        neighbors: int | None = None,
+        threshold: int | None = None,
+        min_survivors: int | None = None,
+        dropout_rate: float | None = None,
+        corrupt_rate: float = 0.05,
+        clip: float = 8.0,
+        bits: int = 32,
+        max_weight: int = 1000,
+        timeouts: float | Mapping[Stage | str, float] | None = None,
+        roster: Mapping[str, bytes] | str | None = None,
+        active_security: bool = False,
+        max_corrupt: int | None = None,
+        security_bits: int = DEFAULT_SECURITY_BITS,
     ) -> None:
         self.neighbors, self.threshold, self.min_survivors = neighbors, threshold, min_survivors
         self.dropout_rate, self.corrupt_rate = dropout_rate, corrupt_rate
@@ -584,18 +650,35 @@ class SecAggFitWorkflow:
         neighbors, threshold, min_survivors = self.neighbors, self.threshold, self.min_survivors
         max_corrupt = self.max_corrupt
         if self.dropout_rate is not None:
-            params = choose_params(len(sampled), dropout_rate=self.dropout_rate, corrupt_rate=self.corrupt_rate,
-                                   security_bits=self.security_bits, active=self.active_security)
+            params = choose_params(
+                len(sampled),
+                dropout_rate=self.dropout_rate,
+                corrupt_rate=self.corrupt_rate,
+                security_bits=self.security_bits,
+                active=self.active_security,
+            )
             neighbors, threshold = params.neighbors, params.threshold
             min_survivors = min_survivors or params.min_survivors
             max_corrupt = params.max_corrupt if max_corrupt is None else max_corrupt
         try:
             outcome = run_secure_round(
-                grid, list(proxies), parameters_to_ndarrays(parameters), fit_content=fit_content,
-                threshold=threshold, neighbors=neighbors, min_survivors=min_survivors, clip=self.clip,
-                bits=self.bits, max_weight=self.max_weight, round_number=current_round,
-                group_id=str(current_round), timeouts=self.timeouts, roster=self.roster,
-                active_security=self.active_security, max_corrupt=max_corrupt, security_bits=self.security_bits,
+                grid,
+                list(proxies),
+                parameters_to_ndarrays(parameters),
+                fit_content=fit_content,
+                threshold=threshold,
+                neighbors=neighbors,
+                min_survivors=min_survivors,
+                clip=self.clip,
+                bits=self.bits,
+                max_weight=self.max_weight,
+                round_number=current_round,
+                group_id=str(current_round),
+                timeouts=self.timeouts,
+                roster=self.roster,
+                active_security=self.active_security,
+                max_corrupt=max_corrupt,
+                security_bits=self.security_bits,
             )
         except SecAggError as exc:  # a config the sampled set cannot meet: keep the model
             self._record(context, current_round, "refused", error_reason(exc))

@@ -57,9 +57,13 @@ class InProcessGrid(Grid):
     """
 
     def __init__(
-        self, client_app: Callable[..., Message], node_ids: Sequence[int], *,
+        self,
+        client_app: Callable[..., Message],
+        node_ids: Sequence[int],
+        *,
         drop: Callable[[int, str | None], str | None] | None = None,
-        node_configs: Mapping[int, dict[str, Any]] | None = None, run_id: int = 1,
+        node_configs: Mapping[int, dict[str, Any]] | None = None,
+        run_id: int = 1,
     ) -> None:
         from flwr.supercore.run import Run
 
@@ -73,7 +77,9 @@ class InProcessGrid(Grid):
         self._run = Run.create_empty(run_id)
         self.client_app = client_app
         configs = node_configs or {}
-        self.contexts = {int(i): Context(run_id, int(i), dict(configs.get(int(i), {})), RecordDict(), {}) for i in node_ids}
+        self.contexts = {
+            int(i): Context(run_id, int(i), dict(configs.get(int(i), {})), RecordDict(), {}) for i in node_ids
+        }
         self.drop = drop
         self.traffic: list[Traffic] = []
         self._replies: dict[str, Message] = {}
@@ -106,7 +112,10 @@ class InProcessGrid(Grid):
             if verdict == "absent":
                 reply, up = None, 0
             elif verdict == "error":
-                reply, up = Message(Error(ErrorCode.NODE_UNAVAILABLE, "node unavailable (simulated)"), reply_to=inbound), 0
+                reply, up = (
+                    Message(Error(ErrorCode.NODE_UNAVAILABLE, "node unavailable (simulated)"), reply_to=inbound),
+                    0,
+                )
             else:
                 try:
                     out = self.client_app(inbound, self.contexts[nid])
@@ -116,7 +125,10 @@ class InProcessGrid(Grid):
                         copied, up = _wire(out.content)
                         reply = Message(copied, reply_to=inbound)
                 except Exception as exc:  # noqa: BLE001 - a SuperNode turns any ClientApp failure into an error reply
-                    reply, up = Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, error_reason(exc)), reply_to=inbound), 0
+                    reply, up = (
+                        Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, error_reason(exc)), reply_to=inbound),
+                        0,
+                    )
             self.traffic.append(Traffic(nid, stage, down, up, time.perf_counter() - start, reply is not None))
             ids.append(mid := str(len(self.traffic)))
             if reply is not None:

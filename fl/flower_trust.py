@@ -205,8 +205,13 @@ def roster_name(roster: Mapping[str, bytes], identity: kex.IdentityKey) -> str:
 def identify_transcript(nonce: bytes, node_id: int, name: str) -> bytes:
     """What a node signs to claim ``name`` for Flower node ``node_id`` under the server's fresh ``nonce``."""
     encoded = name.encode()
-    return (_IDENTIFY_DOMAIN + nonce + int(node_id).to_bytes(8, "little", signed=False)
-            + len(encoded).to_bytes(1, "little") + encoded)
+    return (
+        _IDENTIFY_DOMAIN
+        + nonce
+        + int(node_id).to_bytes(8, "little", signed=False)
+        + len(encoded).to_bytes(1, "little")
+        + encoded
+    )
 
 
 def _as_bool(name: str, value: Any) -> bool:
@@ -223,8 +228,7 @@ def _as_int(name: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, str) and re.fullmatch(r"\s*\d{1,10}\s*", value):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"node config {name} must be an integer in [{low}, {high}]", key=name,
-                          value=repr(value)[:80])
+        raise ConfigError(f"node config {name} must be an integer in [{low}, {high}]", key=name, value=repr(value)[:80])
     return value
 
 
@@ -248,8 +252,12 @@ class ClientPolicy:
     def __post_init__(self) -> None:
         if not isinstance(self.active, bool):
             raise ConfigError("active must be a bool", active=self.active)
-        for name, value, low in (("min_survivors", self.min_survivors, 1), ("security_bits", self.security_bits, 1),
-                                 ("max_corrupt", self.max_corrupt, 0), ("max_dim", self.max_dim, 1)):
+        for name, value, low in (
+            ("min_survivors", self.min_survivors, 1),
+            ("security_bits", self.security_bits, 1),
+            ("max_corrupt", self.max_corrupt, 0),
+            ("max_dim", self.max_dim, 1),
+        ):
             if value is None and name in ("max_corrupt", "max_dim"):
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -273,15 +281,20 @@ class ClientPolicy:
 
     def stricter(self, other: ClientPolicy) -> ClientPolicy:
         """The policy that refuses whatever either refuses."""
+
         def most(a: int | None, b: int | None) -> int | None:
             return b if a is None else a if b is None else max(a, b)
 
         def least(a: int | None, b: int | None) -> int | None:
             return b if a is None else a if b is None else min(a, b)
 
-        return ClientPolicy(self.active or other.active, most(self.max_corrupt, other.max_corrupt),
-                            max(self.min_survivors, other.min_survivors),
-                            max(self.security_bits, other.security_bits), least(self.max_dim, other.max_dim))
+        return ClientPolicy(
+            self.active or other.active,
+            most(self.max_corrupt, other.max_corrupt),
+            max(self.min_survivors, other.min_survivors),
+            max(self.security_bits, other.security_bits),
+            least(self.max_dim, other.max_dim),
+        )
 
     def check(self, config: SecAggConfig) -> SecAggConfig:
         """Refuse (:class:`ConfigError`) a round ``config`` weaker than this policy.
@@ -291,36 +304,44 @@ class ClientPolicy:
         ``max_corrupt`` and ``security_bits`` (:meth:`SecAggConfig._check_threat_model`).
         """
         if self.active and not config.active_security:
-            raise ConfigError("this client requires active security; the round is semi-honest only",
-                              required="active", got="passive")
+            raise ConfigError(
+                "this client requires active security; the round is semi-honest only", required="active", got="passive"
+            )
         if config.security_bits < self.security_bits:
-            raise ConfigError("round security_bits is below this client's", got=config.security_bits,
-                              needed=self.security_bits)
+            raise ConfigError(
+                "round security_bits is below this client's", got=config.security_bits, needed=self.security_bits
+            )
         if config.min_survivors < self.min_survivors:  # type: ignore[operator]
-            raise ConfigError("round min_survivors is below this client's", got=config.min_survivors,
-                              needed=self.min_survivors)
+            raise ConfigError(
+                "round min_survivors is below this client's", got=config.min_survivors, needed=self.min_survivors
+            )
         if self.max_dim is not None and config.dim > self.max_dim:
             raise ConfigError("round update is longer than this client accepts", got=config.dim, needed=self.max_dim)
         if self.max_corrupt is None:
             return config
         if config.max_corrupt is not None and config.max_corrupt < self.max_corrupt:
-            raise ConfigError("round assumes fewer colluders than this client", got=config.max_corrupt,
-                              needed=self.max_corrupt)
+            raise ConfigError(
+                "round assumes fewer colluders than this client", got=config.max_corrupt, needed=self.max_corrupt
+            )
         if self.max_corrupt >= config.n:
-            raise ConfigError("round has too few clients for this client's max_corrupt", n=config.n,
-                              max_corrupt=self.max_corrupt)
+            raise ConfigError(
+                "round has too few clients for this client's max_corrupt", n=config.n, max_corrupt=self.max_corrupt
+            )
         # Raises ConfigError when t, k or min_survivors do not resist our own c.
-        dataclasses.replace(config, max_corrupt=self.max_corrupt,
-                            security_bits=max(self.security_bits, config.security_bits))
+        dataclasses.replace(
+            config, max_corrupt=self.max_corrupt, security_bits=max(self.security_bits, config.security_bits)
+        )
         return config
 
 
-def check_identify_signature(roster: Mapping[str, bytes], name: Any, signature: Any, nonce: bytes,
-                             node_id: int) -> str:
+def check_identify_signature(roster: Mapping[str, bytes], name: Any, signature: Any, nonce: bytes, node_id: int) -> str:
     """The roster name node ``node_id`` proved it holds; :class:`IntegrityError` otherwise."""
     if not isinstance(name, str) or name not in roster:
-        raise IntegrityError("node claims a name that is not in the roster", node_id=node_id,
-                             name=str(name)[:80] if isinstance(name, str) else type(name).__name__)
+        raise IntegrityError(
+            "node claims a name that is not in the roster",
+            node_id=node_id,
+            name=str(name)[:80] if isinstance(name, str) else type(name).__name__,
+        )
     if not isinstance(signature, bytes) or len(signature) != kex.SIGNATURE_BYTES:
         raise IntegrityError("identify signature must be 64 bytes", node_id=node_id)
     kex.verify(roster[name], signature, identify_transcript(nonce, node_id, name))

@@ -63,6 +63,7 @@ _MAX_STAGE_LABEL = 32  # longest Stage value is 14 characters
 # Not a protocol stage: the server's pre-round "who are you" (roster name, signed nonce).
 IDENTIFY_LABEL = "identify"
 
+
 def error_reason(exc: BaseException) -> str:
     """``"<ErrorType>: <message> (field=value, ...)"`` for a Flower error reply."""
     return f"{type(exc).__name__}: {exc}"
@@ -98,8 +99,9 @@ def record_stage(record: ConfigRecord) -> Stage:
         raise DecodeError("unknown stage label", stage=label) from None
 
 
-def encode_round_config(config: SecAggConfig, node_ids: Sequence[int], shapes: Sequence[tuple[int, ...]],
-                        names: Sequence[str] | None = None) -> bytes:
+def encode_round_config(
+    config: SecAggConfig, node_ids: Sequence[int], shapes: Sequence[tuple[int, ...]], names: Sequence[str] | None = None
+) -> bytes:
     """The round config as canonical JSON bytes (no pickle: it comes from the server).
 
     ``node_ids[i]`` is the Flower node that plays client ``i``; ``shapes`` are
@@ -112,17 +114,35 @@ def encode_round_config(config: SecAggConfig, node_ids: Sequence[int], shapes: S
     if not isinstance(enc, FixedPointEncoder):
         raise ConfigError("the Flower adapter ships FixedPointEncoder configs only", encoder=type(enc).__name__)
     if (config.identities is None) != (names is None) or (names is not None and len(names) != config.n):
-        raise ConfigError("a config with identities needs one roster name per client, and only then",
-                          names=None if names is None else len(names), n=config.n)
+        raise ConfigError(
+            "a config with identities needs one roster name per client, and only then",
+            names=None if names is None else len(names),
+            n=config.n,
+        )
     doc = {
-        "v": CONFIG_VERSION, "node_ids": [int(n) for n in node_ids], "shapes": [list(map(int, s)) for s in shapes],
-        "threshold": config.threshold, "dim": config.dim, "neighbors": config.neighbors,
-        "min_survivors": config.min_survivors, "session_id": config.session_id.hex(),
-        "graph_seed": config.graph_seed.hex(), "round": config.round, "weighted": config.weighted,
-        "encoder": {"clip": enc.clip, "bits": enc.bits, "max_clients": enc.max_clients,
-                    "max_weight": enc.max_weight, "norm": enc.norm, "scale": enc.scale},
-        "active": config.active_security, "max_corrupt": config.max_corrupt,
-        "security_bits": config.security_bits, "names": None if names is None else [str(x) for x in names],
+        "v": CONFIG_VERSION,
+        "node_ids": [int(n) for n in node_ids],
+        "shapes": [list(map(int, s)) for s in shapes],
+        "threshold": config.threshold,
+        "dim": config.dim,
+        "neighbors": config.neighbors,
+        "min_survivors": config.min_survivors,
+        "session_id": config.session_id.hex(),
+        "graph_seed": config.graph_seed.hex(),
+        "round": config.round,
+        "weighted": config.weighted,
+        "encoder": {
+            "clip": enc.clip,
+            "bits": enc.bits,
+            "max_clients": enc.max_clients,
+            "max_weight": enc.max_weight,
+            "norm": enc.norm,
+            "scale": enc.scale,
+        },
+        "active": config.active_security,
+        "max_corrupt": config.max_corrupt,
+        "security_bits": config.security_bits,
+        "names": None if names is None else [str(x) for x in names],
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
@@ -132,8 +152,7 @@ def _identities(names: Any, roster: Mapping[str, bytes] | None, n: int) -> dict[
     if names is None:
         return None
     if roster is None:
-        raise ConfigError("the round names roster identities, but this node has no roster (node config "
-                          "secagg-roster)")
+        raise ConfigError("the round names roster identities, but this node has no roster (node config secagg-roster)")
     if not isinstance(names, list) or len(names) != n or not all(isinstance(x, str) for x in names):
         raise DecodeError("round config: names must be one string per client", n=n)
     if len(set(names)) != n:
@@ -145,7 +164,8 @@ def _identities(names: Any, roster: Mapping[str, bytes] | None, n: int) -> dict[
 
 
 def decode_round_config(
-    data: bytes, roster: Mapping[str, bytes] | None = None,
+    data: bytes,
+    roster: Mapping[str, bytes] | None = None,
 ) -> tuple[SecAggConfig, list[int], list[tuple[int, ...]]]:
     """Inverse of :func:`encode_round_config`; :class:`DecodeError` on malformed
     input (not bytes, over :data:`MAX_CONFIG_BYTES`, bad JSON or fields),
@@ -164,26 +184,42 @@ def decode_round_config(
         shapes = [tuple(int(x) for x in s) for s in doc["shapes"]]
         e = doc["encoder"]
         encoder = FixedPointEncoder(
-            float(e["clip"]), int(e["bits"]), int(e["max_clients"]),
-            max_weight=int(e["max_weight"]), norm=str(e["norm"]), scale=float(e["scale"]),
+            float(e["clip"]),
+            int(e["bits"]),
+            int(e["max_clients"]),
+            max_weight=int(e["max_weight"]),
+            norm=str(e["norm"]),
+            scale=float(e["scale"]),
         )
         neighbors, max_corrupt = doc["neighbors"], doc.get("max_corrupt")
         active = doc.get("active", False)
         if not isinstance(active, bool):
             raise DecodeError("round config: active must be a bool")
         config = SecAggConfig(
-            tuple(range(len(node_ids))), int(doc["threshold"]), int(doc["dim"]), encoder,
+            tuple(range(len(node_ids))),
+            int(doc["threshold"]),
+            int(doc["dim"]),
+            encoder,
             neighbors=None if neighbors is None else int(neighbors),
             min_survivors=int(doc["min_survivors"]),
-            session_id=bytes.fromhex(doc["session_id"]), graph_seed=bytes.fromhex(doc["graph_seed"]),
-            round=int(doc["round"]), weighted=bool(doc["weighted"]), active_security=active,
+            session_id=bytes.fromhex(doc["session_id"]),
+            graph_seed=bytes.fromhex(doc["graph_seed"]),
+            round=int(doc["round"]),
+            weighted=bool(doc["weighted"]),
+            active_security=active,
             identities=_identities(doc.get("names"), roster, len(node_ids)),
             max_corrupt=None if max_corrupt is None else int(max_corrupt),
             security_bits=int(doc.get("security_bits", DEFAULT_SECURITY_BITS)),
         )
     except SecAggError:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        RecursionError,
+    ) as exc:  # UnicodeDecodeError is a ValueError
         raise DecodeError(f"malformed round config: {exc}") from None
     if any(x < 0 for s in shapes for x in s):
         raise DecodeError("round config: negative array dimension")

@@ -93,13 +93,18 @@ def set_flat_params(model: nn.Module, flat: NDArray[np.floating]) -> None:
     flat = np.asarray(flat)
     expected = n_params(model)
     if flat.ndim != 1 or flat.shape[0] != expected:
-        raise ConfigError(f"flat parameter vector has shape {flat.shape}, model needs ({expected},)",
-                          expected=expected, got=flat.shape)
+        raise ConfigError(
+            f"flat parameter vector has shape {flat.shape}, model needs ({expected},)",
+            expected=expected,
+            got=flat.shape,
+        )
     if not np.all(np.isfinite(flat)):
         raise ConfigError("flat parameter vector has non-finite values")
     offset = 0
     with torch.no_grad():
         for p in model.parameters():
             n = p.numel()
-            p.copy_(torch.from_numpy(np.ascontiguousarray(flat[offset:offset + n], dtype=np.float32)).reshape(p.shape))
+            p.copy_(
+                torch.from_numpy(np.ascontiguousarray(flat[offset : offset + n], dtype=np.float32)).reshape(p.shape)
+            )
             offset += n

@@ -42,8 +42,15 @@ from torch import nn
 from secagg.dp.randomness import RandomWords, as_random_words
 from secagg.errors import ConfigError, require_extra
 
-__all__ = ["DEFAULT_RECORD_CLIP", "DEFAULT_RECORD_SAMPLING_RATE", "DEFAULT_RECORD_LR", "poisson_sample",
-           "per_example_gradients", "PerExampleGradients", "expected_batch"]
+__all__ = [
+    "DEFAULT_RECORD_CLIP",
+    "DEFAULT_RECORD_SAMPLING_RATE",
+    "DEFAULT_RECORD_LR",
+    "poisson_sample",
+    "per_example_gradients",
+    "PerExampleGradients",
+    "expected_batch",
+]
 
 #: Per-record L2 clip: logistic-regression gradients on the standardised
 #: heart-disease features have norm |p - y| * ||(x, 1)|| ≈ 0.5-3.
@@ -114,7 +121,6 @@ class PerExampleGradients:
         if not np.isfinite(out).all():
             raise ConfigError("a per-example gradient is not finite", bad=int((~np.isfinite(out)).sum()))
         return out
-
 
     def close(self) -> None:
         """Remove Opacus' hooks; ``model`` is a plain module again."""

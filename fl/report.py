@@ -67,9 +67,15 @@ def security_warnings(config: Mapping[str, Any]) -> list[str]:
     return warnings
 
 
-def build_report(config: Mapping[str, Any], dataset: Any, rounds: Sequence[Mapping[str, Any]],
-                 final: Mapping[str, Any], *, encoding: Mapping[str, Any] | None = None,
-                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_report(
+    config: Mapping[str, Any],
+    dataset: Any,
+    rounds: Sequence[Mapping[str, Any]],
+    final: Mapping[str, Any],
+    *,
+    encoding: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Assemble the report dict (see the module docstring for its schema)."""
     done = [r for r in rounds if not r.get("aborted")]
     costs = {
@@ -159,8 +165,12 @@ def plot_run(out_dir: Path, rounds: Sequence[Mapping[str, Any]], *, title: str =
     ax1.set(xlabel="round", ylabel="kB (all clients)", title="protocol traffic per round")
     ax1.legend(fontsize=8)
     ax2.bar(xs, [r.get("train_seconds", 0.0) for r in rounds], label="local training")
-    ax2.bar(xs, [r.get("aggregate_seconds", 0.0) for r in rounds],
-            bottom=[r.get("train_seconds", 0.0) for r in rounds], label="aggregation (protocol)")
+    ax2.bar(
+        xs,
+        [r.get("aggregate_seconds", 0.0) for r in rounds],
+        bottom=[r.get("train_seconds", 0.0) for r in rounds],
+        label="aggregation (protocol)",
+    )
     ax2.set(xlabel="round", ylabel="seconds", title="time per round")
     ax2.legend(fontsize=8)
     fig.tight_layout()
@@ -175,8 +185,14 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]], *, seeds: Sequence[in
     centres: list[str] = list(rows[0]["centre_accuracy_mean"]) if rows else []
     head = "| method | protocol | mean per-centre acc. (± std) | " + " | ".join(centres) + " | kB up/round | s/round |"
     sep = "|" + "---|" * (5 + len(centres))
-    lines = [f"Mean per-centre test accuracy over seeds {', '.join(map(str, seeds))} (FLamby's metric).", "",
-             f"Command: `{command}`", "", head, sep]
+    lines = [
+        f"Mean per-centre test accuracy over seeds {', '.join(map(str, seeds))} (FLamby's metric).",
+        "",
+        f"Command: `{command}`",
+        "",
+        head,
+        sep,
+    ]
     for r in rows:
         cells = " | ".join(f"{r['centre_accuracy_mean'][c]:.3f}" for c in centres)
         kb = "–" if r.get("bytes_up_per_round") is None else f"{r['bytes_up_per_round'] / 1e3:.1f}"

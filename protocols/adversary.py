@@ -139,8 +139,14 @@ class EquivocatingServer(_WrappingServer):
     shows each client only the signatures that are valid for its own view.
     """
 
-    def __init__(self, inner: Any, *, target: int, half: Iterable[int],
-                 colluder_keys: Mapping[int, kex.IdentityKey] | None = None) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        *,
+        target: int,
+        half: Iterable[int],
+        colluder_keys: Mapping[int, kex.IdentityKey] | None = None,
+    ) -> None:
         super().__init__(inner)
         self.target = target
         self.half = frozenset(half) - {target}
@@ -169,14 +175,17 @@ class EquivocatingServer(_WrappingServer):
         if requests and self._half_view is not None:  # the half did not sign the honest set: they get no request
             for u in self.half - set(outbox):
                 if u in self._half_signatures:
-                    outbox = {**outbox, u: dataclasses.replace(
-                        requests[0], header=dataclasses.replace(requests[0].header, receiver=u))}
+                    outbox = {
+                        **outbox,
+                        u: dataclasses.replace(requests[0], header=dataclasses.replace(requests[0].header, receiver=u)),
+                    }
         return super()._outgoing(outbox)
 
     def _half_request(self, u: int, template: m.UnmaskRequest) -> m.UnmaskRequest:
         config = self.inner.config
-        view = self._half_view if self._half_view is not None else tuple(
-            v for v in template.survivors if v != self.target)
+        view = (
+            self._half_view if self._half_view is not None else tuple(v for v in template.survivors if v != self.target)
+        )
         signatures = {w: sig for w, sig in self._half_signatures.items() if w != u}
         for w, key in self.colluder_keys.items():
             if w in view and w != u:
@@ -353,8 +362,11 @@ def exposure(
     groups: dict[int, list[int]] = {}
     for u in honest:
         groups.setdefault(find(u), []).append(u)
-    blocked = {root for root, members in groups.items()
-               if any(u not in masked or u not in b_known or u in lone for u in members)}
+    blocked = {
+        root
+        for root, members in groups.items()
+        if any(u not in masked or u not in b_known or u in lone for u in members)
+    }
 
     unmasked: list[tuple[int, ...]] = []
     for root, members in groups.items():
@@ -374,8 +386,12 @@ def exposure(
                     context=mask_context(config, u, v),
                 )
                 pair_seeds.append((seed, pair_sign(u, v)))
-        total = unmask_sum([masked[u] for u in members], bits=config.bits,
-                           self_seeds=[b_known[u] for u in members], pair_seeds=pair_seeds)
+        total = unmask_sum(
+            [masked[u] for u in members],
+            bits=config.bits,
+            self_seeds=[b_known[u] for u in members],
+            pair_seeds=pair_seeds,
+        )
         try:
             vector, _ = config.encoder.decode_sum(total)
         except SecAggError:  # masks left in: not a sum of encodings

@@ -141,7 +141,7 @@ def resists(n: int, k: int, t: int, corrupt: int, *, active: bool, complete: boo
     2^-security_bits over the graph (:func:`neighbourhood_break_probability`)."""
     if complete or active:
         return colluder_quota(k, t, active=active) > corrupt
-    return neighbourhood_break_probability(n, k, t, corrupt, active=active) <= 2.0 ** -security_bits
+    return neighbourhood_break_probability(n, k, t, corrupt, active=active) <= 2.0**-security_bits
 
 
 def effective_degree(n: int, neighbors: int | None) -> int:
@@ -155,8 +155,14 @@ def effective_degree(n: int, neighbors: int | None) -> int:
     return min(k, n - 1)
 
 
-def default_threshold(n: int, neighbors: int | None, *, max_corrupt: int | None = None, active: bool = False,
-                      security_bits: int = DEFAULT_SECURITY_BITS) -> int:
+def default_threshold(
+    n: int,
+    neighbors: int | None,
+    *,
+    max_corrupt: int | None = None,
+    active: bool = False,
+    security_bits: int = DEFAULT_SECURITY_BITS,
+) -> int:
     """The threshold a round uses when none is given: a majority of the k + 1
     holders, raised to :func:`smallest_secure_threshold` when ``max_corrupt``
     is given. Raises :class:`ConfigError` when no threshold resists it."""
@@ -164,11 +170,11 @@ def default_threshold(n: int, neighbors: int | None, *, max_corrupt: int | None 
     t = (k + 1) // 2 + 1
     if max_corrupt is None:
         return t
-    need = smallest_secure_threshold(n, k, max_corrupt, active=active, complete=k >= n - 1,
-                                     security_bits=security_bits)
+    need = smallest_secure_threshold(n, k, max_corrupt, active=active, complete=k >= n - 1, security_bits=security_bits)
     if need is None:
-        raise ConfigError("no threshold resists max_corrupt colluders at this degree", n=n, neighbors=k,
-                          max_corrupt=max_corrupt)
+        raise ConfigError(
+            "no threshold resists max_corrupt colluders at this degree", n=n, neighbors=k, max_corrupt=max_corrupt
+        )
     return max(t, need)
 
 
@@ -177,9 +183,7 @@ def _max_dropped(n: int, p: float, target: float) -> int:
     if p <= 0.0:
         return 0
     i = np.arange(n + 1)
-    log_pmf = (
-        _lgamma(n + 1) - _lgamma(i + 1) - _lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
-    )
+    log_pmf = _lgamma(n + 1) - _lgamma(i + 1) - _lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
     tail = np.cumsum(np.exp(log_pmf)[::-1])[::-1]  # tail[q] = P[Bin >= q]
     above = np.nonzero(tail[1:] <= target)[0]
     return int(above[0]) if above.size else n
@@ -263,8 +267,8 @@ def choose_params(
             raise ConfigError(f"{name} must be in [0, 1)", **{name: rate})
     if dropout_rate + corrupt_rate >= 1.0:
         raise ConfigError("dropout_rate + corrupt_rate must be below 1")
-    sec_target = 2.0 ** -security_bits
-    cor_target = 2.0 ** -correctness_bits
+    sec_target = 2.0**-security_bits
+    cor_target = 2.0**-correctness_bits
     max_corrupt = math.ceil(corrupt_rate * n - 1e-9)
     best: tuple[int, int, float, float] | None = None
     for k in range(2, n):
@@ -283,8 +287,9 @@ def choose_params(
                 hi = mid - 1
         t = lo
         sec = _security_failure(n, k, t, corrupt_rate, dropout_rate, active=active)
-        if sec <= sec_target and resists(n, k, t, max_corrupt, active=active, complete=k >= n - 1,
-                                         security_bits=security_bits):
+        if sec <= sec_target and resists(
+            n, k, t, max_corrupt, active=active, complete=k >= n - 1, security_bits=security_bits
+        ):
             best = (k, t, sec, _correctness_failure(n, k, t, dropout_rate))
             break
     if best is None:
@@ -298,8 +303,9 @@ def choose_params(
     k, t, sec, cor = best
     min_survivors = max(t, n - _max_dropped(n, dropout_rate, cor_target), max_corrupt + 2)
     if min_survivors > n:
-        raise ConfigError("too many colluders: min_survivors - max_corrupt >= 2 cannot hold", n=n,
-                          max_corrupt=max_corrupt)
+        raise ConfigError(
+            "too many colluders: min_survivors - max_corrupt >= 2 cannot hold", n=n, max_corrupt=max_corrupt
+        )
     bits = plan_bits(n, clip, precision, max_weight=max_weight)
     return SecAggParams(n, k, t, bits, min_survivors, sec, cor, max_corrupt, active)
 
@@ -408,7 +414,11 @@ class SecAggConfig:
             raise ConfigError(
                 "active_security needs max_corrupt: the number of clients that may collude with the server"
             )
-        if isinstance(self.security_bits, bool) or not isinstance(self.security_bits, int) or not 1 <= self.security_bits <= 128:
+        if (
+            isinstance(self.security_bits, bool)
+            or not isinstance(self.security_bits, int)
+            or not 1 <= self.security_bits <= 128
+        ):
             raise ConfigError("security_bits must be an integer in [1, 128]", security_bits=self.security_bits)
         if c is None:
             return
@@ -430,25 +440,33 @@ class SecAggConfig:
                 "active SecAgg+ needs max_corrupt + (n - min_survivors) < k, or colluders and dropouts "
                 f"could cut the honest survivors into groups whose sums the server unmasks alone; "
                 f"raise neighbors above {c + n - self.min_survivors} or min_survivors",  # type: ignore[operator]
-                max_corrupt=c, min_survivors=self.min_survivors, neighbors=k, n=n,
+                max_corrupt=c,
+                min_survivors=self.min_survivors,
+                neighbors=k,
+                n=n,
             )
-        need = smallest_secure_threshold(n, k, c, active=active, complete=self.complete,
-                                         security_bits=self.security_bits)
+        need = smallest_secure_threshold(
+            n, k, c, active=active, complete=self.complete, security_bits=self.security_bits
+        )
         if need is not None and t >= need:
             return
         if self.complete:
             rule = "2t - n > max_corrupt" if active else "t > max_corrupt"
         elif active:
-            rule = ("2t - (k+1) > max_corrupt in every neighbourhood (the server could grind the public graph "
-                    "seed, so no per-graph probability is accepted)")
+            rule = (
+                "2t - (k+1) > max_corrupt in every neighbourhood (the server could grind the public graph "
+                "seed, so no per-graph probability is accepted)"
+            )
         else:
             rule = (
                 "P[some neighbourhood holds 2t - (k+1) or more colluders] <= 2^-security_bits"
                 if active
                 else "P[some neighbourhood holds t or more colluders] <= 2^-security_bits"
             )
-        hint = f"the smallest threshold that meets it is {need}" if need is not None else (
-            "no threshold meets it at this degree: raise neighbors or lower max_corrupt"
+        hint = (
+            f"the smallest threshold that meets it is {need}"
+            if need is not None
+            else ("no threshold meets it at this degree: raise neighbors or lower max_corrupt")
         )
         raise ConfigError(
             f"threshold {t} is too low for max_corrupt={c}: the threat model needs {rule}; {hint}",

@@ -74,21 +74,69 @@ from __future__ import annotations
 from typing import Any
 
 from .he_client import HeClient
-from .he_config import (SCHEMES, SHARED_KEY_SCHEMES, HeConfig, HeScheme, WireSizes, advert_transcript,
-                        ckks_chunk_sizes, key_transcript)
-from .he_messages import (HeAdvertise, HeDecrypted, HeDecryptRequest, HeInput, HeKeyDelivery, HeKeyForward,
-                          HeKeyRequest, HeKeysBroadcast, HePartial, chunk_mac, pack_ints, unpack_ints)
+from .he_config import (
+    SCHEMES,
+    SHARED_KEY_SCHEMES,
+    HeConfig,
+    HeScheme,
+    WireSizes,
+    advert_transcript,
+    ckks_chunk_sizes,
+    key_transcript,
+)
+from .he_messages import (
+    HeAdvertise,
+    HeDecrypted,
+    HeDecryptRequest,
+    HeInput,
+    HeKeyDelivery,
+    HeKeyForward,
+    HeKeyRequest,
+    HeKeysBroadcast,
+    HePartial,
+    chunk_mac,
+    pack_ints,
+    unpack_ints,
+)
 from .he_server import HeServer
 from .sim import ProtocolSpec, register_protocol
 
-__all__ = ["SCHEMES", "SHARED_KEY_SCHEMES", "HeConfig", "HeScheme", "HeServer", "HeClient", "WireSizes",
-           "advert_transcript", "key_transcript", "ckks_chunk_sizes", "register",
-           "HeKeyRequest", "HeAdvertise", "HeKeysBroadcast", "HeKeyDelivery", "HeKeyForward", "HeInput",
-           "HeDecryptRequest", "HeDecrypted", "HePartial", "pack_ints", "unpack_ints", "chunk_mac"]
+__all__ = [
+    "SCHEMES",
+    "SHARED_KEY_SCHEMES",
+    "HeConfig",
+    "HeScheme",
+    "HeServer",
+    "HeClient",
+    "WireSizes",
+    "advert_transcript",
+    "key_transcript",
+    "ckks_chunk_sizes",
+    "register",
+    "HeKeyRequest",
+    "HeAdvertise",
+    "HeKeysBroadcast",
+    "HeKeyDelivery",
+    "HeKeyForward",
+    "HeInput",
+    "HeDecryptRequest",
+    "HeDecrypted",
+    "HePartial",
+    "pack_ints",
+    "unpack_ints",
+    "chunk_mac",
+]
 
 
-def register(*, key_bits: int = 2048, threshold_key_bits: int = 2048, decryptors: int = 2,
-             workers: int = 1, pool_method: str = "standard", max_corrupt: int = 0) -> None:
+def register(
+    *,
+    key_bits: int = 2048,
+    threshold_key_bits: int = 2048,
+    decryptors: int = 2,
+    workers: int = 1,
+    pool_method: str = "standard",
+    max_corrupt: int = 0,
+) -> None:
     """(Re)register the three HE protocols with ``protocols.sim``.
 
     Tests call it with small keys; deployments keep 2048 bits. Dealing a
@@ -100,12 +148,25 @@ def register(*, key_bits: int = 2048, threshold_key_bits: int = 2048, decryptors
     def builder(scheme: str):
         bits = threshold_key_bits if scheme == "paillier-threshold" else key_bits
 
-        def build(client_ids, dim, *, encoder, weighted, threshold, min_survivors, identities=None,
-                  **_: Any) -> HeConfig:
-            return HeConfig(tuple(client_ids), dim, encoder, scheme, threshold=threshold,
-                            min_survivors=min_survivors or 1, weighted=weighted, key_bits=bits,
-                            decryptors=decryptors, workers=workers, pool_method=pool_method,
-                            max_corrupt=max_corrupt, identities=identities)
+        def build(
+            client_ids, dim, *, encoder, weighted, threshold, min_survivors, identities=None, **_: Any
+        ) -> HeConfig:
+            return HeConfig(
+                tuple(client_ids),
+                dim,
+                encoder,
+                scheme,
+                threshold=threshold,
+                min_survivors=min_survivors or 1,
+                weighted=weighted,
+                key_bits=bits,
+                decryptors=decryptors,
+                workers=workers,
+                pool_method=pool_method,
+                max_corrupt=max_corrupt,
+                identities=identities,
+            )
+
         return build
 
     for scheme in SCHEMES:

@@ -20,10 +20,32 @@ from secagg.encoding_torch import to_numpy
 from secagg.errors import ConfigError, DecodeError, IntegrityError, ProtocolError, SecAggError
 
 from . import messages as m
-from .he_config import (MAC_BYTES, HeConfig, HeScheme, WireSizes, advert_transcript, ckks_chunk_sizes,
-                        key_transcript, limits, peer_data, verify_signed)
-from .he_messages import (HeAdvertise, HeDecrypted, HeDecryptRequest, HeInput, HeKeyDelivery, HeKeyForward,
-                          HeKeyRequest, HeKeysBroadcast, HePartial, chunk_mac, pack_ints, unpack_ints)
+from .he_config import (
+    MAC_BYTES,
+    HeConfig,
+    HeScheme,
+    WireSizes,
+    advert_transcript,
+    ckks_chunk_sizes,
+    key_transcript,
+    limits,
+    peer_data,
+    verify_signed,
+)
+from .he_messages import (
+    HeAdvertise,
+    HeDecrypted,
+    HeDecryptRequest,
+    HeInput,
+    HeKeyDelivery,
+    HeKeyForward,
+    HeKeyRequest,
+    HeKeysBroadcast,
+    HePartial,
+    chunk_mac,
+    pack_ints,
+    unpack_ints,
+)
 from .session import ABORTED, DONE, Binding, ClientCore, Stage, StageSpec
 
 __all__ = ["HeClient"]
@@ -40,14 +62,22 @@ class HeClient(ClientCore):
     ``handle`` raises ``ProtocolError``.
     """
 
-    def __init__(self, config: HeConfig, client_id: int, update: Any, *, weight: int = 1,
-                 identity: kex.IdentityKey | None = None, rng: np.random.Generator | None = None) -> None:
+    def __init__(
+        self,
+        config: HeConfig,
+        client_id: int,
+        update: Any,
+        *,
+        weight: int = 1,
+        identity: kex.IdentityKey | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
         if client_id not in config.client_ids:
             raise ConfigError("unknown client id", client_id=client_id)
-        if config.identities is not None and (identity is None
-                                              or identity.public_bytes != config.identities[client_id]):
-            raise ConfigError("identities are configured: this client needs its own identity key",
-                              client_id=client_id)
+        if config.identities is not None and (
+            identity is None or identity.public_bytes != config.identities[client_id]
+        ):
+            raise ConfigError("identities are configured: this client needs its own identity key", client_id=client_id)
         self.config, self.id, self.identity = config, client_id, identity
         self.scheme = HeScheme(config)
         self._ints = config.encoder.quantize(to_numpy(update), weight, rng)  # weight is the last slot
@@ -59,20 +89,32 @@ class HeClient(ClientCore):
         n, s, sig = len(config.client_ids), WireSizes.of(config, self.scheme), 4 + kex.SIGNATURE_BYTES
         request = limits(4 + kex.KEY_BYTES)
         super().__init__(
-            Binding.of(config.scheme, config.session_id, config.round), client_id,
+            Binding.of(config.scheme, config.session_id, config.round),
+            client_id,
             {
                 Stage.ADVERTISE_KEYS: StageSpec(HeKeyRequest, self._advertise, Stage.SHARE_KEYS, limits=request),
                 # Only the key holder deals; every other client goes straight to its key forward.
-                Stage.SHARE_KEYS: StageSpec(HeKeysBroadcast, self._deal, Stage.MASKED_INPUT,
-                                            skippable=client_id != config.key_holder,
-                                            limits=limits(2 * (4 + n * (8 + kex.SIGNATURE_BYTES)), entries=n,
-                                                          entry=kex.SIGNATURE_BYTES)),
-                Stage.MASKED_INPUT: StageSpec(HeKeyForward, self._encrypt, Stage.UNMASK,
-                                              limits=limits(4 + s.public_key, 4 + kex.KEY_BYTES, 4 + s.sealed,
-                                                            4 + 4 * n, sig, entries=n)),
-                Stage.UNMASK: StageSpec(HeDecryptRequest, self._decrypt, DONE,
-                                        limits=limits(4 + s.chunks * (8 + s.chunk), 4 + MAC_BYTES, 4 + 4 * n,
-                                                      entries=max(n, s.chunks), entry=s.chunk)),
+                Stage.SHARE_KEYS: StageSpec(
+                    HeKeysBroadcast,
+                    self._deal,
+                    Stage.MASKED_INPUT,
+                    skippable=client_id != config.key_holder,
+                    limits=limits(2 * (4 + n * (8 + kex.SIGNATURE_BYTES)), entries=n, entry=kex.SIGNATURE_BYTES),
+                ),
+                Stage.MASKED_INPUT: StageSpec(
+                    HeKeyForward,
+                    self._encrypt,
+                    Stage.UNMASK,
+                    limits=limits(4 + s.public_key, 4 + kex.KEY_BYTES, 4 + s.sealed, 4 + 4 * n, sig, entries=n),
+                ),
+                Stage.UNMASK: StageSpec(
+                    HeDecryptRequest,
+                    self._decrypt,
+                    DONE,
+                    limits=limits(
+                        4 + s.chunks * (8 + s.chunk), 4 + MAC_BYTES, 4 + 4 * n, entries=max(n, s.chunks), entry=s.chunk
+                    ),
+                ),
             },
             limits=request,
         )
@@ -101,7 +143,9 @@ class HeClient(ClientCore):
             raise DecodeError("expected the server's 32-byte X25519 key", stage=Stage.ADVERTISE_KEYS)
         self._server_public = bytes(msg.server_public)
         public = self._kx.public_bytes
-        signature = b"" if self.identity is None else self.identity.sign(advert_transcript(self.config, self.id, public))
+        signature = (
+            b"" if self.identity is None else self.identity.sign(advert_transcript(self.config, self.id, public))
+        )
         return HeAdvertise(self.header(Stage.ADVERTISE_KEYS), public, signature)
 
     # -- stage 1: SHARE_KEYS (key holder only) --------------------------------------------
@@ -124,8 +168,11 @@ class HeClient(ClientCore):
             key, ctx = self._seal_key(msg.keys[u], self.id, u)
             sealed[u] = aead.seal(key, secrets_[u], aad=ctx)
         del secrets_  # the dealer keeps nothing (its own share arrives sealed, like everyone's)
-        signature = b"" if self.identity is None else self.identity.sign(
-            key_transcript(c, public, self._kx.public_bytes, tuple(parties)))
+        signature = (
+            b""
+            if self.identity is None
+            else self.identity.sign(key_transcript(c, public, self._kx.public_bytes, tuple(parties)))
+        )
         return HeKeyDelivery(self.header(Stage.SHARE_KEYS), public, sealed, signature)
 
     # -- stage 2: MASKED_INPUT (encrypt) ----------------------------------------------------
@@ -165,8 +212,9 @@ class HeClient(ClientCore):
         if not hmac.compare_digest(msg.tag, chunk_mac(self._mac_key(), msg.header.aad(), msg.chunks)):
             raise IntegrityError("aggregate tag does not verify", stage=Stage.UNMASK)
         if self._secret is None or not msg.survivors or not set(msg.survivors) <= set(self._parties):
-            raise ProtocolError("unexpected decrypt request: no key, or survivors outside the parties",
-                                stage=Stage.UNMASK)
+            raise ProtocolError(
+                "unexpected decrypt request: no key, or survivors outside the parties", stage=Stage.UNMASK
+            )
         k = len(msg.survivors)
         h = self.header(Stage.UNMASK)
         if c.scheme == "ckks":
@@ -183,5 +231,6 @@ class HeClient(ClientCore):
             ints = s.paillier.decrypt_packed(self._secret, s.plan, cts, c.dim + 1, k, workers=c.workers)
             return HeDecrypted(h, c.encoder.to_modular(ints))
         part = threshold_paillier.partial_decrypt(self._public, self._secret, cts, workers=c.workers)
-        return HePartial(h, pack_ints(*part.values),
-                         pack_ints(part.challenge, part.response, part.commitment_a, part.commitment_b))
+        return HePartial(
+            h, pack_ints(*part.values), pack_ints(part.challenge, part.response, part.commitment_a, part.commitment_b)
+        )

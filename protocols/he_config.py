@@ -24,8 +24,20 @@ from secagg.errors import ConfigError, DecodeError, IntegrityError, SecAggError,
 from . import messages as m
 from .he_messages import pack_ints, unpack_ints
 
-__all__ = ["SCHEMES", "SHARED_KEY_SCHEMES", "HeConfig", "HeScheme", "WireSizes", "advert_transcript",
-           "key_transcript", "verify_signed", "ckks_chunk_sizes", "limits", "peer_data", "MAC_BYTES"]
+__all__ = [
+    "SCHEMES",
+    "SHARED_KEY_SCHEMES",
+    "HeConfig",
+    "HeScheme",
+    "WireSizes",
+    "advert_transcript",
+    "key_transcript",
+    "verify_signed",
+    "ckks_chunk_sizes",
+    "limits",
+    "peer_data",
+    "MAC_BYTES",
+]
 
 SCHEMES = ("paillier", "paillier-threshold", "ckks")
 #: Schemes in which every client holds the whole secret key.
@@ -106,15 +118,22 @@ class HeConfig:
             raise ConfigError(
                 f"{self.scheme!r} gives every client the secret key, so one client colluding with the server "
                 f"decrypts every update; with max_corrupt={c} use 'paillier-threshold' with threshold >= {c + 1}",
-                scheme=self.scheme, max_corrupt=c)
+                scheme=self.scheme,
+                max_corrupt=c,
+            )
         if self.scheme != "paillier-threshold":
             return
         t = max(n // 2 + 1, c + 1) if self.threshold is None else self.threshold
         if not 1 <= t <= n:
             raise ThresholdError("threshold must be in [1, n]", needed=t, got=n)
         if t <= c:  # c colluding clients hold c shares: they must stay below t
-            raise ConfigError(f"paillier-threshold needs threshold > max_corrupt (got threshold={t}, "
-                              f"max_corrupt={c}); use threshold >= {c + 1}", needed=c + 1, got=t, max_corrupt=c)
+            raise ConfigError(
+                f"paillier-threshold needs threshold > max_corrupt (got threshold={t}, "
+                f"max_corrupt={c}); use threshold >= {c + 1}",
+                needed=c + 1,
+                got=t,
+                max_corrupt=c,
+            )
         object.__setattr__(self, "threshold", t)
 
     def _check_identities(self) -> None:
@@ -145,16 +164,30 @@ class HeConfig:
 
     def context(self, purpose: bytes, *ids: int) -> bytes:
         """HKDF/AEAD/MAC context: scheme, session, round, purpose, party ids."""
-        return b"|".join([_CONTEXT, self.scheme.encode(), self.session_id, _U32.pack(self.round), purpose,
-                          *(_U32.pack(i) for i in ids)])
+        return b"|".join(
+            [
+                _CONTEXT,
+                self.scheme.encode(),
+                self.session_id,
+                _U32.pack(self.round),
+                purpose,
+                *(_U32.pack(i) for i in ids),
+            ]
+        )
 
 
 # ---------------------------------------------------------------- signed transcripts
 def _transcript(config: HeConfig, label: bytes, *fields: bytes) -> bytes:
     """Length-prefixed fields after scheme, protocol id, session and round, so
     no two different transcripts encode alike."""
-    parts = (_CONTEXT + b"/" + label, config.scheme.encode(), _U32.pack(config.protocol_id), config.session_id,
-             _U32.pack(config.round), *fields)
+    parts = (
+        _CONTEXT + b"/" + label,
+        config.scheme.encode(),
+        _U32.pack(config.protocol_id),
+        config.session_id,
+        _U32.pack(config.round),
+        *fields,
+    )
     return b"".join(_U32.pack(len(p)) + p for p in parts)
 
 
@@ -167,8 +200,14 @@ def key_transcript(config: HeConfig, he_public: bytes, holder_public: bytes, par
     """What the key holder signs: the HE public key bytes (Paillier n; the
     threshold key with its verification keys; the public CKKS context), the
     holder's X25519 key that sealed the secrets, and the parties."""
-    return _transcript(config, b"he-key", _U32.pack(config.key_holder), he_public,  # type: ignore[arg-type]
-                       holder_public, b"".join(_U32.pack(u) for u in parties))
+    return _transcript(
+        config,
+        b"he-key",
+        _U32.pack(config.key_holder),
+        he_public,  # type: ignore[arg-type]
+        holder_public,
+        b"".join(_U32.pack(u) for u in parties),
+    )
 
 
 def verify_signed(config: HeConfig, signer: int, signature: bytes, transcript: bytes, what: str) -> None:
@@ -225,8 +264,13 @@ class HeScheme:
                 if len(ints) != 1 or ints[0].bit_length() != c.key_bits:
                     raise DecodeError("bad Paillier public key")
                 return paillier.PaillierPublicKey(ints[0])
-            if len(ints) < 5 or ints[1] != c.threshold or ints[0].bit_length() < c.key_bits - 1 \
-                    or ints[2] != len(ints) - 4 or ints[2] > len(c.client_ids):
+            if (
+                len(ints) < 5
+                or ints[1] != c.threshold
+                or ints[0].bit_length() < c.key_bits - 1
+                or ints[2] != len(ints) - 4
+                or ints[2] > len(c.client_ids)
+            ):
                 raise DecodeError("bad threshold public key")
             n, t, l, v, *vks = ints
             return threshold_paillier.ThresholdPublicKey(n, t, l, v, tuple(vks))
@@ -262,16 +306,27 @@ class WireSizes:
         n, k = len(config.client_ids), config.key_bits
         if config.scheme == "ckks":
             chunks = len(ckks_chunk_sizes(scheme.params, config.dim))
-            return cls(ckks.MAX_SERVER_CONTEXT_BYTES, ckks.MAX_SECRET_CONTEXT_BYTES + aead.OVERHEAD,
-                       chunks, ckks.MAX_CIPHERTEXT_BYTES, 0, 0)
+            return cls(
+                ckks.MAX_SERVER_CONTEXT_BYTES,
+                ckks.MAX_SECRET_CONTEXT_BYTES + aead.OVERHEAD,
+                chunks,
+                ckks.MAX_CIPHERTEXT_BYTES,
+                0,
+                0,
+            )
         n_cts = scheme.plan.n_ciphertexts(config.dim + 1)
         element = _int_bytes(2 * k)  # an element of Z_{n²}
         chunk = n_cts * ((2 * k + 7) // 8)  # fixed-width elements of Z_{n²}
         if not config.is_threshold:
             return cls(_int_bytes(k), 2 * _int_bytes(k) + aead.OVERHEAD, 1, chunk, 0, 0)
         # Threshold: n, t, l, v and l verification keys; a share is f(i) mod n·m < n².
-        z_bits = max(3 * k + threshold_paillier.CHALLENGE_BITS + threshold_paillier.SLACK_BITS,
-                     threshold_paillier.CHALLENGE_BITS + math.factorial(n).bit_length() + 2 * k) + 2
+        z_bits = (
+            max(
+                3 * k + threshold_paillier.CHALLENGE_BITS + threshold_paillier.SLACK_BITS,
+                threshold_paillier.CHALLENGE_BITS + math.factorial(n).bit_length() + 2 * k,
+            )
+            + 2
+        )
         proof = _int_bytes(threshold_paillier.CHALLENGE_BITS) + _int_bytes(z_bits) + 2 * element
         return cls((4 + n) * element, _int_bytes(32) + element + aead.OVERHEAD, 1, chunk, n_cts * element, proof)
 
@@ -281,8 +336,9 @@ def limits(*fields: int, entries: int = 0, entry: int = 0, words: int = 0) -> m.
     (each field's own length prefix included by the caller), at most
     ``entries`` per map or id list of at most ``entry`` bytes each, and
     ``words`` per array."""
-    return m.DecodeLimits(max_bytes=m.HEADER_BYTES + sum(fields), max_entries=entries, max_entry_bytes=entry,
-                          max_words=words)
+    return m.DecodeLimits(
+        max_bytes=m.HEADER_BYTES + sum(fields), max_entries=entries, max_entry_bytes=entry, max_words=words
+    )
 
 
 def peer_data(stage: m.Stage) -> Callable[[F], F]:
@@ -298,7 +354,10 @@ def peer_data(stage: m.Stage) -> Callable[[F], F]:
             except SecAggError:
                 raise
             except _LIBRARY_ERRORS as exc:
-                raise DecodeError(f"cannot process the {stage.value} message: {type(exc).__name__}: {exc}",
-                                  stage=stage) from exc
+                raise DecodeError(
+                    f"cannot process the {stage.value} message: {type(exc).__name__}: {exc}", stage=stage
+                ) from exc
+
         return run  # type: ignore[return-value]
+
     return wrap

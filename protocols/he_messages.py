@@ -18,8 +18,20 @@ from secagg.errors import DecodeError
 
 from . import messages as m
 
-__all__ = ["HeKeyRequest", "HeAdvertise", "HeKeysBroadcast", "HeKeyDelivery", "HeKeyForward", "HeInput",
-           "HeDecryptRequest", "HeDecrypted", "HePartial", "pack_ints", "unpack_ints", "chunk_mac"]
+__all__ = [
+    "HeKeyRequest",
+    "HeAdvertise",
+    "HeKeysBroadcast",
+    "HeKeyDelivery",
+    "HeKeyForward",
+    "HeInput",
+    "HeDecryptRequest",
+    "HeDecrypted",
+    "HePartial",
+    "pack_ints",
+    "unpack_ints",
+    "chunk_mac",
+]
 
 _U32 = struct.Struct(">I")
 
@@ -28,6 +40,7 @@ _U32 = struct.Struct(">I")
 @m.wire_message(32)
 class HeKeyRequest(m.Message):
     """Server -> client: the session begins; the server's X25519 public key."""
+
     header: m.Header
     server_public: bytes
     BODY = (("server_public", m.FieldKind.BYTES),)
@@ -37,6 +50,7 @@ class HeKeyRequest(m.Message):
 class HeAdvertise(m.Message):
     """Client -> server: the client's X25519 public key for this session, and
     its Ed25519 signature over ``advert_transcript`` (empty without identities)."""
+
     header: m.Header
     public: bytes
     signature: bytes
@@ -46,6 +60,7 @@ class HeAdvertise(m.Message):
 @m.wire_message(34)
 class HeKeysBroadcast(m.Message):
     """Server -> key holder: every live client's X25519 public key and its signature."""
+
     header: m.Header
     keys: dict
     signatures: dict
@@ -56,31 +71,38 @@ class HeKeysBroadcast(m.Message):
 class HeKeyDelivery(m.Message):
     """Key holder -> server: the HE public key, one sealed secret per client, and
     the holder's signature over ``key_transcript`` (empty without identities)."""
+
     header: m.Header
     public_key: bytes
     sealed: dict
     signature: bytes
-    BODY = (("public_key", m.FieldKind.BYTES), ("sealed", m.FieldKind.BYTES_MAP),
-            ("signature", m.FieldKind.BYTES))
+    BODY = (("public_key", m.FieldKind.BYTES), ("sealed", m.FieldKind.BYTES_MAP), ("signature", m.FieldKind.BYTES))
 
 
 @m.wire_message(36)
 class HeKeyForward(m.Message):
     """Server -> client: HE public key, the holder's X25519 key, this client's
     sealed secret, the parties, and the holder's signature over all but the sealed secret."""
+
     header: m.Header
     public_key: bytes
     holder_public: bytes
     sealed: bytes
     parties: tuple
     signature: bytes
-    BODY = (("public_key", m.FieldKind.BYTES), ("holder_public", m.FieldKind.BYTES),
-            ("sealed", m.FieldKind.BYTES), ("parties", m.FieldKind.IDS), ("signature", m.FieldKind.BYTES))
+    BODY = (
+        ("public_key", m.FieldKind.BYTES),
+        ("holder_public", m.FieldKind.BYTES),
+        ("sealed", m.FieldKind.BYTES),
+        ("parties", m.FieldKind.IDS),
+        ("signature", m.FieldKind.BYTES),
+    )
 
 
 @m.wire_message(37)
 class HeInput(m.Message):
     """Client -> server: encrypted chunks (index -> bytes) and their HMAC tag."""
+
     header: m.Header
     chunks: dict
     tag: bytes
@@ -90,6 +112,7 @@ class HeInput(m.Message):
 @m.wire_message(38)
 class HeDecryptRequest(m.Message):
     """Server -> client: the aggregate chunks, their tag, and who was summed."""
+
     header: m.Header
     chunks: dict
     tag: bytes
@@ -100,6 +123,7 @@ class HeDecryptRequest(m.Message):
 @m.wire_message(39)
 class HeDecrypted(m.Message):
     """Client -> server (shared key): the integer sums in Z_{2^bits}."""
+
     header: m.Header
     sums: np.ndarray
     BODY = (("sums", m.FieldKind.ARRAY),)
@@ -108,6 +132,7 @@ class HeDecrypted(m.Message):
 @m.wire_message(40)
 class HePartial(m.Message):
     """Client -> server (threshold): partial decryptions and their proof."""
+
     header: m.Header
     values: bytes
     proof: bytes
@@ -133,7 +158,7 @@ def unpack_ints(data: bytes, count: int | None = None) -> list[int]:
         (n,) = _U32.unpack_from(data, pos)
         if n > len(data) - pos - 4:
             raise DecodeError("truncated integer list")
-        out.append(int.from_bytes(data[pos + 4:pos + 4 + n], "big"))
+        out.append(int.from_bytes(data[pos + 4 : pos + 4 + n], "big"))
         pos += 4 + n
     if count is not None and len(out) != count:
         raise DecodeError("wrong number of integers", expected=count, got=len(out))

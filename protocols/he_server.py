@@ -22,10 +22,30 @@ from secagg import paillier_threshold as threshold_paillier
 from secagg.errors import DecodeError, IntegrityError, SecAggError
 
 from . import messages as m
-from .he_config import (MAC_BYTES, HeConfig, HeScheme, WireSizes, advert_transcript, key_transcript, limits,
-                        peer_data, verify_signed)
-from .he_messages import (HeAdvertise, HeDecrypted, HeDecryptRequest, HeInput, HeKeyDelivery, HeKeyForward,
-                          HeKeyRequest, HeKeysBroadcast, HePartial, chunk_mac, unpack_ints)
+from .he_config import (
+    MAC_BYTES,
+    HeConfig,
+    HeScheme,
+    WireSizes,
+    advert_transcript,
+    key_transcript,
+    limits,
+    peer_data,
+    verify_signed,
+)
+from .he_messages import (
+    HeAdvertise,
+    HeDecrypted,
+    HeDecryptRequest,
+    HeInput,
+    HeKeyDelivery,
+    HeKeyForward,
+    HeKeyRequest,
+    HeKeysBroadcast,
+    HePartial,
+    chunk_mac,
+    unpack_ints,
+)
 from .session import DONE, AggregateResult, BadInputPolicy, Binding, ServerCore, Stage, StageSpec
 
 __all__ = ["HeServer"]
@@ -44,6 +64,7 @@ def _aborts_on_error(close: Callable[["HeServer", Mapping[int, Any]], Any]) -> C
         except (SecAggError, ValueError, ArithmeticError) as exc:
             detail = getattr(exc, "message", str(exc))
             return self.abort(1, 0, f"no valid outcome: {type(exc).__name__}: {detail}")
+
     return run
 
 
@@ -69,28 +90,59 @@ class HeServer(ServerCore):
         self._agg_chunks: dict[int, bytes] = {}
         n, sig = len(config.client_ids), 4 + kex.SIGNATURE_BYTES
         decryption = (
-            StageSpec(HePartial, self._accept_partial, DONE, close=self._combine_partials, needed=config.threshold,
-                      limits=limits(4 + sizes.partial, 4 + sizes.proof))
-            if config.is_threshold else
-            StageSpec(HeDecrypted, self._accept_sums, DONE, close=self._decode_sums, needed=1,
-                      limits=limits(m.ARRAY_PREFIX_BYTES + 8 * (config.dim + 1), words=config.dim + 1)))
+            StageSpec(
+                HePartial,
+                self._accept_partial,
+                DONE,
+                close=self._combine_partials,
+                needed=config.threshold,
+                limits=limits(4 + sizes.partial, 4 + sizes.proof),
+            )
+            if config.is_threshold
+            else StageSpec(
+                HeDecrypted,
+                self._accept_sums,
+                DONE,
+                close=self._decode_sums,
+                needed=1,
+                limits=limits(m.ARRAY_PREFIX_BYTES + 8 * (config.dim + 1), words=config.dim + 1),
+            )
+        )
         advert = limits(4 + kex.KEY_BYTES, sig)
         super().__init__(
-            Binding.of(config.scheme, config.session_id, config.round), config.client_ids,
+            Binding.of(config.scheme, config.session_id, config.round),
+            config.client_ids,
             {
-                Stage.ADVERTISE_KEYS: StageSpec(HeAdvertise, self._accept_advert, Stage.SHARE_KEYS,
-                                                close=self._send_keys_to_holder, needed=config.quorum, limits=advert),
-                Stage.SHARE_KEYS: StageSpec(HeKeyDelivery, self._accept_delivery, Stage.MASKED_INPUT,
-                                            close=self._forward_keys, needed=1,
-                                            limits=limits(4 + sizes.public_key, 4 + n * (8 + sizes.sealed), sig,
-                                                          entries=n, entry=sizes.sealed)),
-                Stage.MASKED_INPUT: StageSpec(HeInput, self._accept_input, Stage.UNMASK,
-                                              close=self._request_decryption,
-                                              limits=limits(4 + sizes.chunks * (8 + sizes.chunk), 4 + MAC_BYTES,
-                                                            entries=sizes.chunks, entry=sizes.chunk)),
+                Stage.ADVERTISE_KEYS: StageSpec(
+                    HeAdvertise,
+                    self._accept_advert,
+                    Stage.SHARE_KEYS,
+                    close=self._send_keys_to_holder,
+                    needed=config.quorum,
+                    limits=advert,
+                ),
+                Stage.SHARE_KEYS: StageSpec(
+                    HeKeyDelivery,
+                    self._accept_delivery,
+                    Stage.MASKED_INPUT,
+                    close=self._forward_keys,
+                    needed=1,
+                    limits=limits(4 + sizes.public_key, 4 + n * (8 + sizes.sealed), sig, entries=n, entry=sizes.sealed),
+                ),
+                Stage.MASKED_INPUT: StageSpec(
+                    HeInput,
+                    self._accept_input,
+                    Stage.UNMASK,
+                    close=self._request_decryption,
+                    limits=limits(
+                        4 + sizes.chunks * (8 + sizes.chunk), 4 + MAC_BYTES, entries=sizes.chunks, entry=sizes.chunk
+                    ),
+                ),
                 Stage.UNMASK: decryption,
             },
-            opening=self._request_adverts, min_survivors=config.min_survivors, limits=advert,
+            opening=self._request_adverts,
+            min_survivors=config.min_survivors,
+            limits=advert,
         )
 
     def receive(self, client_id: int, msg: Any) -> None:
@@ -110,8 +162,9 @@ class HeServer(ServerCore):
 
     # -- stage 0: ADVERTISE_KEYS ------------------------------------------------------
     def _request_adverts(self) -> Outbox:
-        return {u: HeKeyRequest(self.header(Stage.ADVERTISE_KEYS, u), self._kx.public_bytes)
-                for u in self.config.client_ids}
+        return {
+            u: HeKeyRequest(self.header(Stage.ADVERTISE_KEYS, u), self._kx.public_bytes) for u in self.config.client_ids
+        }
 
     def _accept_advert(self, u: int, msg: HeAdvertise) -> HeAdvertise:
         c = self.config
@@ -132,8 +185,13 @@ class HeServer(ServerCore):
         self._parties = sorted(adverts)
         self._publics = {u: adverts[u].public for u in self._parties}
         signatures = {u: adverts[u].signature for u in self._parties}
-        return {holder: HeKeysBroadcast(self.header(Stage.SHARE_KEYS, holder),  # type: ignore[arg-type]
-                                        dict(self._publics), signatures)}
+        return {
+            holder: HeKeysBroadcast(
+                self.header(Stage.SHARE_KEYS, holder),  # type: ignore[arg-type]
+                dict(self._publics),
+                signatures,
+            )
+        }
 
     # -- stage 1: SHARE_KEYS (the key holder deals) -----------------------------------
     @peer_data(Stage.SHARE_KEYS)
@@ -154,10 +212,17 @@ class HeServer(ServerCore):
     def _forward_keys(self, deliveries: Mapping[int, HeKeyDelivery]) -> Outbox:
         holder = self.config.key_holder
         delivery = deliveries[holder]  # type: ignore[index]
-        return {u: HeKeyForward(self.header(Stage.MASKED_INPUT, u), delivery.public_key,
-                                self._publics[holder], delivery.sealed[u],  # type: ignore[index]
-                                tuple(self._parties), delivery.signature)
-                for u in self._parties}
+        return {
+            u: HeKeyForward(
+                self.header(Stage.MASKED_INPUT, u),
+                delivery.public_key,
+                self._publics[holder],
+                delivery.sealed[u],  # type: ignore[index]
+                tuple(self._parties),
+                delivery.signature,
+            )
+            for u in self._parties
+        }
 
     # -- stage 2: MASKED_INPUT (ciphertexts) ------------------------------------------
     @peer_data(Stage.MASKED_INPUT)
@@ -197,8 +262,9 @@ class HeServer(ServerCore):
         out: Outbox = {}
         for u in ask:
             h = self.header(Stage.UNMASK, u)
-            out[u] = HeDecryptRequest(h, self._agg_chunks, chunk_mac(self._mac_key(u), h.aad(), self._agg_chunks),
-                                      tuple(self._survivors))
+            out[u] = HeDecryptRequest(
+                h, self._agg_chunks, chunk_mac(self._mac_key(u), h.aad(), self._agg_chunks), tuple(self._survivors)
+            )
         return out
 
     # -- stage 3: UNMASK (decryption) -------------------------------------------------
@@ -230,13 +296,16 @@ class HeServer(ServerCore):
     @_aborts_on_error
     def _combine_partials(self, partials: Mapping[int, threshold_paillier.PartialDecryption]) -> AggregateResult:
         c = self.config
-        plaintexts = threshold_paillier.combine(self._public, self._sum, [partials[u] for u in sorted(partials)],
-                                                verify=False)
+        plaintexts = threshold_paillier.combine(
+            self._public, self._sum, [partials[u] for u in sorted(partials)], verify=False
+        )
         try:
             ints = self.scheme.plan.unpack(plaintexts, c.dim + 1, len(self._survivors))
         except IntegrityError as exc:  # a unit ciphertext of an out-of-range plaintext: abort, never a sum
-            raise IntegrityError(f"{exc.message} (a client encrypted a plaintext outside its bound; "
-                                 "not attributable without range proofs)") from None
+            raise IntegrityError(
+                f"{exc.message} (a client encrypted a plaintext outside its bound; "
+                "not attributable without range proofs)"
+            ) from None
         return self._finish(c.encoder.to_modular(ints))
 
     def _finish(self, raw: np.ndarray) -> AggregateResult:
@@ -245,7 +314,12 @@ class HeServer(ServerCore):
         vector_sum, weight_sum = c.encoder.decode_sum(raw)
         aggregate = vector_sum / weight_sum if c.weighted and weight_sum else vector_sum
         dropped = sorted(set(c.client_ids) - set(self._survivors))
-        return AggregateResult(np.asarray(aggregate, dtype=np.float64), list(self._survivors), dropped,
-                               weight_sum=float(weight_sum), weighted=c.weighted, raw_sum=raw,
-                               extras={"scheme": c.scheme,
-                                       "aggregate_bytes": sum(len(b) for b in self._agg_chunks.values())})
+        return AggregateResult(
+            np.asarray(aggregate, dtype=np.float64),
+            list(self._survivors),
+            dropped,
+            weight_sum=float(weight_sum),
+            weighted=c.weighted,
+            raw_sum=raw,
+            extras={"scheme": c.scheme, "aggregate_bytes": sum(len(b) for b in self._agg_chunks.values())},
+        )

@@ -253,8 +253,16 @@ class DecodeLimits:
                 raise ConfigError(f"{name} must be a non-negative int", **{name: value})
 
     @classmethod
-    def for_round(cls, *, clients: int, dim: int, word_bytes: int = 8, entry_bytes: int = 0,
-                  maps: int = MAPS_PER_MESSAGE, slack: int = 4096) -> "DecodeLimits":
+    def for_round(
+        cls,
+        *,
+        clients: int,
+        dim: int,
+        word_bytes: int = 8,
+        entry_bytes: int = 0,
+        maps: int = MAPS_PER_MESSAGE,
+        slack: int = 4096,
+    ) -> "DecodeLimits":
         """Limits for a round of ``clients`` clients whose vectors hold ``dim`` + 1
         words of ``word_bytes`` and whose map values hold ``entry_bytes``.
 
@@ -350,7 +358,9 @@ class _Reader:
 
     def unpack(self, fmt: struct.Struct, what: str) -> tuple[Any, ...]:
         if fmt.size > self.remaining:
-            raise DecodeError(f"truncated message: {what} needs {fmt.size} bytes", at=self.pos, remaining=self.remaining)
+            raise DecodeError(
+                f"truncated message: {what} needs {fmt.size} bytes", at=self.pos, remaining=self.remaining
+            )
         values = fmt.unpack_from(self.data, self.pos)
         self.pos += fmt.size
         return values

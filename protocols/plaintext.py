@@ -68,8 +68,9 @@ def _binding(config: PlaintextConfig) -> Binding:
 def _server_limits(config: PlaintextConfig) -> m.DecodeLimits:
     """Exactly one PlainInput of dim + 1 words: nothing larger is decoded."""
     word_bytes = np.dtype(config.encoder.dtype).itemsize
-    return m.DecodeLimits.for_round(clients=len(config.client_ids), dim=config.dim, word_bytes=word_bytes,
-                                    maps=0, slack=0)
+    return m.DecodeLimits.for_round(
+        clients=len(config.client_ids), dim=config.dim, word_bytes=word_bytes, maps=0, slack=0
+    )
 
 
 # An InputRequest is a bare header.
@@ -79,13 +80,22 @@ _CLIENT_LIMITS = m.DecodeLimits(max_bytes=m.HEADER_BYTES, max_entries=0, max_ent
 class PlaintextClient(ClientCore):
     """Encodes its update and sends it in the clear."""
 
-    def __init__(self, config: PlaintextConfig, client_id: int, update: NDArray[np.floating], *, weight: int = 1,
-                 identity: Any = None, rng: np.random.Generator | None = None) -> None:
+    def __init__(
+        self,
+        config: PlaintextConfig,
+        client_id: int,
+        update: NDArray[np.floating],
+        *,
+        weight: int = 1,
+        identity: Any = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
         if client_id not in config.client_ids:
             raise ConfigError("unknown client id", client_id=client_id)
         self.config, self.id = config, client_id
         super().__init__(
-            _binding(config), client_id,
+            _binding(config),
+            client_id,
             {Stage.MASKED_INPUT: StageSpec(InputRequest, self._send_input, DONE)},
             limits=_CLIENT_LIMITS,
         )
@@ -101,7 +111,8 @@ class PlaintextServer(ServerCore):
     def __init__(self, config: PlaintextConfig) -> None:
         self.config = config
         super().__init__(
-            _binding(config), config.client_ids,
+            _binding(config),
+            config.client_ids,
             {Stage.MASKED_INPUT: StageSpec(PlainInput, self._accept_input, DONE, close=self._sum_inputs)},
             opening=self._request_inputs,
             min_survivors=config.min_survivors,
@@ -114,8 +125,12 @@ class PlaintextServer(ServerCore):
     def _accept_input(self, client_id: int, msg: PlainInput) -> NDArray[np.unsignedinteger]:
         c, y = self.config, msg.encoded
         if y.shape != (c.dim + 1,) or y.dtype != c.encoder.dtype:
-            raise DecodeError("encoded vector has the wrong shape or word size", client_id=client_id,
-                              shape=y.shape, dtype=str(y.dtype))
+            raise DecodeError(
+                "encoded vector has the wrong shape or word size",
+                client_id=client_id,
+                shape=y.shape,
+                dtype=str(y.dtype),
+            )
         if c.encoder.bits not in (32, 64) and int(y.max(initial=0)) >> c.encoder.bits:
             raise DecodeError("encoded vector has values outside Z_{2^bits}", client_id=client_id)
         return y
@@ -131,5 +146,11 @@ class PlaintextServer(ServerCore):
             total &= total.dtype.type((1 << c.encoder.bits) - 1)
         vector_sum, weight_sum = c.encoder.decode_sum(total)
         aggregate = vector_sum / weight_sum if c.weighted and weight_sum else vector_sum
-        return AggregateResult(np.asarray(aggregate, dtype=np.float64), survivors, dropped,
-                               weight_sum=float(weight_sum), weighted=c.weighted, raw_sum=total)
+        return AggregateResult(
+            np.asarray(aggregate, dtype=np.float64),
+            survivors,
+            dropped,
+            weight_sum=float(weight_sum),
+            weighted=c.weighted,
+            raw_sum=total,
+        )

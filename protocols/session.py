@@ -116,9 +116,7 @@ def as_stage(value: "Stage | str") -> Stage:
             return Stage[value.upper()]
         except KeyError:
             pass
-    raise ConfigError(
-        f"unknown stage {value!r}; expected one of {[s.value for s in Stage]}", stage=value
-    )
+    raise ConfigError(f"unknown stage {value!r}; expected one of {[s.value for s in Stage]}", stage=value)
 
 
 @dataclass(frozen=True)
@@ -308,20 +306,34 @@ class SessionCore:
             return type(msg).KIND, msg.header
         raise ProtocolError("expected a message or its bytes", local=True, type=type(msg).__name__)
 
-    def _check_header(self, kind: int, header: Header, *, stage: Stage, sender: int, receiver: int,
-                      peer: int | None) -> None:
+    def _check_header(
+        self, kind: int, header: Header, *, stage: Stage, sender: int, receiver: int, peer: int | None
+    ) -> None:
         """ProtocolError unless the header is the one this stage expects."""
         b = self.binding
         if (header.protocol, header.session_id, header.round) != (b.protocol, b.session_id, b.round):
-            raise ProtocolError("message from another protocol, session or round (replay?)", client_id=peer,
-                                stage=stage, protocol=header.protocol, round=header.round)
+            raise ProtocolError(
+                "message from another protocol, session or round (replay?)",
+                client_id=peer,
+                stage=stage,
+                protocol=header.protocol,
+                round=header.round,
+            )
         if header.sender != sender or header.receiver != receiver:
-            raise ProtocolError("message sender/receiver does not match", client_id=peer, stage=stage,
-                                header_sender=header.sender, header_receiver=header.receiver)
+            raise ProtocolError(
+                "message sender/receiver does not match",
+                client_id=peer,
+                stage=stage,
+                header_sender=header.sender,
+                header_receiver=header.receiver,
+            )
         expects = self.stages[stage].expects
         if header.stage is not stage or kind != expects.KIND:
-            raise ProtocolError(f"expected {expects.__name__} at {stage.value}, got kind {kind} at "
-                                f"{header.stage.value}", client_id=peer, stage=stage)
+            raise ProtocolError(
+                f"expected {expects.__name__} at {stage.value}, got kind {kind} at {header.stage.value}",
+                client_id=peer,
+                stage=stage,
+            )
 
     def _body(self, msg: Any, stage: Stage) -> Message:
         """The decoded message, under this stage's limits (a Message passes through)."""
@@ -396,8 +408,7 @@ class ServerCore(SessionCore):
         if client_id in self._inbox[stage]:
             raise ProtocolError("duplicate message", client_id=client_id, stage=stage)
         if client_id not in self.expected:
-            raise ProtocolError("client is not part of this stage (dropped earlier)", client_id=client_id,
-                                stage=stage)
+            raise ProtocolError("client is not part of this stage (dropped earlier)", client_id=client_id, stage=stage)
         spec = self.stages[stage]
         try:
             kept = spec.handler(client_id, self._body(msg, stage))
@@ -461,8 +472,12 @@ class ServerCore(SessionCore):
     def snapshot(self) -> tuple[Any, ...]:
         """A comparable summary of the round's progress (for tests): state,
         who was accepted per stage, who is expected, who was dropped."""
-        return (self.state, tuple((s, tuple(sorted(i))) for s, i in self._inbox.items()),
-                tuple(sorted(self.expected)), tuple(sorted(self.errors)))
+        return (
+            self.state,
+            tuple((s, tuple(sorted(i))) for s, i in self._inbox.items()),
+            tuple(sorted(self.expected)),
+            tuple(sorted(self.errors)),
+        )
 
     # -- internals
     def _needed(self, stage: Stage) -> int:
@@ -513,8 +528,9 @@ class ClientCore(SessionCore):
     it): an honest client never "tries its best".
     """
 
-    def __init__(self, binding: Binding, client_id: int, stages: Mapping[Stage, StageSpec], *,
-                 limits: DecodeLimits) -> None:
+    def __init__(
+        self, binding: Binding, client_id: int, stages: Mapping[Stage, StageSpec], *, limits: DecodeLimits
+    ) -> None:
         super().__init__(binding, stages, limits=limits)
         self.client_id = int(client_id)
         self.error: SecAggError | None = None

@@ -60,8 +60,9 @@ def register_protocol(spec: ProtocolSpec, *, replace: bool = False) -> None:
     Raises :class:`ConfigError` if the name is taken, unless ``replace=True``.
     """
     if spec.name in _PROTOCOLS and not replace:
-        raise ConfigError(f"protocol {spec.name!r} is already registered; pass replace=True to replace it",
-                          protocol=spec.name)
+        raise ConfigError(
+            f"protocol {spec.name!r} is already registered; pass replace=True to replace it", protocol=spec.name
+        )
     _PROTOCOLS[spec.name] = spec
 
 
@@ -86,8 +87,21 @@ def default_degree(n: int) -> int:
 
 
 def _secagg_config(protocol: str) -> Callable[..., SecAggConfig]:
-    def build(client_ids, dim, *, encoder, weighted, threshold, neighbors, min_survivors, active_security,
-              identities, graph_seed, max_corrupt=None, **_: Any) -> SecAggConfig:
+    def build(
+        client_ids,
+        dim,
+        *,
+        encoder,
+        weighted,
+        threshold,
+        neighbors,
+        min_survivors,
+        active_security,
+        identities,
+        graph_seed,
+        max_corrupt=None,
+        **_: Any,
+    ) -> SecAggConfig:
         n = len(client_ids)
         if protocol == "secagg":
             if neighbors is not None and neighbors < n - 1:
@@ -101,9 +115,19 @@ def _secagg_config(protocol: str) -> Callable[..., SecAggConfig]:
         if threshold is None:
             threshold = default_threshold(n, neighbors, max_corrupt=max_corrupt, active=active_security)
         kwargs = dict(graph_seed=graph_seed) if graph_seed is not None else {}
-        return SecAggConfig(tuple(client_ids), threshold, dim, encoder, neighbors=neighbors,
-                            min_survivors=min_survivors, active_security=active_security, identities=identities,
-                            weighted=weighted, max_corrupt=max_corrupt, **kwargs)
+        return SecAggConfig(
+            tuple(client_ids),
+            threshold,
+            dim,
+            encoder,
+            neighbors=neighbors,
+            min_survivors=min_survivors,
+            active_security=active_security,
+            identities=identities,
+            weighted=weighted,
+            max_corrupt=max_corrupt,
+            **kwargs,
+        )
 
     return build
 
@@ -173,13 +197,24 @@ def run(
         identities = {i: key.public_bytes for i, key in identity_keys.items()}
     graph_seed = hashlib.sha256(b"secagg/sim/graph|%d" % seed).digest() if seed is not None else None
     config = spec.build_config(
-        tuple(range(n)), dim, encoder=encoder, weighted=weights is not None, threshold=threshold,
-        neighbors=neighbors, min_survivors=min_survivors, active_security=active_security,
-        identities=identities, graph_seed=graph_seed, max_corrupt=max_corrupt,
+        tuple(range(n)),
+        dim,
+        encoder=encoder,
+        weighted=weights is not None,
+        threshold=threshold,
+        neighbors=neighbors,
+        min_survivors=min_survivors,
+        active_security=active_security,
+        identities=identities,
+        graph_seed=graph_seed,
+        max_corrupt=max_corrupt,
     )
     clients = {
         i: spec.client(
-            config, i, vectors[i], weight=int(weights[i]) if weights is not None else 1,
+            config,
+            i,
+            vectors[i],
+            weight=int(weights[i]) if weights is not None else 1,
             identity=identity_keys.get(i),
             rng=np.random.Generator(np.random.PCG64([seed, i])) if seed is not None else None,
         )
@@ -276,6 +311,15 @@ def run_plaintext(
     :func:`run` (graph arguments are ignored). A client that drops at or before
     MASKED_INPUT contributes nothing; one that drops later had already delivered
     its input and is summed, so the survivors match those of :func:`run`."""
-    dropouts = {i: Stage.MASKED_INPUT for i, s in (dropouts or {}).items() if as_stage(s).index <= Stage.MASKED_INPUT.index}
-    return run("plaintext", updates, weights=weights, dropouts=dropouts, seed=seed, encoder=encoder,
-               min_survivors=min_survivors)
+    dropouts = {
+        i: Stage.MASKED_INPUT for i, s in (dropouts or {}).items() if as_stage(s).index <= Stage.MASKED_INPUT.index
+    }
+    return run(
+        "plaintext",
+        updates,
+        weights=weights,
+        dropouts=dropouts,
+        seed=seed,
+        encoder=encoder,
+        min_survivors=min_survivors,
+    )

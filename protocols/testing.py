@@ -122,7 +122,9 @@ def round_configs(
     )
 
 
-def dropout_schedules(n: int, *, max_dropped: int | None = None, stages: tuple[Stage, ...] = tuple(Stage)) -> st.SearchStrategy[dict[int, Stage]]:
+def dropout_schedules(
+    n: int, *, max_dropped: int | None = None, stages: tuple[Stage, ...] = tuple(Stage)
+) -> st.SearchStrategy[dict[int, Stage]]:
     """Maps from client index to the stage at which it vanishes.
 
     >>> dropout_schedules(10, max_dropped=3).example()  # doctest: +SKIP
@@ -285,8 +287,9 @@ def check_aggregator(
     def completes_or_aborts(case: _Case) -> None:
         config, keys = _with_identities(dataclasses.replace(case.config, weighted=True))
         clients = {
-            i: make_client(config, i, case.updates[i], weight=case.weights[i], identity=keys.get(i),
-                           rng=np.random.default_rng(i))
+            i: make_client(
+                config, i, case.updates[i], weight=case.weights[i], identity=keys.get(i), rng=np.random.default_rng(i)
+            )
             for i in config.client_ids
         }
         try:
@@ -409,31 +412,43 @@ def active_attacks(draw: st.DrawFn, *, max_n: int = 9, kinds: tuple[str, ...] = 
     return ActiveAttack(n, neighbors, t, c, min_survivors, colluders, target, chosen, draw(st.sampled_from(kinds)))
 
 
-def run_active_attack(make_server: Callable[[Any], Any], make_client: Callable[..., Any],
-                      attack: ActiveAttack) -> tuple[SecAggConfig, Exposure] | None:
+def run_active_attack(
+    make_server: Callable[[Any], Any], make_client: Callable[..., Any], attack: ActiveAttack
+) -> tuple[SecAggConfig, Exposure] | None:
     """Run one attack end to end and reconstruct what it exposed; ``None`` when
     the library refuses the config (nothing to attack)."""
     keys = {i: kex.generate_identity() for i in range(attack.n)}
     try:
         config = SecAggConfig(
-            client_ids=tuple(range(attack.n)), threshold=attack.threshold, dim=3,
-            encoder=FixedPointEncoder(1.0, 32, attack.n), neighbors=attack.neighbors,
-            min_survivors=attack.min_survivors, active_security=True,
-            identities={i: k.public_bytes for i, k in keys.items()}, max_corrupt=attack.max_corrupt,
+            client_ids=tuple(range(attack.n)),
+            threshold=attack.threshold,
+            dim=3,
+            encoder=FixedPointEncoder(1.0, 32, attack.n),
+            neighbors=attack.neighbors,
+            min_survivors=attack.min_survivors,
+            active_security=True,
+            identities={i: k.public_bytes for i, k in keys.items()},
+            max_corrupt=attack.max_corrupt,
         )
     except ConfigError:
         return None
     rng = np.random.default_rng(attack.n * 1000 + attack.threshold)
     updates = {i: rng.uniform(-1, 1, 3) for i in range(attack.n)}
-    clients = {i: make_client(config, i, updates[i], identity=keys[i], rng=np.random.default_rng(i))
-               for i in range(attack.n)}
+    clients = {
+        i: make_client(config, i, updates[i], identity=keys[i], rng=np.random.default_rng(i)) for i in range(attack.n)
+    }
     server: Any
     if attack.kind == "selective_delivery":
-        server = SelectiveDeliveryServer(make_server(config), target=attack.target, colluders=attack.colluders,
-                                         fake_dropped=attack.chosen)
+        server = SelectiveDeliveryServer(
+            make_server(config), target=attack.target, colluders=attack.colluders, fake_dropped=attack.chosen
+        )
     else:
-        server = EquivocatingServer(make_server(config), target=attack.target, half=attack.chosen,
-                                    colluder_keys={w: keys[w] for w in attack.colluders})
+        server = EquivocatingServer(
+            make_server(config),
+            target=attack.target,
+            half=attack.chosen,
+            colluder_keys={w: keys[w] for w in attack.colluders},
+        )
     try:
         drive(server, clients)
     except SecAggError:

@@ -56,8 +56,9 @@ class KeySubstitutionServer:
     clients whose ciphertext under a key the server can open arrived.
     """
 
-    def __init__(self, inner: Any, behaviour: str = "substitute_key", *, signature: str = "keep",
-                 victim: int | None = None) -> None:
+    def __init__(
+        self, inner: Any, behaviour: str = "substitute_key", *, signature: str = "keep", victim: int | None = None
+    ) -> None:
         if behaviour not in HE_ADVERSARIAL_BEHAVIOURS or signature not in SIGNATURE_MODES:
             raise ValueError((behaviour, signature))
         self.inner, self.behaviour, self.signature = inner, behaviour, signature
@@ -113,8 +114,10 @@ class KeySubstitutionServer:
         if self.signature == "strip":
             return {u: s for u, s in signatures.items() if u != self.victim}
         if self.signature == "own":
-            return {**signatures, self.victim: self._identity.sign(
-                advert_transcript(self.config, self.victim, self._kx.public_bytes))}
+            return {
+                **signatures,
+                self.victim: self._identity.sign(advert_transcript(self.config, self.victim, self._kx.public_bytes)),
+            }
         return signatures
 
     def _forward(self, msg: HeKeyForward, public: bytes, secret: bytes, u: int) -> HeKeyForward:
@@ -122,10 +125,18 @@ class KeySubstitutionServer:
         c = self.config
         ctx = c.context(b"key-delivery", c.key_holder, u)  # type: ignore[arg-type]
         sealed = aead.seal(kex.agree(self._kx, self._client_publics[u], context=ctx), secret, aad=ctx)
-        signature = {"keep": msg.signature, "strip": b"",
-                     "own": self._identity.sign(key_transcript(c, public, self._kx.public_bytes, msg.parties))}
-        return dataclasses.replace(msg, public_key=public, holder_public=self._kx.public_bytes, sealed=sealed,
-                                   signature=signature[self.signature])
+        signature = {
+            "keep": msg.signature,
+            "strip": b"",
+            "own": self._identity.sign(key_transcript(c, public, self._kx.public_bytes, msg.parties)),
+        }
+        return dataclasses.replace(
+            msg,
+            public_key=public,
+            holder_public=self._kx.public_bytes,
+            sealed=sealed,
+            signature=signature[self.signature],
+        )
 
     def _fake_key(self, parties: tuple[int, ...]) -> tuple[bytes, dict[int, bytes]]:
         if self._fake is None:
@@ -174,4 +185,5 @@ def _decoder(config: HeConfig, public: bytes, secrets_: dict[int, bytes]) -> Dec
     def decode(chunks: dict) -> tuple[NDArray[np.float64], float]:
         vector, weight = c.encoder.decode_sum(c.encoder.to_modular(ints_of(chunks)))
         return np.asarray(vector, dtype=np.float64), float(weight)
+
     return decode

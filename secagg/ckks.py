@@ -150,8 +150,14 @@ def _noise_units(n_clients: int) -> float:
     return NOISE_SIGMA_SCALED * math.sqrt(n_clients)
 
 
-def choose_ckks_params(n_clients: int, precision: float = PRECISION_LIMIT, *, clip: float = 1.0,
-                       max_weight: int = 1, allow_coarse: bool = False) -> CkksParams:
+def choose_ckks_params(
+    n_clients: int,
+    precision: float = PRECISION_LIMIT,
+    *,
+    clip: float = 1.0,
+    max_weight: int = 1,
+    allow_coarse: bool = False,
+) -> CkksParams:
     """Parameters whose n-client-sum error is at most ``precision``.
 
     Picks the packed mode when it meets ``precision`` with ≥ 2 values per
@@ -166,8 +172,9 @@ def choose_ckks_params(n_clients: int, precision: float = PRECISION_LIMIT, *, cl
     if not (clip > 0 and math.isfinite(clip)) or not (precision > 0 and math.isfinite(precision)):
         raise ConfigError("clip and precision must be positive and finite")
     if precision > PRECISION_LIMIT and not allow_coarse:
-        raise ConfigError(f"an error above {PRECISION_LIMIT} must be allowed explicitly "
-                          "(allow_coarse=True)", precision=precision)
+        raise ConfigError(
+            f"an error above {PRECISION_LIMIT} must be allowed explicitly (allow_coarse=True)", precision=precision
+        )
     # packed mode: the fewest value bits whose quantisation error meets precision
     packed_scale = math.ceil(math.log2(2 * PACKED_SIGMAS * _noise_units(n_clients)))
     signal_bits = MAX_SCALED_BITS - packed_scale
@@ -178,16 +185,24 @@ def choose_ckks_params(n_clients: int, precision: float = PRECISION_LIMIT, *, cl
             slot_bits = (2 * bound * n_clients).bit_length()
             vps = signal_bits // slot_bits
             if vps >= 2:
-                return CkksParams(n_clients, float(clip), max_weight, packed_scale, vps,
-                                  value_bits, slot_bits, n_clients * max_weight * quantum / 2, bound)
+                return CkksParams(
+                    n_clients,
+                    float(clip),
+                    max_weight,
+                    packed_scale,
+                    vps,
+                    value_bits,
+                    slot_bits,
+                    n_clients * max_weight * quantum / 2,
+                    bound,
+                )
             break
     magnitude = n_clients * max_weight * max(clip, 1.0)
-    if magnitude * 2.0 ** REAL_SCALE_BITS >= 2.0 ** MAX_SCALED_BITS:
+    if magnitude * 2.0**REAL_SCALE_BITS >= 2.0**MAX_SCALED_BITS:
         raise OverflowRiskError("the sum could wrap the CKKS modulus", magnitude=magnitude)
-    error = REAL_SIGMAS * _noise_units(n_clients) / 2.0 ** REAL_SCALE_BITS
+    error = REAL_SIGMAS * _noise_units(n_clients) / 2.0**REAL_SCALE_BITS
     if error > precision:
-        raise ConfigError("no CKKS setting meets this precision", precision=precision,
-                          best=error)
+        raise ConfigError("no CKKS setting meets this precision", precision=precision, best=error)
     return CkksParams(n_clients, float(clip), max_weight, REAL_SCALE_BITS, 0, error_bound=error)
 
 
@@ -210,10 +225,14 @@ def _make_context(params: CkksParams, n_threads: int) -> Any:
     ts = _ts()
     # SYMMETRIC: only secret-key holders ever encrypt (the server only adds), and
     # secret-key encryption is ~20% faster with less noise; same ciphertext size.
-    ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=POLY_MODULUS_DEGREE,
-                     coeff_mod_bit_sizes=list(COEFF_MOD_BIT_SIZES), n_threads=n_threads,
-                     encryption_type=ts.ENCRYPTION_TYPE.SYMMETRIC)
-    ctx.global_scale = 2.0 ** params.scale_bits
+    ctx = ts.context(
+        ts.SCHEME_TYPE.CKKS,
+        poly_modulus_degree=POLY_MODULUS_DEGREE,
+        coeff_mod_bit_sizes=list(COEFF_MOD_BIT_SIZES),
+        n_threads=n_threads,
+        encryption_type=ts.ENCRYPTION_TYPE.SYMMETRIC,
+    )
+    ctx.global_scale = 2.0**params.scale_bits
     return ctx
 
 
@@ -232,8 +251,9 @@ class CkksKeyHolder:
 
     def secret_bytes(self) -> bytes:
         """Full context with the secret key, for sealed distribution to key holders."""
-        return self._ctx.serialize(save_public_key=True, save_secret_key=True,
-                                   save_galois_keys=False, save_relin_keys=False)
+        return self._ctx.serialize(
+            save_public_key=True, save_secret_key=True, save_galois_keys=False, save_relin_keys=False
+        )
 
     @classmethod
     def from_secret_bytes(cls, params: CkksParams, data: bytes) -> "CkksKeyHolder":
@@ -241,26 +261,32 @@ class CkksKeyHolder:
             ctx = _ts().context_from(data)
         except Exception as exc:  # TenSEAL raises ValueError/RuntimeError on garbage
             raise DecodeError("bad CKKS context bytes") from exc
-        ctx.global_scale = 2.0 ** params.scale_bits
+        ctx.global_scale = 2.0**params.scale_bits
         return cls(params, _context=ctx)
 
     def server_context_bytes(self) -> bytes:
         """Parameters only: no secret, public, Galois or relinearisation key."""
-        return self._ctx.serialize(save_public_key=False, save_secret_key=False,
-                                   save_galois_keys=False, save_relin_keys=False)
+        return self._ctx.serialize(
+            save_public_key=False, save_secret_key=False, save_galois_keys=False, save_relin_keys=False
+        )
 
     def encrypt(self, slot_values: NDArray[np.float64]) -> Iterator[bytes]:
         """Serialized ciphertexts, one per 2048 slots, produced lazily (memory
         is one chunk at a time)."""
         ts = _ts()
         values = np.asarray(slot_values, dtype=np.float64)
+        # tests/mutations/run_curated.py mutates this loop by its exact text.
+        # fmt: off
         for start in range(0, values.size, SLOTS):
             yield ts.ckks_vector(self._ctx, values[start:start + SLOTS]).serialize()
+        # fmt: on
 
     def decrypt(self, chunks: Iterable[bytes], expected_sizes: Sequence[int]) -> NDArray[np.float64]:
         """Decrypt serialized chunks (checked like the server checks them)."""
-        out = [np.asarray(_load_vector(self._ctx, blob, size).decrypt(), dtype=np.float64)
-               for blob, size in zip(chunks, expected_sizes, strict=True)]
+        out = [
+            np.asarray(_load_vector(self._ctx, blob, size).decrypt(), dtype=np.float64)
+            for blob, size in zip(chunks, expected_sizes, strict=True)
+        ]
         return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -279,7 +305,7 @@ class CkksServerContext:
             raise DecodeError("bad CKKS context bytes") from exc
         if ctx.has_secret_key() or not ctx.is_public():
             raise IntegrityError("server context must not hold a secret key")
-        ctx.global_scale = 2.0 ** params.scale_bits
+        ctx.global_scale = 2.0**params.scale_bits
         self.params = params
         self._ctx = ctx
 
@@ -328,8 +354,7 @@ class Accumulator:
     def add(self, chunks: Sequence[bytes]) -> None:
         """Add one client's chunks; all-or-nothing (DecodeError leaves the sum as it was)."""
         if len(chunks) != len(self.sizes):
-            raise DecodeError("wrong number of CKKS chunks", expected=len(self.sizes),
-                              got=len(chunks))
+            raise DecodeError("wrong number of CKKS chunks", expected=len(self.sizes), got=len(chunks))
         loaded = [self.server.load(blob, size) for blob, size in zip(chunks, self.sizes)]
         self._sum = [v if s is None else s + v for s, v in zip(self._sum, loaded)]
         self.count += 1
@@ -353,8 +378,7 @@ def encode_update(params: CkksParams, update: NDArray[np.floating], weight: int 
     Raises ``ConfigError`` for values outside ±clip, non-finite values, or a
     weight outside [1, max_weight] (never clipped silently)."""
     if not isinstance(weight, (int, np.integer)) or not 1 <= weight <= params.max_weight:
-        raise ConfigError("weight must be an int in [1, max_weight]", weight=weight,
-                          max_weight=params.max_weight)
+        raise ConfigError("weight must be an int in [1, max_weight]", weight=weight, max_weight=params.max_weight)
     x = np.asarray(update, dtype=np.float64)
     if x.ndim != 1:
         raise ConfigError("update must be 1-D")
@@ -381,8 +405,9 @@ def pack_integers(params: CkksParams, ints: NDArray[np.integer]) -> NDArray[np.f
     return (padded.reshape(-1, vps) * shifts).sum(axis=1).astype(np.float64)
 
 
-def decode_sum(params: CkksParams, slots: NDArray[np.float64], length: int,
-               n_contributors: int) -> tuple[NDArray[np.float64], float]:
+def decode_sum(
+    params: CkksParams, slots: NDArray[np.float64], length: int, n_contributors: int
+) -> tuple[NDArray[np.float64], float]:
     """``(Σ n_k·x_k, Σ n_k)`` from decrypted slot values of ``n_contributors`` clients.
 
     Packed mode raises ``IntegrityError`` when a slot is not within 0.25 of an
@@ -398,8 +423,9 @@ def decode_sum(params: CkksParams, slots: NDArray[np.float64], length: int,
     return sums[:length].astype(np.float64) * params.quantum, float(sums[length])
 
 
-def unpack_integers(params: CkksParams, slots: NDArray[np.float64], count: int,
-                    n_contributors: int) -> NDArray[np.int64]:
+def unpack_integers(
+    params: CkksParams, slots: NDArray[np.float64], count: int, n_contributors: int
+) -> NDArray[np.int64]:
     """The exact integer sums of ``n_contributors`` packed vectors of ``count`` items.
 
     Raises ``IntegrityError`` when a slot is not within 0.25 of an integer or a
@@ -409,8 +435,7 @@ def unpack_integers(params: CkksParams, slots: NDArray[np.float64], count: int,
     if not params.packed or slots.size != -(-count // vps):
         raise ConfigError("wrong number of slots for count", count=count)
     rounded = np.rint(slots)
-    if not np.all(np.abs(slots - rounded) <= 0.25) or np.any(rounded < 0) \
-            or np.any(rounded >= 2.0 ** (vps * s)):
+    if not np.all(np.abs(slots - rounded) <= 0.25) or np.any(rounded < 0) or np.any(rounded >= 2.0 ** (vps * s)):
         raise IntegrityError("packed CKKS slot is not a valid integer sum (noise or tampering)")
     ints = rounded.astype(np.int64)
     mask = (np.int64(1) << s) - 1

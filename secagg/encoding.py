@@ -181,8 +181,7 @@ def plan_bits(max_clients: int, clip: float, precision: float, *, max_weight: in
     bits = (max_clients * worst).bit_length() + 1  # +1 for the sign
     if bits > MAX_BITS:
         raise OverflowRiskError(
-            f"the sum needs {bits} bits, more than {MAX_BITS}: raise precision, lower clip, "
-            "max_clients or max_weight",
+            f"the sum needs {bits} bits, more than {MAX_BITS}: raise precision, lower clip, max_clients or max_weight",
             bits=bits,
             max_clients=max_clients,
             clip=clip,
@@ -437,9 +436,7 @@ class FixedPointEncoder:
             floor += rng.random(floor.size) < frac
             yield start, floor
 
-    def quantize(
-        self, x: ArrayLike, weight: int = 1, rng: np.random.Generator | None = None
-    ) -> NDArray[np.int64]:
+    def quantize(self, x: ArrayLike, weight: int = 1, rng: np.random.Generator | None = None) -> NDArray[np.int64]:
         """Signed integers before the modular map: ``d`` rounded values, then the weight.
 
         Each ``|value| <= M`` (module docstring). Sets ``last_clipped``. Raises

@@ -131,9 +131,7 @@ def generate_keypair(seed: bytes | None = None) -> KeyPair:
     return pair
 
 
-def agree(
-    private: KeyPair | bytes, peer_public: bytes, *, context: bytes, length: int = 32
-) -> bytes:
+def agree(private: KeyPair | bytes, peer_public: bytes, *, context: bytes, length: int = 32) -> bytes:
     """Derive a ``length``-byte pairwise key from X25519 then HKDF-SHA256.
 
     Symmetric: ``agree(a, b.public_bytes, context=c) == agree(b, a.public_bytes, context=c)``.

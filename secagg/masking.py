@@ -28,6 +28,7 @@ patterns, which wrap modulo ``2**32`` as the ring needs (the same property
 :mod:`secagg.prg_torch` relies on). Both produce identical bytes, so CPU and
 GPU clients can share a round, and a server may unmask with either.
 """
+
 from __future__ import annotations
 
 import sys
@@ -345,7 +346,10 @@ def _check_out(out: Any, encoded: Any, length: int, bits: int) -> bool:
     if not isinstance(out, np.ndarray) or out.ndim != 1 or out.shape[0] != length or out.dtype != dtype:
         raise ConfigError(
             f"out must be a 1-D numpy {dtype} array of the input's length",
-            local=True, type=type(out).__name__, shape=getattr(out, "shape", None), dtype=str(getattr(out, "dtype", None)),
+            local=True,
+            type=type(out).__name__,
+            shape=getattr(out, "shape", None),
+            dtype=str(getattr(out, "dtype", None)),
         )
     if not out.flags.writeable or not out.flags.c_contiguous:
         raise ConfigError("out must be writeable and contiguous", local=True)

@@ -146,8 +146,7 @@ class PaillierSecretKey:
         hq = int(gmpy2.invert(_l_function(pow(self.public.n + 1, q - 1, q * q), q), q))
         mpz = gmpy2.mpz
         # (h_p, h_q, p^-1 mod q, p, q, p², q²) as gmpy2 integers for decrypt_raw
-        object.__setattr__(self, "_crt", (mpz(hp), mpz(hq), gmpy2.invert(p, q), mpz(p), mpz(q),
-                                          mpz(p * p), mpz(q * q)))
+        object.__setattr__(self, "_crt", (mpz(hp), mpz(hq), gmpy2.invert(p, q), mpz(p), mpz(q), mpz(p * p), mpz(q * q)))
 
     def __repr__(self) -> str:  # never print the factors
         return f"PaillierSecretKey(bits={self.public.bits})"
@@ -339,8 +338,7 @@ class NoisePool:
     anyone holding one can strip the noise from the ciphertext it was used for.
     """
 
-    def __init__(self, pk: PaillierPublicKey, sk: PaillierSecretKey | None = None, *,
-                 method: str = "standard") -> None:
+    def __init__(self, pk: PaillierPublicKey, sk: PaillierSecretKey | None = None, *, method: str = "standard") -> None:
         if sk is not None and sk.public != pk:
             raise ConfigError("secret key does not match public key")
         if method not in POOL_METHODS:
@@ -405,14 +403,14 @@ class PackingPlan:
         slot_bits = (2 * self.bound * self.n_clients).bit_length()
         slots = (self.key_bits - 1) // slot_bits
         if slots < 1 or slot_bits > 62:
-            raise OverflowRiskError(
-                "a slot cannot hold the n-client sum", slot_bits=slot_bits, key_bits=self.key_bits)
+            raise OverflowRiskError("a slot cannot hold the n-client sum", slot_bits=slot_bits, key_bits=self.key_bits)
         object.__setattr__(self, "slot_bits", slot_bits)
         object.__setattr__(self, "slots", slots)
 
     @classmethod
-    def for_bits(cls, n_clients: int, value_bits: int, key_bits: int = DEFAULT_KEY_BITS, *,
-                 max_weight: int = 1) -> "PackingPlan":
+    def for_bits(
+        cls, n_clients: int, value_bits: int, key_bits: int = DEFAULT_KEY_BITS, *, max_weight: int = 1
+    ) -> "PackingPlan":
         """Plan for ``value_bits``-bit signed values (|v| ≤ 2^(b−1) − 1) times a
         weight up to ``max_weight`` (the weighted update n_k·x_k)."""
         if not isinstance(value_bits, int) or not 2 <= value_bits <= 48:
@@ -483,8 +481,7 @@ def _from_bits(bits: NDArray[np.uint8]) -> NDArray[np.uint64]:
     return np.packbits(padded, axis=1, bitorder="little").view("<u8").reshape(-1)
 
 
-def encrypt_packed(pk: PaillierPublicKey, plan: PackingPlan, values: NDArray[np.integer],
-                   pool: NoisePool) -> list[int]:
+def encrypt_packed(pk: PaillierPublicKey, plan: PackingPlan, values: NDArray[np.integer], pool: NoisePool) -> list[int]:
     """Pack and encrypt one client's vector, one pool element per ciphertext."""
     if plan.key_bits > pk.bits:
         raise ConfigError("plan needs a larger key", key_bits=plan.key_bits, bits=pk.bits)
@@ -503,15 +500,16 @@ def _decrypt_chunk(n: int, p: int, q: int, cts: list[int]) -> list[int]:
     return [decrypt_raw(sk, c) for c in cts]
 
 
-def decrypt_packed(sk: PaillierSecretKey, plan: PackingPlan, cts: Sequence[int], length: int,
-                   n_contributors: int, *, workers: int = 1) -> NDArray[np.int64]:
+def decrypt_packed(
+    sk: PaillierSecretKey, plan: PackingPlan, cts: Sequence[int], length: int, n_contributors: int, *, workers: int = 1
+) -> NDArray[np.int64]:
     """Decrypt (CRT, across ``workers`` processes) and unpack a summed vector."""
     check_workers(workers)
     cts = list(cts)
     if len(cts) < PARALLEL_MIN_ITEMS:
         workers = 1
     step = -(-len(cts) // workers) if cts else 1
-    jobs = [(sk.public.n, sk.p, sk.q, cts[i:i + step]) for i in range(0, len(cts), step)]
+    jobs = [(sk.public.n, sk.p, sk.q, cts[i : i + step]) for i in range(0, len(cts), step)]
     plaintexts = [m for chunk in map_chunks(_decrypt_chunk, jobs, workers) for m in chunk]
     return plan.unpack(plaintexts, length, n_contributors)
 
@@ -549,7 +547,7 @@ def ciphertexts_from_bytes(pk: PaillierPublicKey, data: bytes, count: int | None
     out = []
     mv = memoryview(data)
     for i in range(0, len(data), w):
-        c = int.from_bytes(mv[i:i + w], "little")
+        c = int.from_bytes(mv[i : i + w], "little")
         if not 0 < c < n2:
             raise DecodeError("ciphertext outside [1, n²)", index=i // w)
         out.append(c)

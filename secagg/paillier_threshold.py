@@ -49,8 +49,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from secagg.errors import ConfigError, IntegrityError, ThresholdError, require_extra
-from secagg.paillier import (MIN_KEY_BITS, PARALLEL_MIN_ITEMS, PaillierPublicKey, check_units, check_workers,
-                             map_chunks)
+from secagg.paillier import MIN_KEY_BITS, PARALLEL_MIN_ITEMS, PaillierPublicKey, check_units, check_workers, map_chunks
 
 __all__ = [
     "ThresholdPublicKey",
@@ -154,8 +153,7 @@ def generate_safe_prime(bits: int, *, progress: Callable[[int], None] | None = N
         p = 2 * pp + 1
         if pp % 3 != 2 or math.gcd(pp * p, small) != 1:
             continue
-        if gmpy2.is_prime(pp, 2) and gmpy2.is_prime(p, 2) and gmpy2.is_prime(pp, 30) \
-                and gmpy2.is_prime(p, 30):
+        if gmpy2.is_prime(pp, 2) and gmpy2.is_prime(p, 2) and gmpy2.is_prime(pp, 30) and gmpy2.is_prime(p, 30):
             return int(p)
 
 
@@ -203,15 +201,20 @@ class SafePrimeStore:
         data = self._load()
         pool = data.get(str(bits), [])
         if len(pool) < 2:
-            raise ConfigError("not enough cached safe primes; run fill() first", bits=bits,
-                              needed=2, got=len(pool))
+            raise ConfigError("not enough cached safe primes; run fill() first", bits=bits, needed=2, got=len(pool))
         p, q = pool.pop(), pool.pop()
         self._save(data)
         return p, q
 
 
-def deal(threshold: int, parties: int, *, bits: int = 2048, primes: tuple[int, int] | None = None,
-         progress: Callable[[int], None] | None = None) -> tuple[ThresholdPublicKey, list[KeyShare]]:
+def deal(
+    threshold: int,
+    parties: int,
+    *,
+    bits: int = 2048,
+    primes: tuple[int, int] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[ThresholdPublicKey, list[KeyShare]]:
     """Dealer: a fresh key and ``parties`` shares, any ``threshold`` of which decrypt.
 
     ``primes`` lets a caller pass safe primes generated offline (each pair must
@@ -248,8 +251,9 @@ def deal(threshold: int, parties: int, *, bits: int = 2048, primes: tuple[int, i
     return _deal_with(p, q, parties, coeffs, r)
 
 
-def _deal_with(p: int, q: int, parties: int, coeffs: Sequence[int],
-               r: int) -> tuple[ThresholdPublicKey, list[KeyShare]]:
+def _deal_with(
+    p: int, q: int, parties: int, coeffs: Sequence[int], r: int
+) -> tuple[ThresholdPublicKey, list[KeyShare]]:
     """Deterministic core of :func:`deal` (known-answer tests): ``coeffs`` are
     f's coefficients of degree 1..t−1, ``v = r² mod n²``."""
     gmpy2 = _gmpy2()
@@ -280,8 +284,10 @@ def _rhos(pub: ThresholdPublicKey, index: int, cts: Sequence[int], values: Seque
     for x in (pub.n, index, len(cts), *cts, *values):
         h.update(_int_bytes(x))
     seed = h.digest()
-    return [int.from_bytes(hashlib.sha256(seed + j.to_bytes(8, "big")).digest()[: RHO_BITS // 8], "big")
-            for j in range(len(cts))]
+    return [
+        int.from_bytes(hashlib.sha256(seed + j.to_bytes(8, "big")).digest()[: RHO_BITS // 8], "big")
+        for j in range(len(cts))
+    ]
 
 
 #: Straus multi-exponentiation: 4-bit windows, bases processed in batches (bounded memory).
@@ -298,12 +304,12 @@ def _multi_pow(bases: Sequence[int], exps: Sequence[int], mod: int) -> int:
     result = gmpy2.mpz(1)
     for start in range(0, len(bases), _MULTI_BATCH):
         tables = []
-        for b in bases[start:start + _MULTI_BATCH]:
+        for b in bases[start : start + _MULTI_BATCH]:
             row = [gmpy2.mpz(1), gmpy2.mpz(b) % m]
             for _ in range(2, 1 << w):
                 row.append(row[-1] * row[1] % m)
             tables.append(row)
-        part = exps[start:start + _MULTI_BATCH]
+        part = exps[start : start + _MULTI_BATCH]
         acc = gmpy2.mpz(1)
         for i in reversed(range(-(-max(e.bit_length() for e in part) // w))):
             for _ in range(w):
@@ -317,8 +323,7 @@ def _multi_pow(bases: Sequence[int], exps: Sequence[int], mod: int) -> int:
     return int(result)
 
 
-def _composites(pub: ThresholdPublicKey, index: int, cts: Sequence[int],
-                values: Sequence[int]) -> tuple[int, int]:
+def _composites(pub: ThresholdPublicKey, index: int, cts: Sequence[int], values: Sequence[int]) -> tuple[int, int]:
     """C = Π c_j^{4ρ_j} and C_i = Π c_ij^{2ρ_j} mod n² (module docstring)."""
     rhos = _rhos(pub, index, cts, values)
     n2 = pub.nsquare
@@ -341,13 +346,14 @@ def _check_cts(pub: ThresholdPublicKey, cts: Sequence[int]) -> None:
     check_units(pub.paillier, cts)
 
 
-def partial_decrypt(pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int], *,
-                    workers: int = 1) -> PartialDecryption:
+def partial_decrypt(
+    pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int], *, workers: int = 1
+) -> PartialDecryption:
     """Party ``share.index``'s partial decryptions ``c^{2Δ s_i}`` with a proof;
     the exponentiations run in ``workers`` processes."""
-    return _partial_decrypt_with(pub, share, cts,
-                                 secrets.randbits(3 * pub.n.bit_length() + CHALLENGE_BITS + SLACK_BITS),
-                                 workers=workers)
+    return _partial_decrypt_with(
+        pub, share, cts, secrets.randbits(3 * pub.n.bit_length() + CHALLENGE_BITS + SLACK_BITS), workers=workers
+    )
 
 
 def _powmod_chunk(exp: int, mod: int, cts: list[int]) -> list[int]:
@@ -355,8 +361,9 @@ def _powmod_chunk(exp: int, mod: int, cts: list[int]) -> list[int]:
     return [int(gmpy2.powmod(c, exp, mod)) for c in cts]
 
 
-def _partial_decrypt_with(pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int],
-                          r: int, *, workers: int = 1) -> PartialDecryption:
+def _partial_decrypt_with(
+    pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int], r: int, *, workers: int = 1
+) -> PartialDecryption:
     """Deterministic core of :func:`partial_decrypt` with prover nonce ``r``."""
     _check_cts(pub, cts)
     if not 1 <= share.index <= pub.parties:
@@ -367,7 +374,7 @@ def _partial_decrypt_with(pub: ThresholdPublicKey, share: KeyShare, cts: Sequenc
     cts = list(cts)
     workers = check_workers(workers) if len(cts) >= PARALLEL_MIN_ITEMS else 1
     step = -(-len(cts) // workers)
-    jobs = [(exp, n2, cts[i:i + step]) for i in range(0, len(cts), step)]
+    jobs = [(exp, n2, cts[i : i + step]) for i in range(0, len(cts), step)]
     values = tuple(v for chunk in map_chunks(_powmod_chunk, jobs, workers) for v in chunk)
     big, small = _composites(pub, share.index, cts, values)
     a, b = int(gmpy2.powmod(big, r, n2)), int(gmpy2.powmod(pub.v, r, n2))
@@ -389,9 +396,13 @@ def verify_partial(pub: ThresholdPublicKey, cts: Sequence[int], partial: Partial
     if not isinstance(i, int) or not 1 <= i <= pub.parties:
         raise IntegrityError("partial decryption from an unknown party", party=i)
     n2 = pub.nsquare
-    if len(partial.values) != len(cts) or any(not 0 < x < n2 for x in partial.values) \
-            or not 0 < partial.commitment_a < n2 or not 0 < partial.commitment_b < n2 \
-            or not 0 <= partial.response < _response_limit(pub):
+    if (
+        len(partial.values) != len(cts)
+        or any(not 0 < x < n2 for x in partial.values)
+        or not 0 < partial.commitment_a < n2
+        or not 0 < partial.commitment_b < n2
+        or not 0 <= partial.response < _response_limit(pub)
+    ):
         raise IntegrityError("malformed partial decryption", party=i)
     gmpy2 = _gmpy2()
     big, small = _composites(pub, i, cts, partial.values)
@@ -405,8 +416,9 @@ def verify_partial(pub: ThresholdPublicKey, cts: Sequence[int], partial: Partial
         raise IntegrityError("partial decryption proof does not verify", party=i)
 
 
-def combine(pub: ThresholdPublicKey, cts: Sequence[int], partials: Sequence[PartialDecryption],
-            *, verify: bool = True) -> list[int]:
+def combine(
+    pub: ThresholdPublicKey, cts: Sequence[int], partials: Sequence[PartialDecryption], *, verify: bool = True
+) -> list[int]:
     """Plaintexts of ``cts`` from at least t partial decryptions.
 
     Uses the first t distinct parties. Raises ``ThresholdError`` with fewer
@@ -417,8 +429,7 @@ def combine(pub: ThresholdPublicKey, cts: Sequence[int], partials: Sequence[Part
     for part in partials:
         by_index.setdefault(part.index, part)
     if len(by_index) < pub.threshold:
-        raise ThresholdError("fewer than t partial decryptions", needed=pub.threshold,
-                             got=len(by_index))
+        raise ThresholdError("fewer than t partial decryptions", needed=pub.threshold, got=len(by_index))
     chosen = [by_index[i] for i in sorted(by_index)[: pub.threshold]]
     if verify:
         for part in chosen:

@@ -124,12 +124,8 @@ def keystream(key: bytes, nonce: bytes, counter: int, n_words: int) -> NDArray[n
 def derive_key(seed: bytes) -> bytes:
     """Derive the 32-byte ChaCha20 key for ``expand`` from a 16- or 32-byte seed."""
     if not isinstance(seed, (bytes, bytearray)) or len(seed) not in SEED_SIZES:
-        raise ConfigError(
-            "PRG seed must be 16 or 32 bytes", got=_length(seed), type=type(seed).__name__
-        )
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=PRG_INFO).derive(
-        bytes(seed)
-    )
+        raise ConfigError("PRG seed must be 16 or 32 bytes", got=_length(seed), type=type(seed).__name__)
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=PRG_INFO).derive(bytes(seed))
 
 
 def _check_bits(bits: int) -> int:

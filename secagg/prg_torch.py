@@ -204,9 +204,7 @@ def _check_args(key: bytes, nonce: bytes, counter: int, n_words: int) -> tuple[i
         raise ConfigError("n_words must be non-negative", n_words=n_words)
     n_blocks = -(-n_words // WORDS_PER_BLOCK)
     if counter + max(n_blocks, 1) - 1 > MAX_COUNTER:
-        raise ConfigError(
-            "ChaCha20 block counter would pass 2**32 - 1", counter=counter, blocks=n_blocks
-        )
+        raise ConfigError("ChaCha20 block counter would pass 2**32 - 1", counter=counter, blocks=n_blocks)
     return counter, n_words
 
 

@@ -88,11 +88,7 @@ class Share:
         """
         if not _valid(self):
             raise ConfigError("share fields out of range", x=self.x, length=self.length)
-        return (
-            int(self.x).to_bytes(_X_BYTES, "big")
-            + bytes([self.length])
-            + int(self.y).to_bytes(_Y_BYTES, "big")
-        )
+        return int(self.x).to_bytes(_X_BYTES, "big") + bytes([self.length]) + int(self.y).to_bytes(_Y_BYTES, "big")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Share:

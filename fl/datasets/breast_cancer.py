@@ -67,8 +67,13 @@ def load_breast_cancer(
             mean, std = train_statistics(x_tr)
             x_tr, x_te = standardise(x_tr, mean, std), standardise(x_te, mean, std)
         centres.append(
-            CentreData(f"sim-hospital-{i}", x_tr.astype(np.float32), yc[tr].astype(np.float32),
-                       x_te.astype(np.float32), yc[te].astype(np.float32))
+            CentreData(
+                f"sim-hospital-{i}",
+                x_tr.astype(np.float32),
+                yc[tr].astype(np.float32),
+                x_te.astype(np.float32),
+                yc[te].astype(np.float32),
+            )
         )
     px = np.concatenate(pooled_x)
     if normalize:

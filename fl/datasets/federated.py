@@ -83,9 +83,7 @@ class FederatedDataset:
         return sum(c.n_train + c.n_test for c in self.centres)
 
 
-def standardise(
-    x: NDArray[np.floating], mean: NDArray[np.floating], std: NDArray[np.floating]
-) -> NDArray[np.float32]:
+def standardise(x: NDArray[np.floating], mean: NDArray[np.floating], std: NDArray[np.floating]) -> NDArray[np.float32]:
     """``(x - mean) / (std + 1e-9)`` as float32 (FLamby's normalisation)."""
     return ((x - mean) / (std + STD_EPSILON)).astype(np.float32)
 

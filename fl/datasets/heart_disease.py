@@ -178,8 +178,13 @@ def load_heart_disease(data_dir: Path | str | None = None, *, normalize: bool = 
             mean, std = train_statistics(x_tr)
             x_tr, x_te = standardise(x_tr, mean, std), standardise(x_te, mean, std)
         centres.append(
-            CentreData(CENTRES[stem], x_tr.astype(np.float32), y_tr.astype(np.float32),
-                       x_te.astype(np.float32), y_te.astype(np.float32))
+            CentreData(
+                CENTRES[stem],
+                x_tr.astype(np.float32),
+                y_tr.astype(np.float32),
+                x_te.astype(np.float32),
+                y_te.astype(np.float32),
+            )
         )
     pooled_x = np.concatenate([s[1] for s in splits])
     pooled_y = np.concatenate([s[2] for s in splits]).astype(np.float32)

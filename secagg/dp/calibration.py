@@ -85,8 +85,14 @@ def calibrate_noise_multiplier(
     if mechanism == "gaussian":
         if sampling == "fixed":  # dp-accounting: RDP only; z relative to the replace-one sensitivity
             return _bisect(
-                lambda z: gaussian_epsilon(noise_multiplier=z, sampling_rate=sampling_rate, steps=steps, delta=delta,
-                                           accountant="rdp", sampling="fixed"),
+                lambda z: gaussian_epsilon(
+                    noise_multiplier=z,
+                    sampling_rate=sampling_rate,
+                    steps=steps,
+                    delta=delta,
+                    accountant="rdp",
+                    sampling="fixed",
+                ),
                 target_epsilon,
                 1.0,
             )
@@ -104,15 +110,31 @@ def calibrate_noise_multiplier(
     def eps_of(z: float, pld_floor: bool) -> float:
         try:
             plan = plan_ddp(
-                mechanism=mechanism, n_clients=n_total, min_survivors=min_survivors, dim=dim, l2_clip=l2_clip,
-                noise_multiplier=z, bits=bits, beta=beta, k=k, rho=rho, max_inputs=max_inputs,
+                mechanism=mechanism,
+                n_clients=n_total,
+                min_survivors=min_survivors,
+                dim=dim,
+                l2_clip=l2_clip,
+                noise_multiplier=z,
+                bits=bits,
+                beta=beta,
+                k=k,
+                rho=rho,
+                max_inputs=max_inputs,
             )
         except ConfigError as exc:
-            if any(getattr(exc, f) is not None for f in ("noise_multiplier", "n_clients", "min_survivors", "max_inputs")):
+            if any(
+                getattr(exc, f) is not None for f in ("noise_multiplier", "n_clients", "min_survivors", "max_inputs")
+            ):
                 raise  # a real configuration mistake, not "too little noise"
             return math.inf  # guards (scaled sigma, tau * d) fail only for too little noise
         return plan_epsilon(
-            plan, sampling_rate=sampling_rate, steps=steps, delta=delta, n_shares=min_survivors, pld_floor=pld_floor,
+            plan,
+            sampling_rate=sampling_rate,
+            steps=steps,
+            delta=delta,
+            n_shares=min_survivors,
+            pld_floor=pld_floor,
             sampling=sampling,
         )
 

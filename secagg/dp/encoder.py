@@ -117,8 +117,15 @@ class DistributedDPEncoder:
     ) -> DistributedDPEncoder:
         """Plan (:func:`plan_ddp`) and build an encoder in one step."""
         plan = plan_ddp(
-            mechanism=mechanism, n_clients=n_clients, min_survivors=min_survivors, dim=dim, l2_clip=l2_clip,
-            noise_multiplier=noise_multiplier, bits=bits, beta=beta, k=k,
+            mechanism=mechanism,
+            n_clients=n_clients,
+            min_survivors=min_survivors,
+            dim=dim,
+            l2_clip=l2_clip,
+            noise_multiplier=noise_multiplier,
+            bits=bits,
+            beta=beta,
+            k=k,
         )
         return cls(plan, dim=dim, rotation_seed=rotation_seed, max_weight=max_weight)
 
@@ -169,8 +176,11 @@ class DistributedDPEncoder:
         if not np.isfinite(arr).all():
             raise ConfigError("x contains NaN or infinity", bad=int((~np.isfinite(arr)).sum()))
         if isinstance(weight, bool) or not isinstance(weight, (int, np.integer)) or not 0 <= weight <= self._max_weight:
-            raise ConfigError("weight must be an integer in [0, max_weight]; it is never clipped",
-                              weight=weight, max_weight=self._max_weight)
+            raise ConfigError(
+                "weight must be an integer in [0, max_weight]; it is never clipped",
+                weight=weight,
+                max_weight=self._max_weight,
+            )
         return arr, int(weight)
 
     def encode_signed(

@@ -91,10 +91,17 @@ class RecordDPEncoder(DistributedDPEncoder):
         """
         arr = to_numpy(records)
         p = self.plan
-        if arr.ndim != 2 or arr.dtype.kind not in "fiu" or not 1 <= arr.shape[1] <= p.dim \
-                or (arr.shape[1] < p.dim and 2 * arr.shape[1] <= p.dim):
-            raise ConfigError("records must be a (B, d) real array whose d pads to the plan's dimension",
-                              shape=arr.shape, padded_dim=p.dim)
+        if (
+            arr.ndim != 2
+            or arr.dtype.kind not in "fiu"
+            or not 1 <= arr.shape[1] <= p.dim
+            or (arr.shape[1] < p.dim and 2 * arr.shape[1] <= p.dim)
+        ):
+            raise ConfigError(
+                "records must be a (B, d) real array whose d pads to the plan's dimension",
+                shape=arr.shape,
+                padded_dim=p.dim,
+            )
         if arr.shape[0] > p.max_inputs:
             raise ConfigError("more records than the plan's max_inputs", records=arr.shape[0], max_inputs=p.max_inputs)
         if not np.isfinite(arr).all():
@@ -121,6 +128,7 @@ class RecordDPEncoder(DistributedDPEncoder):
         with np.errstate(over="ignore"):  # entries near the float max: an infinite norm, refused below
             norm = math.sqrt(float(np.sum(arr * arr)))
         if norm > p.max_inputs * p.rounded_l2 * (1 + 1e-9):
-            raise ConfigError("vector is larger than max_records rounded records", norm=norm,
-                              bound=p.max_inputs * p.rounded_l2)
+            raise ConfigError(
+                "vector is larger than max_records rounded records", norm=norm, bound=p.max_inputs * p.rounded_l2
+            )
         return self._add_noise_share(arr.astype(np.int64), weight, as_random_words(rng))

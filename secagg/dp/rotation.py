@@ -80,7 +80,9 @@ def rotation_signs(seed: bytes, dim: int) -> NDArray[np.float64]:
     for a bad seed or dimension.
     """
     if not isinstance(seed, (bytes, bytearray)) or len(seed) not in SEED_SIZES:
-        raise ConfigError("rotation seed must be 16 or 32 bytes", got=len(seed) if isinstance(seed, (bytes, bytearray)) else None)
+        raise ConfigError(
+            "rotation seed must be 16 or 32 bytes", got=len(seed) if isinstance(seed, (bytes, bytearray)) else None
+        )
     p = padded_dim(dim)
     separated = hashlib.sha256(ROTATION_DOMAIN + bytes(seed)).digest()
     bits = expand(separated, p, bits=1)

@@ -185,7 +185,9 @@ def _check_size(size: int) -> int:
     return int(size)
 
 
-def discrete_laplace(scale: int, size: int, *, rng: np.random.Generator | RandomWords | None = None) -> NDArray[np.int64]:
+def discrete_laplace(
+    scale: int, size: int, *, rng: np.random.Generator | RandomWords | None = None
+) -> NDArray[np.int64]:
     """Exact discrete Laplace samples, ``P(x) ∝ exp(-|x| / scale)`` (CKS20 Alg. 2).
 
     ``scale`` is a positive integer. Raises :class:`ConfigError` otherwise.
@@ -319,7 +321,10 @@ def skellam(variance: float, size: int, *, rng: np.random.Generator | RandomWord
     see the module docstring. Raises :class:`ConfigError` for a variance not
     in ``(0, 2**50]`` or a negative size.
     """
-    if not isinstance(variance, (int, float, np.floating, np.integer)) or not 0 < float(variance) <= _MAX_SKELLAM_VARIANCE:
+    if (
+        not isinstance(variance, (int, float, np.floating, np.integer))
+        or not 0 < float(variance) <= _MAX_SKELLAM_VARIANCE
+    ):
         raise ConfigError("variance must be a finite number in (0, 2**50]", variance=variance)
     n = _check_size(size)
     src = as_random_words(rng)

@@ -43,9 +43,7 @@ def update_vectors(
     if dtype.kind != "f":
         raise ValueError(f"dtype must be a float dtype, got {dtype}")
     bound = float(np.asarray(max_abs, dtype=dtype))  # representable in dtype
-    elements = st.floats(
-        -bound, bound, allow_nan=False, allow_infinity=False, width=8 * dtype.itemsize
-    )
+    elements = st.floats(-bound, bound, allow_nan=False, allow_infinity=False, width=8 * dtype.itemsize)
     return hnp.arrays(dtype, dim, elements=elements)
 
 
