@@ -34,9 +34,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from timing import emit  # noqa: E402
-
 from protocols import sim  # noqa: E402
+from timing import emit  # noqa: E402
 
 RATIO_GOAL = 1.5  # active / semi-honest round time
 NEIGHBORS, THRESHOLD, MAX_CORRUPT = 8, 8, 6  # 2t - (k+1) = 7 > 6, and 6 + 0 dropouts < k

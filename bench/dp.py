@@ -33,13 +33,13 @@ import platform
 import secrets
 import sys
 import time
-
-from timing import best_of, emit  # noqa: E402  (bench/ is on sys.path)
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+
+from timing import best_of, emit  # noqa: E402  (bench/ is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
         else:
             print(
-                f"{r['n']:>4} {r['d']:>7} {r['neighbors']:>3} Flower ok={f['produced_aggregate']} ours ok={o['produced_aggregate']}"
+                f"{r['n']:>4} {r['d']:>7} {r['neighbors']:>3} "
+                f"Flower ok={f['produced_aggregate']} ours ok={o['produced_aggregate']}"
             )
     print(f"\n{'2 dropouts at':16} {'Flower':>24} {'ours':>30}")
     for r in drop_rows:

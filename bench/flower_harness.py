@@ -324,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in result["cases"].items():
         err = "-" if row["max_abs_error"] is None else f"{row['max_abs_error']:.1e}"
         print(
-            f"{name:32} {str(row['produced_aggregate']):>9} {str(row['halted_at']):>14} {err:>10} {row['wall_seconds']:>8.3f}"
+            f"{name:32} {str(row['produced_aggregate']):>9} {str(row['halted_at']):>14} "
+            f"{err:>10} {row['wall_seconds']:>8.3f}"
         )
     return 0
 

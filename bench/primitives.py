@@ -30,14 +30,13 @@ import importlib.util
 import os
 import platform
 import sys
-import time
-
-from timing import best_of, emit  # noqa: E402  (bench/ is on sys.path)
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
 import numpy as np
+
+from timing import best_of, emit  # noqa: E402  (bench/ is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -47,11 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms  # noqa: E402
 
 import protocols.secagg as secagg_module  # noqa: E402
+from flower_harness import run_flower  # noqa: E402
 from protocols import Stage, choose_params, sim  # noqa: E402
 from secagg.encoding import FixedPointEncoder  # noqa: E402
 from secagg.errors import AbortError  # noqa: E402
-
-from flower_harness import run_flower  # noqa: E402
 
 # ---------------------------------------------------------------- references
 
@@ -431,7 +430,8 @@ def _table(out: dict[str, Any]) -> None:
         fs = f"{f['wall_seconds']:.3f}" + ("" if f["produced_aggregate"] else "*")
         sp = f"{c['speedup']:.1f}x" if "speedup" in c else "-"
         print(
-            f"{c['case']:44} {fs:>9} {o['wall_seconds']:>8.3f} {sp:>12} {str(c['flower_correct'])[0]}/{str(c['ours_correct'])[0]:>10}"
+            f"{c['case']:44} {fs:>9} {o['wall_seconds']:>8.3f} {sp:>12} "
+            f"{str(c['flower_correct'])[0]}/{str(c['ours_correct'])[0]:>10}"
         )
     u = out["upload_bytes_per_param"]
     ratio = f", Flower/ours {u['flower_over_ours']:.1f}x" if "flower_over_ours" in u else ""

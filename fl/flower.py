@@ -73,15 +73,26 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from secagg.encoding import FixedPointEncoder
-from secagg import kex
-from secagg.errors import ConfigError, DecodeError, IntegrityError, SecAggError, require_bytes, require_extra
-
 from protocols import ABORTED, DONE, AggregateResult, SecAggClient, SecAggConfig, SecAggServer, Stage, as_stage
 from protocols.config import DEFAULT_SECURITY_BITS, choose_params, default_threshold
 from protocols.session import AbortReason
+from secagg import kex
+from secagg.encoding import FixedPointEncoder
+from secagg.errors import ConfigError, DecodeError, IntegrityError, SecAggError, require_bytes, require_extra
 
 from .flower_grid import InProcessGrid, Traffic
+from .flower_trust import (
+    IDENTITY_KEY,
+    NONCE_BYTES,
+    ROSTER_KEY,
+    ClientPolicy,
+    check_identify_signature,
+    identify_transcript,
+    load_identity,
+    load_roster,
+    parse_roster,
+    roster_name,
+)
 from .flower_wire import (
     ERROR_CODE,
     IDENTIFY_LABEL,
@@ -96,18 +107,6 @@ from .flower_wire import (
     payload_limit,
     record_stage,
     require_field,
-)
-from .flower_trust import (
-    IDENTITY_KEY,
-    NONCE_BYTES,
-    ROSTER_KEY,
-    ClientPolicy,
-    check_identify_signature,
-    identify_transcript,
-    load_identity,
-    load_roster,
-    parse_roster,
-    roster_name,
 )
 
 require_extra("flwr", "flower")

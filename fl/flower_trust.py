@@ -50,11 +50,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, load_pem_private_key
 
+from protocols import SecAggConfig
 from secagg import kex
 from secagg.errors import ConfigError, IntegrityError
-
-from protocols import SecAggConfig
-from protocols.config import DEFAULT_SECURITY_BITS
 
 __all__ = [
     "ROSTER_KEY",

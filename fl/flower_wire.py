@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from secagg.encoding import FixedPointEncoder, word_dtype
-from secagg.errors import ConfigError, DecodeError, IntegrityError, SecAggError, require_bytes, require_extra
-
 from protocols import SecAggConfig, Stage, as_stage
 from protocols.config import DEFAULT_SECURITY_BITS
+from secagg.encoding import FixedPointEncoder, word_dtype
+from secagg.errors import ConfigError, DecodeError, IntegrityError, SecAggError, require_bytes, require_extra
 
 require_extra("flwr", "flower")
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import warnings
+
 import numpy as np
 import torch
 from numpy.typing import NDArray

@@ -4,6 +4,7 @@
 >>> result = sim.run("secagg+", updates, dropouts={3: "share_keys"})  # doctest: +SKIP
 """
 
+from . import sim
 from .config import SecAggConfig, SecAggParams, choose_params
 from .plaintext import PlaintextClient, PlaintextConfig, PlaintextServer
 from .secagg import SecAggClient, SecAggServer
@@ -18,7 +19,6 @@ from .session import (
     Stage,
     as_stage,
 )
-from . import sim
 
 __all__ = [
     "Stage",

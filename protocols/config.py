@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import numpy as np
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
 
 from secagg.errors import ConfigError, ThresholdError
 

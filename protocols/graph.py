@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import numpy as np
-
 from secagg.errors import ConfigError
 from secagg.prg import expand
 

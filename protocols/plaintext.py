@@ -9,8 +9,8 @@ each client answers once with its encoded update, the server sums.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import os
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from typing import Mapping
+
 import numpy as np
 
 from secagg import aead, shamir

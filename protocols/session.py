@@ -71,7 +71,7 @@ from numpy.typing import NDArray
 
 from secagg.errors import AbortError, ConfigError, DecodeError, ProtocolError, SecAggError
 
-from .messages import SERVER_ID, PROTOCOL_IDS, DecodeLimits, Header, Message, Stage, decode, decode_header
+from .messages import PROTOCOL_IDS, SERVER_ID, DecodeLimits, Header, Message, Stage, decode, decode_header
 
 __all__ = [
     "Stage",

@@ -30,7 +30,8 @@ and ``z = r + e·Δ·s_i`` where ``e`` = SHA-256 of the transcript::
 The verifier checks ``C^z = a·C_i^e`` and ``v^z = b·v_i^e`` mod n².
 ``ρ_j`` is the first 16 bytes of ``SHA-256(seed || j as 8 bytes BE)`` with
 ``seed = SHA-256(RHO_DOMAIN || n || i || k || c_1..c_k || c_i1..c_ik)``, every
-integer encoded as above (4-byte length, then big-endian bytes). A failing proof raises :class:`IntegrityError` naming ``party``.
+integer encoded as above (4-byte length, then big-endian bytes). A failing proof
+raises :class:`IntegrityError` naming ``party``.
 
 Ciphertexts are ordinary Paillier ciphertexts for ``n`` with g = n + 1, so
 :mod:`secagg.paillier` encrypts and packs for this key (without the factors:

@@ -31,10 +31,10 @@ Masking with the low ``bits`` bits of a uniform word is exactly uniform on
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import NDArray
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from numpy.typing import NDArray
 
 from .errors import ConfigError
 

@@ -325,7 +325,7 @@ def expand_torch(
     ``secagg.prg.expand(seed, length, bits, offset=offset)``.
     Raises :class:`ConfigError` exactly where ``expand`` does.
     """
-    torch = _torch()
+    _torch()  # a missing torch fails here, before any work
     bits = _check_bits(bits)
     key = derive_key(seed)
     length, offset = int(length), int(offset)

@@ -46,9 +46,9 @@ def _poisson(a: int, q: float, eps_l: NDArray[np.float64], lgam: NDArray[np.floa
     terms = [0.0, float(eps_l[0])]
     weights = [(1 - q) ** (a - 1) * (a * q - q + 1), math.comb(a, 2) * q**2 * (1 - q) ** (a - 2)]
     if a >= 3:
-        l = np.arange(3, a + 1)
-        log_comb = lgam[a] - lgam[l] - lgam[a - l]
-        rest = (l - 1) * eps_l[l - 2] + log_comb + (a - l) * math.log1p(-q) + l * math.log(q)
+        ell = np.arange(3, a + 1)
+        log_comb = lgam[a] - lgam[ell] - lgam[a - ell]
+        rest = (ell - 1) * eps_l[ell - 2] + log_comb + (a - ell) * math.log1p(-q) + ell * math.log(q)
         terms = np.concatenate([terms, rest])
         weights = np.concatenate([weights, np.full(rest.size, 3.0)])
     return _log_sum(np.asarray(terms, dtype=np.float64), np.asarray(weights, dtype=np.float64)) / (a - 1)
