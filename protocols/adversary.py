@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, cast
 
 import numpy as np
 
@@ -222,7 +222,9 @@ class BadShareClient(SecAggClient):
         if shares:
             v = min(shares)
             shares[v] = _off_by_one(shamir.Share.from_bytes(shares[v])).to_bytes()
-        return dataclasses.replace(reply, **{name: shares})
+        if self.kind == "b":
+            return dataclasses.replace(reply, self_mask_shares=shares)
+        return dataclasses.replace(reply, mask_key_shares=shares)
 
 
 class InconsistentDealerClient(SecAggClient):
@@ -303,7 +305,7 @@ def exposure(
     t = config.threshold
     b_shares: dict[int, list[shamir.Share]] = {u: [] for u in config.client_ids}
     s_shares: dict[int, list[shamir.Share]] = {u: [] for u in config.client_ids}
-    for msg in log.received[Stage.UNMASK].values():
+    for msg in cast(dict[int, m.UnmaskShares], log.received[Stage.UNMASK]).values():
         for v, blob in msg.self_mask_shares.items():
             b_shares[v].append(shamir.Share.from_bytes(blob))
         for v, blob in msg.mask_key_shares.items():
@@ -312,7 +314,7 @@ def exposure(
         for v, (b_share, s_share) in clients[c].colluder_view().items():
             b_shares[v].append(b_share)
             s_shares[v].append(s_share)
-    adverts = {u: msg for u, msg in log.received[Stage.ADVERTISE_KEYS].items()}
+    adverts = dict(cast(dict[int, m.AdvertiseKeys], log.received[Stage.ADVERTISE_KEYS]))
 
     b_known: dict[int, bytes] = {}
     s_known: dict[int, bytes] = {}
@@ -327,7 +329,8 @@ def exposure(
     for c in colluders:
         b_known[c], s_known[c] = clients[c].colluder_view_seeds()
 
-    masked = {u: msg.masked for u, msg in log.received[Stage.MASKED_INPUT].items()}
+    inputs = cast(dict[int, m.MaskedInput], log.received[Stage.MASKED_INPUT])
+    masked = {u: msg.masked for u, msg in inputs.items()}
 
     def removable(u: int, v: int) -> bool:
         return u in s_known or v in s_known

@@ -204,7 +204,7 @@ def key_transcript(config: HeConfig, he_public: bytes, holder_public: bytes, par
         config,
         b"he-key",
         _U32.pack(config.key_holder),
-        he_public,  # type: ignore[arg-type]
+        he_public,
         holder_public,
         b"".join(_U32.pack(u) for u in parties),
     )
@@ -272,8 +272,8 @@ class HeScheme:
                 or ints[2] > len(c.client_ids)
             ):
                 raise DecodeError("bad threshold public key")
-            n, t, l, v, *vks = ints
-            return threshold_paillier.ThresholdPublicKey(n, t, l, v, tuple(vks))
+            n, t, ell, v, *vks = ints
+            return threshold_paillier.ThresholdPublicKey(n, t, ell, v, tuple(vks))
         except (ConfigError, ThresholdError) as exc:
             raise DecodeError(f"bad public key: {exc}") from None
 

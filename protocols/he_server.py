@@ -180,14 +180,14 @@ class HeServer(ServerCore):
     @_aborts_on_error
     def _send_keys_to_holder(self, adverts: Mapping[int, HeAdvertise]) -> Outbox:
         c, holder = self.config, self.config.key_holder
-        if holder not in adverts:
+        if holder is None or holder not in adverts:  # HeConfig always sets key_holder
             return self.abort(c.quorum, len(adverts), "key holder or quorum missing")
         self._parties = sorted(adverts)
         self._publics = {u: adverts[u].public for u in self._parties}
         signatures = {u: adverts[u].signature for u in self._parties}
         return {
             holder: HeKeysBroadcast(
-                self.header(Stage.SHARE_KEYS, holder),  # type: ignore[arg-type]
+                self.header(Stage.SHARE_KEYS, holder),
                 dict(self._publics),
                 signatures,
             )
@@ -211,13 +211,14 @@ class HeServer(ServerCore):
     @_aborts_on_error
     def _forward_keys(self, deliveries: Mapping[int, HeKeyDelivery]) -> Outbox:
         holder = self.config.key_holder
-        delivery = deliveries[holder]  # type: ignore[index]
+        assert holder is not None  # HeConfig.__post_init__ sets it
+        delivery = deliveries[holder]
         return {
             u: HeKeyForward(
                 self.header(Stage.MASKED_INPUT, u),
                 delivery.public_key,
                 self._publics[holder],
-                delivery.sealed[u],  # type: ignore[index]
+                delivery.sealed[u],
                 tuple(self._parties),
                 delivery.signature,
             )

@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass, fields
-from typing import Any, Callable, ClassVar, TypeVar
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, ClassVar, TypeVar, dataclass_transform
 
 import numpy as np
 
@@ -112,7 +112,7 @@ PROTOCOL_IDS: dict[str, int] = {
 _STAGE_CODES = {stage: i + 1 for i, stage in enumerate(Stage)}
 _STAGE_BY_CODE = {code: stage for stage, code in _STAGE_CODES.items()}
 _DTYPE_CODES = {np.dtype(np.uint32): 4, np.dtype(np.uint64): 8}
-_DTYPE_BY_CODE = {4: np.dtype("<u4"), 8: np.dtype("<u8")}
+_DTYPE_BY_CODE: dict[int, np.dtype[Any]] = {4: np.dtype("<u4"), 8: np.dtype("<u8")}
 _HEADER = struct.Struct(f"<4sBBB{SESSION_ID_BYTES}sIBII")
 HEADER_BYTES = _HEADER.size  # 36: magic, version, kind and the Header fields
 ARRAY_PREFIX_BYTES = 9  # an ARRAY field's u8 dtype code and u64 word count
@@ -172,6 +172,8 @@ class Header:
         return self.to_bytes(0)
 
 
+# Tells type checkers that subclasses are frozen dataclasses (what wire_message makes them).
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
 class Message:
     """Base of all wire messages. Subclasses are frozen dataclasses whose first
     field is ``header: Header`` and whose ``BODY`` lists (field, FieldKind)."""
@@ -220,7 +222,7 @@ def wire_message(kind: int) -> Callable[[C], C]:
     """
 
     def wrap(cls: C) -> C:
-        return register(kind)(dataclass(frozen=True)(cls))  # type: ignore[type-var, return-value]
+        return register(kind)(dataclass(frozen=True)(cls))  # type: ignore[return-value]
 
     return wrap
 
@@ -308,7 +310,7 @@ def _encode_field(kind: FieldKind, value: Any, out: list[bytes | memoryview]) ->
         out.append(struct.pack("<BQ", _DTYPE_CODES[array.dtype], array.size))
         # A view, not tobytes(): join() below makes the one copy of a large vector.
         wire = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
-        out.append(memoryview(wire).cast("B"))
+        out.append(wire.data.cast("B"))
     else:  # pragma: no cover - exhaustive
         raise AssertionError(kind)
 
@@ -488,7 +490,8 @@ def decode(
     if reader.remaining:
         raise DecodeError("trailing bytes after message", extra=reader.remaining)
     try:
-        return cls(header=header, **values)
+        # Every registered class is a dataclass taking ``header`` and its BODY fields.
+        return cls(header=header, **values)  # type: ignore[call-arg]
     except DecodeError:
         raise
     except Exception as exc:  # a message class's own validation rejected the values

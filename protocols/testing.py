@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from secagg.encoding import FixedPointEncoder
-from secagg.errors import AbortError, SecAggError
-
 from secagg import kex
-from secagg.errors import ConfigError
+from secagg.encoding import FixedPointEncoder
+from secagg.errors import AbortError, ConfigError, SecAggError
 
 from . import messages as m
 from .adversary import (
@@ -42,7 +40,7 @@ from .adversary import (
     exposure,
 )
 from .config import SecAggConfig, effective_degree
-from .session import ABORTED, DONE, Stage
+from .session import Stage
 from .sim import drive
 from .testing_he import HE_ADVERSARIAL_BEHAVIOURS, SIGNATURE_MODES, KeySubstitutionServer
 
@@ -480,6 +478,7 @@ def check_active_security(
         assert outcome is not None
         config, seen = outcome
         assert not seen.both_secrets, f"both secrets of {sorted(seen.both_secrets)} rebuilt"
+        assert config.min_survivors is not None  # SecAggConfig.__post_init__ sets it
         if seen.smallest_sum is not None:
             assert seen.smallest_sum >= config.min_survivors - attack.max_corrupt, f"unmasked {seen.unmasked}"
 
