@@ -62,7 +62,7 @@ class Mutation:
 CURATED: tuple[Mutation, ...] = (
     Mutation(
         "self_mask_seed_constant",
-        "protocols/secagg.py",
+        "protocols/secagg_client.py",
         "self._b_seed = secrets.token_bytes(SEED_BYTES)",
         "self._b_seed = bytes(SEED_BYTES)",
         ("tests/protocols/test_secagg_secrets.py",),
@@ -88,7 +88,7 @@ CURATED: tuple[Mutation, ...] = (
     ),
     Mutation(
         "reveal_both_shares",
-        "protocols/secagg.py",
+        "protocols/secagg_client.py",
         "mask_key_shares = {v: self._held[v][1].to_bytes() for v in sorted(dropped)}",
         "mask_key_shares = {v: self._held[v][1].to_bytes() for v in sorted(dropped | set(held_survivors))}",
         ("tests/protocols/test_secagg_secrets.py::test_no_client_reveals_both_shares_of_anyone",),
@@ -152,7 +152,7 @@ CURATED: tuple[Mutation, ...] = (
     ),
     Mutation(
         "survivor_count_check_removed",
-        "protocols/secagg.py",
+        "protocols/secagg_client.py",
         "        if count < needed:\n            raise AbortError(\n",
         "        if False:\n            raise AbortError(\n",
         ("tests/protocols/test_secagg_secrets.py", "-k", "survivor_set"),
@@ -161,7 +161,7 @@ CURATED: tuple[Mutation, ...] = (
     # Demonstrations that the strengthened weak tests can fail.
     Mutation(
         "masking_skipped",
-        "protocols/secagg.py",
+        "protocols/secagg_client.py",
         'self_seed=self._b_seed, pair_seeds=pair_seeds, backend="numpy"',
         'self_seed=None, pair_seeds=[], backend="numpy"',
         ("tests/protocols/test_transcript_leak.py",),
