@@ -504,6 +504,7 @@ class SecAggConfig:
             if self.complete:
                 cached = complete_graph(self.client_ids)
             else:
-                cached = harary_graph(self.client_ids, int(self.neighbors), self.graph_seed)
+                assert self.neighbors is not None  # a graph that is not complete has a degree
+                cached = harary_graph(self.client_ids, self.neighbors, self.graph_seed)
             object.__setattr__(self, "_graph", cached)
         return cached

@@ -562,6 +562,9 @@ class ClientCore(SessionCore):
         stage = self.state
         assert isinstance(stage, Stage)
         current = stage
-        while stage is not wanted and self.stages[stage].skippable and isinstance(self.stages[stage].next, Stage):
-            stage = self.stages[stage].next  # type: ignore[assignment]
+        while stage is not wanted and self.stages[stage].skippable:
+            following = self.stages[stage].next
+            if not isinstance(following, Stage):
+                break
+            stage = following
         return stage if stage is wanted else current

@@ -174,11 +174,11 @@ def run(
     """
     spec = _spec(protocol)
     # Keep the caller's float dtype (float32 updates stay float32: no 2x copy).
-    vectors = [np.asarray(u).ravel() if np.ndim(u) else None for u in updates]
-    if not vectors or any(v is None for v in vectors):
+    if not len(updates) or any(not np.ndim(u) for u in updates):
         raise ConfigError("updates must be a non-empty sequence of 1-D vectors")
+    vectors = [np.asarray(u).ravel() for u in updates]
     n, dim = len(vectors), vectors[0].size
-    if any(v.size != dim for v in vectors):  # type: ignore[union-attr]
+    if any(v.size != dim for v in vectors):
         raise ConfigError("all updates must have the same length")
     if weights is not None and len(weights) != n:
         raise ConfigError("one weight per client", weights=len(weights), n=n)
@@ -187,7 +187,7 @@ def run(
         raise ConfigError("dropout indices must name clients", dropouts=sorted(drop_at))
     max_weight = max(int(w) for w in weights) if weights is not None else 1
     if encoder is None:
-        encoder = default_encoder(vectors, max_weight=max(max_weight, 1))  # type: ignore[arg-type]
+        encoder = default_encoder(vectors, max_weight=max(max_weight, 1))
     identities = None
     identity_keys: dict[int, Any] = {}
     if active_security:

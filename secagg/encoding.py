@@ -514,7 +514,7 @@ class FixedPointEncoder:
         there (``rng`` is then an optional ``torch.Generator``).
         """
         if is_tensor(x):
-            return encode_torch(self, x, weight=weight, generator=rng)  # type: ignore[no-any-return]
+            return encode_torch(self, x, weight=weight, generator=rng)
         # Streamed: each rounded piece is mapped to the ring straight into the output,
         # within +-M by construction (no range scan), so memory is the output + O(piece).
         weight = self._check_weight(weight)

@@ -29,13 +29,15 @@ from __future__ import annotations
 import math
 import secrets
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
 from .errors import ConfigError, require_extra
 
 if TYPE_CHECKING:
+    import torch
+
     from .encoding import FixedPointEncoder
 
 __all__ = ["encode_torch", "is_tensor", "to_numpy", "DEFAULT_CHUNK", "MAX_TORCH_BITS"]
@@ -46,7 +48,7 @@ _SEED_BITS = 64  # torch.Generator.manual_seed takes a 64-bit seed
 _TINY = float(np.finfo(np.float64).tiny)  # an L2 factor below it would be subnormal: rescale via the peak
 
 
-def is_tensor(value: object) -> bool:
+def is_tensor(value: object) -> TypeGuard["torch.Tensor"]:
     """True for a torch tensor, without importing torch."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(value, torch.Tensor)
@@ -64,7 +66,7 @@ def to_numpy(value: object) -> Any:
     try:
         if is_tensor(value):
             torch = sys.modules["torch"]
-            tensor = value.detach()  # type: ignore[attr-defined]
+            tensor = value.detach()
             if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
                 tensor = tensor.to(torch.float32)
             return tensor.cpu().numpy()

@@ -362,7 +362,7 @@ class NoisePool:
             workers = 1
         parts = [count // workers + (i < count % workers) for i in range(workers)]
         if self.method == "djn":
-            jobs = [(self.public.n, p, q, self._h, c) for c in parts if c]
+            jobs: list[tuple[int, ...]] = [(self.public.n, p, q, self._h, c) for c in parts if c]
             fn: Any = _djn_chunk
         else:
             jobs = [(self.public.n, p, q, c) for c in parts if c]

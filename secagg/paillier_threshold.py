@@ -426,7 +426,7 @@ def combine(
     than t distinct parties and ``IntegrityError(party=i)`` for a bad proof
     (when ``verify``; pass False only for partials already verified).
     """
-    by_index = {}
+    by_index: dict[int, PartialDecryption] = {}
     for part in partials:
         by_index.setdefault(part.index, part)
     if len(by_index) < pub.threshold:

@@ -99,7 +99,7 @@ def _fill(key: bytes, nonce: bytes, counter: int, out: NDArray[np.uint32]) -> No
     while done < total:
         step = min(chunk, total - done)
         # Encrypting zeros yields the keystream; write it in place, no temporary.
-        encryptor.update_into(_ZEROS if step == chunk else _ZEROS[:step], out_bytes[done : done + step])
+        encryptor.update_into(_ZEROS if step == chunk else _ZEROS[:step], out_bytes[done : done + step].data)
         done += step
 
 

@@ -161,8 +161,14 @@ def _make_block_words(torch: Any) -> Any:
             s[b] = rotl(s[b] ^ s[c], 7)
 
         for _ in range(_DOUBLE_ROUNDS):
-            qr(0, 4, 8, 12), qr(1, 5, 9, 13), qr(2, 6, 10, 14), qr(3, 7, 11, 15)
-            qr(0, 5, 10, 15), qr(1, 6, 11, 12), qr(2, 7, 8, 13), qr(3, 4, 9, 14)
+            qr(0, 4, 8, 12)
+            qr(1, 5, 9, 13)
+            qr(2, 6, 10, 14)
+            qr(3, 7, 11, 15)
+            qr(0, 5, 10, 15)
+            qr(1, 6, 11, 12)
+            qr(2, 7, 8, 13)
+            qr(3, 4, 9, 14)
         return torch.stack([add(s[i], state[i]) for i in range(16)], dim=1)
 
     return block_words

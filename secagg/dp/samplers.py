@@ -65,6 +65,7 @@ import decimal
 import math
 from collections.abc import Callable
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -202,7 +203,11 @@ def discrete_laplace(
     while filled < n:
         batch = int((n - filled) / rate * 1.05) + 16
         u = src.below(t, batch)
-        u = u[_exp_coins(u / t, lambda i, u=u: Fraction(int(u[i]), t), src)]
+
+        def exact(i: int, u: NDArray[Any] = u) -> Fraction:
+            return Fraction(int(u[i]), t)
+
+        u = u[_exp_coins(u / t, exact, src)]
         x = u + t * _geometric_exp1(u.size, src)
         negative = (src.words(x.size) & np.uint64(1)).astype(bool)
         keep = ~(negative & (x == 0))

@@ -43,8 +43,11 @@ def _log_sum(terms: NDArray[np.float64], weights: NDArray[np.float64]) -> float:
 
 def _poisson(a: int, q: float, eps_l: NDArray[np.float64], lgam: NDArray[np.float64]) -> float:
     # Zhu & Wang 2019, Thm. 5: terms l = 0, 1 (folded with 2) and 3..a.
-    terms = [0.0, float(eps_l[0])]
-    weights = [(1 - q) ** (a - 1) * (a * q - q + 1), math.comb(a, 2) * q**2 * (1 - q) ** (a - 2)]
+    terms: list[float] | NDArray[np.float64] = [0.0, float(eps_l[0])]
+    weights: list[float] | NDArray[np.float64] = [
+        (1 - q) ** (a - 1) * (a * q - q + 1),
+        math.comb(a, 2) * q**2 * (1 - q) ** (a - 2),
+    ]
     if a >= 3:
         ell = np.arange(3, a + 1)
         log_comb = lgam[a] - lgam[ell] - lgam[a - ell]
@@ -59,7 +62,7 @@ def _fixed(a: int, q: float, eps_l: NDArray[np.float64], lgam: NDArray[np.float6
     #                                     + sum_{j>=3} 2 q^j C(a,j) e^{(j-1) eps(j)}.
     e2 = float(eps_l[0])
     log_second = min(math.log(4.0) + e2 + math.log(-math.expm1(-e2)) if e2 > 0 else -math.inf, math.log(2.0) + e2)
-    terms = [0.0, 2 * math.log(q) + lgam[a] - lgam[2] - lgam[a - 2] + log_second]
+    terms: list[float] | NDArray[np.float64] = [0.0, 2 * math.log(q) + lgam[a] - lgam[2] - lgam[a - 2] + log_second]
     if a >= 3:
         j = np.arange(3, a + 1)
         rest = math.log(2.0) + (j - 1) * eps_l[j - 2] + j * math.log(q) + lgam[a] - lgam[j] - lgam[a - j]
