@@ -18,7 +18,7 @@ x_{t+1}.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -114,7 +114,7 @@ class _SGDStep:
     """Plain SGD, p ← p - lr·g. Written out rather than ``torch.optim.SGD``,
     whose first construction imports torch._dynamo (~3 s per process)."""
 
-    def __init__(self, params: list[torch.Tensor], lr: float) -> None:
+    def __init__(self, params: Sequence[torch.Tensor], lr: float) -> None:
         self.params, self.lr = params, lr
 
     @torch.no_grad()
@@ -129,7 +129,7 @@ class _AdamStep:
 
     BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 
-    def __init__(self, params: list[torch.Tensor], lr: float) -> None:
+    def __init__(self, params: Sequence[torch.Tensor], lr: float) -> None:
         self.params, self.lr, self.t = params, lr, 0
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]

@@ -164,7 +164,7 @@ def run_comparison(
             )
         rows.append(_summary(strategy, protocol, runs))
 
-    result = {
+    result: dict[str, Any] = {
         "config": base.to_dict(),
         "seeds": list(seeds),
         "command": command,

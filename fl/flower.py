@@ -362,7 +362,11 @@ class RoundOutcome:
         )
 
 
-def _timeouts(value: float | Mapping[Stage | str, float] | None) -> dict[Stage, float]:
+# Seconds per round, or per stage keyed by Stage or stage name (Mapping is invariant in its key).
+StageTimeouts = float | Mapping[Stage, float] | Mapping[str, float] | Mapping[Stage | str, float] | None
+
+
+def _timeouts(value: StageTimeouts) -> dict[Stage, float]:
     out = dict(DEFAULT_TIMEOUTS)
     if isinstance(value, (int, float)):
         out = {s: float(value) for s in Stage}
@@ -444,7 +448,7 @@ def run_secure_round(
     max_weight: int = 1000,
     round_number: int = 0,
     group_id: str = "0",
-    timeouts: float | Mapping[Stage | str, float] | None = None,
+    timeouts: StageTimeouts = None,
     roster: Mapping[str, bytes] | None = None,
     active_security: bool = False,
     max_corrupt: int | None = None,
@@ -498,7 +502,9 @@ def run_secure_round(
         round=round_number,
         weighted=True,
         active_security=active_security,
-        identities=None if names is None else {i: roster[names[nid]] for i, nid in enumerate(node_ids)},
+        identities=None
+        if names is None or roster is None
+        else {i: roster[names[nid]] for i, nid in enumerate(node_ids)},
         max_corrupt=max_corrupt,
         security_bits=security_bits,
     )
@@ -614,7 +620,7 @@ class SecAggFitWorkflow:
         clip: float = 8.0,
         bits: int = 32,
         max_weight: int = 1000,
-        timeouts: float | Mapping[Stage | str, float] | None = None,
+        timeouts: StageTimeouts = None,
         roster: Mapping[str, bytes] | str | None = None,
         active_security: bool = False,
         max_corrupt: int | None = None,

@@ -104,7 +104,7 @@ class PerExampleGradients:
             self.last_loss = 0.0
             return np.zeros((0, n_params))
         for p in self._params:
-            p.grad, p.grad_sample = None, None
+            p.grad, p.grad_sample = None, None  # type: ignore[attr-defined]  # opacus adds grad_sample
         self._wrapped.train()
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
@@ -115,9 +115,9 @@ class PerExampleGradients:
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             loss.backward()
         self.last_loss = float(loss.detach()) / len(x)
-        rows = torch.cat([p.grad_sample.reshape(len(x), -1) for p in self._params], dim=1)
+        rows = torch.cat([p.grad_sample.reshape(len(x), -1) for p in self._params], dim=1)  # type: ignore[attr-defined]
         for p in self._params:
-            p.grad, p.grad_sample = None, None
+            p.grad, p.grad_sample = None, None  # type: ignore[attr-defined]  # opacus adds grad_sample
         out = rows.detach().double().numpy()
         if not np.isfinite(out).all():
             raise ConfigError("a per-example gradient is not finite", bad=int((~np.isfinite(out)).sum()))

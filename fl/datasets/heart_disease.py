@@ -164,7 +164,8 @@ def load_heart_disease(data_dir: Path | str | None = None, *, normalize: bool = 
         parts = [table[:, numeric]] + [_one_hot_drop_first(table[:, c], levels[c]) for c in CATEGORICAL_COLUMNS]
         return np.concatenate(parts, axis=1)
 
-    splits = []
+    Array = NDArray[np.floating]
+    splits: list[tuple[str, Array, Array, Array, Array]] = []
     for stem, table in zip(CENTRES, tables):
         x, y = features(table), (table[:, -1] != 0).astype(np.float64)
         if x.shape[1] != N_FEATURES:
