@@ -7,7 +7,7 @@ threat-model parameters; calling it runs one aggregation round in process and
 returns an :class:`~protocols.session.AggregateResult` whose ``aggregate`` is
 the weighted mean Σ n_k Δ_k / Σ n_k over the survivors, with client ids
 mapped back to the trainer's centre ids. The weight n_k travels inside the
-protected payload (DESIGN clarification 1): the server sees only Σ n_k.
+protected payload, masked or encrypted with the update: the server sees only Σ n_k.
 
 Encoding of the deltas (our choice, reported in the README): L∞ ``clip = 1.0``
 per coordinate (the largest |Δ| seen on Fed-Heart-Disease with every default
@@ -44,7 +44,7 @@ __all__ = [
 
 SECURE_PROTOCOLS = ("secagg", "secagg+")
 #: Homomorphic-encryption sessions (protocols.he) behind the same driver; the
-#: weight n_k is an encrypted slot (DESIGN clarification 1).
+#: weight n_k is an encrypted slot, so the server sees only Σ n_k.
 HE_PROTOCOLS = ("paillier", "paillier-threshold", "ckks")
 PROTOCOLS = ("plaintext",) + SECURE_PROTOCOLS + HE_PROTOCOLS
 

@@ -11,7 +11,7 @@ changing one line on each side::
 * :func:`secagg_mod` is a client mod. At the first stage it runs local training
   (``call_next``), then drives our :class:`protocols.SecAggClient` with the
   update and ``num_examples`` as the weight; the weight is masked with the
-  update and never leaves the node in the clear (DESIGN clarification 1).
+  update and never leaves the node in the clear (the server learns only Σ n_k).
 * :class:`SecAggFitWorkflow` is a fit workflow for ``DefaultWorkflow`` (``LegacyContext``, as
   Flower's ``SecAggPlusWorkflow``); :func:`run_secure_round` is the round on a bare ``Grid``.
 

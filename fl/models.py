@@ -4,7 +4,7 @@ view that secure aggregation works on.
 Both models output one logit per row; train with ``BCEWithLogitsLoss`` and
 predict "disease" when the logit is > 0 (probability > 0.5, FLamby's metric).
 
-Initialisation (our choice, DESIGN clarification 12): logistic regression
+Initialisation (our choice, not FLamby's): logistic regression
 starts at zero, the unique symmetric start of a convex problem, which keeps
 runs comparable across seeds; the MLP uses PyTorch's default (Kaiming-uniform)
 initialisation drawn from a ``torch.Generator`` seeded by ``sim_seed``.

@@ -318,8 +318,9 @@ class SecAggConfig:
     ``threshold`` is per neighbourhood and counts the client itself: each
     client's secrets are shared among its k neighbours and itself, so t must be
     in ((k+1)/2, k+1]; ``min_survivors`` (default: threshold)
-    is the fewest masked inputs the server will ever unmask (DESIGN
-    clarification 3). ``identities`` maps client id to an Ed25519 public key and
+    is the fewest masked inputs the server will ever unmask (distributed DP
+    calibrates each client's noise share so that this many shares alone meet
+    the privacy target). ``identities`` maps client id to an Ed25519 public key and
     is required for ``active_security``. ``encoder`` maps floats to Z_{2^bits}
     (``secagg.encoding.FixedPointEncoder`` or a DP encoder with its interface).
     ``dim`` is the update length, without the weight slot.

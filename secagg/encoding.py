@@ -59,7 +59,7 @@ NORMS = ("linf", "l2")
 MIN_SCALE = 1.0  # a derived scale below 1 cannot even represent integers: refuse
 # Values per step of quantize()/encode(): the float64 temporaries (scaled value,
 # floor, coin flips) stay in L2, so encoding needs O(1) memory beyond its output
-# instead of ~6x the update (issue #9: a 10**8-parameter update, peak RSS <= 3x).
+# instead of ~6x the update (the goal: a 10**8-parameter update with peak RSS <= 3x its size).
 _PIECE = 1 << 16
 # Smallest normal float64: an L2 rescale factor below it would be subnormal and
 # lose significant bits, so such vectors are rescaled through their peak instead.

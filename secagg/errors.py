@@ -5,7 +5,7 @@ Every error raised by ``secagg``, ``protocols`` and ``fl`` derives from
 ``client_id``, ``needed``, ``got``) so that callers can react without parsing
 messages.
 
-Who misbehaved matters (STYLE.md, h11): :class:`ConfigError` and
+Who misbehaved matters, as in h11's local/remote protocol errors: :class:`ConfigError` and
 :class:`ProtocolError` raised with ``local=True`` mean *our caller* made a
 mistake; :class:`IntegrityError`, :class:`DecodeError` and peer-attributed
 :class:`ProtocolError` mean a *remote party* did.

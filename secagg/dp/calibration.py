@@ -2,9 +2,9 @@
 
 Dropouts remove noise shares: noise calibrated for 100 clients, z=1, q=0.01,
 T=1000, leaves a sum with 20 % dropouts at ε ≈ 2.35 (PLD; 3.25 with this
-package's DDGauss RDP) instead of 1.83. DESIGN.md clarification 3: calibrate
-every share so that ``min_survivors`` shares, the fewest the server will ever
-unmask, already meet the target. More survivors only add noise.
+package's DDGauss RDP) instead of 1.83. So every share is calibrated so that
+``min_survivors`` shares, the fewest the server will ever unmask, already meet
+the target. More survivors only add noise.
 """
 
 from __future__ import annotations

@@ -238,10 +238,11 @@ class DistributedDPEncoder:
     ) -> NDArray[np.int64]:
         """The encoding as int64 ring elements, for protocols that sum integers exactly (Paillier, CKKS).
 
-        The noisy sum is unbounded, so the ring is part of the mechanism
-        (DESIGN.md clarification 2): the HE sum of these values is reduced by
-        :meth:`to_modular` before :meth:`decode_sum`, giving exactly the
-        modular sum that masking protocols compute.
+        The noisy sum is unbounded, so the ring is part of the mechanism (the
+        privacy analysis assumes the modular sum, wraps included): the HE sum
+        of these values is reduced by :meth:`to_modular` before
+        :meth:`decode_sum`, giving exactly the modular sum that masking
+        protocols compute.
         """
         return self.encode(x, weight=weight, rng=rng).astype(np.int64)
 

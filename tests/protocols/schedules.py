@@ -2,8 +2,10 @@
 
 Given the graph, threshold, min_survivors and a dropout schedule, it predicts
 (independently of the state machines, from the rules in Bonawitz et al. 2017
-and DESIGN.md) either the survivor set U3 or the stage at which the round must
-abort. The property tests compare the real protocol against it.
+plus ours: ``min_survivors`` live clients at every stage, at least ``t`` live
+holders of each client's shares, and no unmasking of fewer than
+``max(t, min_survivors)`` survivors) either the survivor set U3 or the stage at
+which the round must abort. The property tests compare the real protocol against it.
 """
 
 from __future__ import annotations

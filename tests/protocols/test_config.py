@@ -27,7 +27,7 @@ def test_choose_params_meets_both_bounds(n):
     assert p.security_failure <= 2.0**-40 and p.correctness_failure <= 2.0**-20
     assert 2 * p.threshold > p.neighbors + 1  # a majority of the k neighbours plus the client
     assert p.threshold <= p.min_survivors <= n
-    assert p.neighbors <= 80  # DESIGN clarification 7: the N=1000 target assumes k <= 80
+    assert p.neighbors <= 80  # the N=1000 scale target assumes neighbourhoods of k <= 80
     # per neighbourhood, more than t corrupt neighbours is negligible
     assert n * binomial_tail(p.neighbors, 0.05, p.threshold) <= 2.0**-40
 

@@ -1,4 +1,4 @@
-"""Distributed DP through real SecAgg+ with dropouts (issue #5, end to end)."""
+"""Distributed DP through real SecAgg+ with dropouts, end to end."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Record-level distributed DP through real SecAgg+: the sum, its noise, and per-silo accounting (issue #5)."""
+"""Record-level distributed DP through real SecAgg+: the sum, its noise, and per-silo accounting."""
 
 from __future__ import annotations
 

@@ -97,7 +97,7 @@ def test_expand_across_the_internal_chunk_boundary() -> None:
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 5, 8, 13, 31, 32, 33, 48, 63, 64])
 def test_expand_is_uniform_on_b_bit_values(bits: int) -> None:
-    """Chi-square on the b-bit values (DESIGN clarification 9), top 8 bits for wide b."""
+    """Chi-square on the b-bit values (masks must be uniform on [0, 2**b) for every b), top 8 bits for wide b."""
     values = prg.expand(bytes(range(32)), 200_000, bits).astype(np.uint64)
     shown = min(bits, 8)
     buckets = values >> np.uint64(bits - shown)

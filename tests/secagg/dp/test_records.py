@@ -1,4 +1,4 @@
-"""Record-level DP encoding: per-record rotate/clip/round, one noise share per silo (issue #5)."""
+"""Record-level DP encoding: per-record rotate/clip/round, one noise share per silo."""
 
 from __future__ import annotations
 
