@@ -46,7 +46,7 @@ REPEATS = {"full": 7, "quick": 3, "smoke": 2}
 def one_round(updates: Sequence[np.ndarray], *, active: bool, seed: int) -> dict[str, Any]:
     """One ``sim.run`` round: wall seconds, handler seconds per stage, bytes, error."""
     n = len(updates)
-    security = {"active_security": True, "max_corrupt": MAX_CORRUPT} if active else {}
+    security: dict[str, Any] = {"active_security": True, "max_corrupt": MAX_CORRUPT} if active else {}
     start = time.perf_counter()
     res = sim.run(
         "secagg+",

@@ -406,7 +406,7 @@ def bench_server(quick: bool, torch: Any, device: Any) -> list[dict[str, Any]]:
             lambda: unmask_sum(masked, backend="torch", device="cpu", **kwargs),
         ),
     ]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for what, label, run in variants:
         result = run()  # warm-up, and the exactness check
         seconds = _best(run, 1 if "torch" in what or quick else 2)

@@ -161,9 +161,9 @@ def bench_shamir(quick: bool, flower_1000: bool) -> list[dict[str, Any]]:
         )
         # Server unmask in a complete graph with 10% dropouts: survivor u's seed is
         # rebuilt from the shares the other survivors hold, a different x-set per u.
-        survivors = list(range(1, n + 1 - n // 10))
+        alive = list(range(1, n + 1 - n // 10))
         by_x = {s.x: s for s in shares}
-        views = [[by_x[x] for x in survivors if x != u] for u in survivors[: min(100, len(survivors))]]
+        views = [[by_x[x] for x in alive if x != u] for u in alive[: min(100, len(alive))]]
         row["ours_complete_graph_per_secret_ms"] = 1e3 * _best(lambda: shamir.combine_many(views, t), 1) / len(views)
         if n == 100:
             row["goal_ms"] = SHAMIR_GOAL_MS

@@ -46,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms  # noqa: E402
 
-import protocols.secagg as secagg_module  # noqa: E402
+import protocols.secagg_client as client_module  # noqa: E402
+import protocols.secagg_server as server_module  # noqa: E402
 from flower_harness import run_flower  # noqa: E402
 from protocols import Stage, choose_params, sim  # noqa: E402
 from secagg.encoding import FixedPointEncoder  # noqa: E402
@@ -84,14 +85,15 @@ def raw_expansions_seconds(count: int, n_words: int, repeats: int = 3) -> float:
 
 @contextmanager
 def count_expansions() -> Iterator[dict[str, int]]:
-    """Count PRG streams (and words) that protocols.secagg expands, client and server.
+    """Count PRG streams (and words) that SecAgg expands, client and server.
 
-    Wraps the names ``protocols.secagg`` imported from ``secagg.masking``
-    (``apply_masks`` on the client, ``unmask_sum`` on the server); fails loudly
-    if either is renamed, rather than counting nothing.
+    Wraps the names the SecAgg sessions imported from ``secagg.masking``
+    (``apply_masks`` in ``protocols.secagg_client``, ``unmask_sum`` in
+    ``protocols.secagg_server``); fails loudly if either is renamed, rather
+    than counting nothing.
     """
     counts = {"streams": 0, "words": 0}
-    apply_orig, unmask_orig = secagg_module.apply_masks, secagg_module.unmask_sum
+    apply_orig, unmask_orig = client_module.apply_masks, server_module.unmask_sum
 
     def words_per_value(bits: int) -> int:
         return 1 if bits <= 32 else 2
@@ -110,11 +112,11 @@ def count_expansions() -> Iterator[dict[str, int]]:
         counts["words"] += streams * int(masked[0].shape[0]) * words_per_value(bits)
         return unmask_orig(masked, bits=bits, self_seeds=self_seeds, pair_seeds=pair_seeds, **kw)
 
-    secagg_module.apply_masks, secagg_module.unmask_sum = apply, unmask
+    client_module.apply_masks, server_module.unmask_sum = apply, unmask
     try:
         yield counts
     finally:
-        secagg_module.apply_masks, secagg_module.unmask_sum = apply_orig, unmask_orig
+        client_module.apply_masks, server_module.unmask_sum = apply_orig, unmask_orig
 
 
 # ---------------------------------------------------------------- our side
