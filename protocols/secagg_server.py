@@ -92,7 +92,9 @@ class SecAggServer(ServerCore):
             round_binding(config),
             config.client_ids,
             stages,
-            opening=lambda: {u: m.AdvertiseKeysRequest(self.header(Stage.ADVERTISE_KEYS, u)) for u in config.client_ids},
+            opening=lambda: {
+                u: m.AdvertiseKeysRequest(self.header(Stage.ADVERTISE_KEYS, u)) for u in config.client_ids
+            },
             min_survivors=config.min_survivors,
             limits=decode_limits(config, vectors=True),
         )
@@ -102,7 +104,9 @@ class SecAggServer(ServerCore):
         self.abort(self.config.threshold, 0, f"client {dealer} dealt inconsistent shares: {why}")
         raise IntegrityError(f"client {dealer} dealt inconsistent shares: {why}", client_id=dealer, stage=Stage.UNMASK)
 
-    def _rebuild(self, share_lists: list[list[shamir.Share]], dealers: list[int] | tuple[int, ...], what: str) -> list[bytes]:
+    def _rebuild(
+        self, share_lists: list[list[shamir.Share]], dealers: list[int] | tuple[int, ...], what: str
+    ) -> list[bytes]:
         """Rebuild one secret per dealer; shares that disagree name their dealer."""
         try:
             return shamir.combine_many(share_lists, self.config.threshold)
@@ -194,7 +198,10 @@ class SecAggServer(ServerCore):
             raise DecodeError("masked vector has the wrong word size", client_id=u, dtype=str(y.dtype))
         if y.shape != (c.dim + 1,):
             raise DecodeError(
-                "masked vector has the wrong length (truncated or oversized)", client_id=u, got=y.size, expected=c.dim + 1
+                "masked vector has the wrong length (truncated or oversized)",
+                client_id=u,
+                got=y.size,
+                expected=c.dim + 1,
             )
         if c.bits not in (32, 64) and int(y.max(initial=0)) >> c.bits:
             raise DecodeError("masked vector has values outside Z_{2^bits}", client_id=u)
@@ -203,10 +210,14 @@ class SecAggServer(ServerCore):
     def _close_masked_input(self, inbox: Mapping[int, m.MaskedInput]) -> dict[int, m.Message]:
         self._survivors = tuple(sorted(inbox))
         if self.config.active_security:
-            return {u: m.ConsistencyRequest(self.header(Stage.CONSISTENCY, u), self._survivors) for u in self._survivors}
+            return {
+                u: m.ConsistencyRequest(self.header(Stage.CONSISTENCY, u), self._survivors) for u in self._survivors
+            }
         return self._unmask_requests(self._survivors, signatures=None)
 
-    def _unmask_requests(self, recipients: tuple[int, ...], signatures: dict[int, bytes] | None) -> dict[int, m.Message]:
+    def _unmask_requests(
+        self, recipients: tuple[int, ...], signatures: dict[int, bytes] | None
+    ) -> dict[int, m.Message]:
         survivors = set(self._survivors)
         outbox = {}
         for u in recipients:
