@@ -19,13 +19,15 @@ strategy is 0.05, so 20x headroom; clipped coordinates are counted per round) an
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
+from protocols import sim
+from protocols.he import HeConfig
+from secagg.encoding import FixedPointEncoder
 from secagg.errors import ConfigError
 
 __all__ = [
@@ -37,8 +39,6 @@ __all__ = [
     "DELTA_PRECISION",
     "ProtocolAggregator",
     "make_encoder",
-    "sim_available",
-    "FloatMeanAggregator",
     "security_options",
 ]
 
@@ -50,15 +50,6 @@ PROTOCOLS = ("plaintext",) + SECURE_PROTOCOLS + HE_PROTOCOLS
 
 DELTA_CLIP = 1.0  # L∞ bound per delta coordinate (largest observed |Δ| = 0.05 on heart-disease)
 DELTA_PRECISION = 2.0**-20  # fixed-point step; unbiased rounding error below 1e-6 per coordinate
-
-
-def sim_available() -> bool:
-    """True once ``protocols.sim`` (and the encoder it needs) can be imported."""
-    try:
-        importlib.import_module("protocols.sim")
-    except ImportError:
-        return False
-    return True
 
 
 def security_options(
@@ -87,7 +78,6 @@ def security_options(
         return {"threshold": threshold, "active_security": active_security, "max_corrupt": max_corrupt}
     if max_corrupt is None:
         return {"threshold": threshold, "active_security": True}
-    from protocols.he import HeConfig
 
     config = HeConfig(tuple(range(n)), dim, encoder, protocol, threshold=threshold, max_corrupt=max_corrupt)
     return {"threshold": config.threshold, "active_security": True, "max_corrupt": max_corrupt}
@@ -100,8 +90,6 @@ def make_encoder(
 
     Raises OverflowRiskError/ConfigError from the encoder for impossible settings.
     """
-    from secagg.encoding import FixedPointEncoder
-
     return FixedPointEncoder.for_precision(clip, precision, max_clients, max_weight=max_weight)
 
 
@@ -146,12 +134,7 @@ class ProtocolAggregator:
             raise ConfigError(f"unknown protocol {self.protocol!r}; choose one of {PROTOCOLS}", protocol=self.protocol)
 
     def _sim(self) -> Any:
-        if self.driver is not None:
-            return self.driver
-        try:
-            return importlib.import_module("protocols.sim")
-        except ImportError as exc:
-            raise ConfigError("protocols.sim is not available in this installation", protocol=self.protocol) from exc
+        return sim if self.driver is None else self.driver
 
     def __call__(
         self,
@@ -206,38 +189,3 @@ class ProtocolAggregator:
     def plaintext_twin(self) -> "ProtocolAggregator":
         """The plaintext baseline of this protocol: same encoder, parameters and dropout semantics."""
         return dataclasses.replace(self, plaintext=True)
-
-
-@dataclass
-class FloatMeanAggregator:
-    """INSECURE float weighted mean with no protocol and no encoding.
-
-    Only for :mod:`fl.demo` when ``protocols.sim`` is not installed; it
-    returns the same result shape as :class:`ProtocolAggregator` (dropouts
-    before the masked-input stage are excluded, no bytes are counted).
-    """
-
-    encoder: Any = None
-
-    def __call__(
-        self,
-        updates: Mapping[int, NDArray[np.float32]],
-        weights: Mapping[int, int],
-        *,
-        dropouts: Mapping[int, str] | None = None,
-        seed: int | None = None,
-    ) -> Any:
-        from protocols.session import AggregateResult
-
-        from .algorithms import weighted_mean
-
-        lost = {c for c, s in (dropouts or {}).items() if s in ("advertise_keys", "share_keys", "masked_input")}
-        survivors = sorted(c for c in updates if c not in lost)
-        mean = weighted_mean([updates[c] for c in survivors], [weights[c] for c in survivors])
-        return AggregateResult(
-            aggregate=mean,
-            survivors=survivors,
-            dropped=sorted(lost & set(updates)),
-            weight_sum=float(sum(weights[c] for c in survivors)),
-            weighted=True,
-        )

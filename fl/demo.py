@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .aggregation import FloatMeanAggregator, ProtocolAggregator, make_encoder, sim_available
-from .cli import console, err_console, run_with_progress
+from .aggregation import ProtocolAggregator, make_encoder
+from .cli import console, run_with_progress
 from .experiment import run_experiment
 from .trainer import TrainConfig
 
@@ -47,13 +47,6 @@ def main(out_dir: Path = DEMO_OUT) -> int:
     torch.set_num_threads(1)
     start = time.perf_counter()
     config = DEMO_CONFIG
-    aggregator = None
-    if not sim_available():
-        err_console.print(
-            "[bold red]WARNING: protocols.sim is not installed: this demo falls back to an "
-            "INSECURE plaintext float mean. No secure aggregation happens below.[/]"
-        )
-        aggregator = FloatMeanAggregator()
     console.rule("secagg demo: 4 hospitals, FedAvg through SecAgg+ with dropouts")
     console.print(
         "data: UCI heart disease (CC BY 4.0), FLamby's Fed-Heart-Disease split: "
@@ -63,7 +56,7 @@ def main(out_dir: Path = DEMO_OUT) -> int:
     for folder in (out_dir, baseline_dir):
         for stale in ("checkpoint.json", "checkpoint.npz"):
             (folder / stale).unlink(missing_ok=True)  # the demo always starts afresh
-    secure = run_with_progress(config, out_dir, aggregator=aggregator)
+    secure = run_with_progress(config, out_dir)
     dropped = sum(len(r["dropped"]) for r in secure["rounds"])
     recovered = sum(1 for r in secure["rounds"] for s in r["dropout_schedule"].values() if s == "unmask")
     console.print(
@@ -71,21 +64,18 @@ def main(out_dir: Path = DEMO_OUT) -> int:
         f"{recovered} dropped later, in the unmask stage, and were still counted; "
         f"{secure['costs']['rounds_aborted']} rounds aborted"
     )
-    if aggregator is None:
-        twin = ProtocolAggregator(
-            config.protocol, make_encoder(clip=config.clip, precision=config.precision, max_clients=4, max_weight=199)
-        ).plaintext_twin()
-        with console.status("same run through the plaintext baseline (same fixed-point encoding)"):
-            plain = run_experiment(config, baseline_dir, aggregator=twin)
-        same = np.isclose(
-            plain["final"]["mean_centre_accuracy"], secure["final"]["mean_centre_accuracy"], rtol=0, atol=0
-        )
-        same_params = _same_checkpoint(out_dir, baseline_dir)
-        console.print(
-            f"plaintext baseline (same encoding): mean accuracy "
-            f"{plain['final']['mean_centre_accuracy']:.4f}; identical model to SecAgg+: "
-            f"[bold]{same and same_params}[/]"
-        )
+    twin = ProtocolAggregator(
+        config.protocol, make_encoder(clip=config.clip, precision=config.precision, max_clients=4, max_weight=199)
+    ).plaintext_twin()
+    with console.status("same run through the plaintext baseline (same fixed-point encoding)"):
+        plain = run_experiment(config, baseline_dir, aggregator=twin)
+    same = np.isclose(plain["final"]["mean_centre_accuracy"], secure["final"]["mean_centre_accuracy"], rtol=0, atol=0)
+    same_params = _same_checkpoint(out_dir, baseline_dir)
+    console.print(
+        f"plaintext baseline (same encoding): mean accuracy "
+        f"{plain['final']['mean_centre_accuracy']:.4f}; identical model to SecAgg+: "
+        f"[bold]{same and same_params}[/]"
+    )
     console.print(f"demo finished in {time.perf_counter() - start:.1f} s")
     console.print(f"[bold]report:[/] {secure['paths']['report']}")
     console.print(f"[bold]plots:[/]  {secure['paths']['accuracy_plot']}  {secure['paths']['costs_plot']}")
