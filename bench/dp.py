@@ -43,6 +43,8 @@ from timing import best_of, emit  # noqa: E402  (bench/ is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from protocols import sim  # noqa: E402
+from protocols.dp import DistributedDP, run_dp  # noqa: E402
 from secagg.dp import DistributedDPEncoder, discrete_gaussian, skellam  # noqa: E402
 from secagg.encoding import FixedPointEncoder  # noqa: E402
 
@@ -174,9 +176,6 @@ def bench_encoder(quick: bool) -> list[dict[str, Any]]:
 
 
 def bench_round(quick: bool) -> list[dict[str, Any]]:
-    from protocols import sim
-    from protocols.dp import DistributedDP, run_dp
-
     dims = (10_000,) if quick else (100_000, 1_000_000)
     n = 10
     rows = []

@@ -66,8 +66,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms  # noqa: E402
 
+from protocols import messages as m  # noqa: E402
 from secagg.encoding import FixedPointEncoder  # noqa: E402
 from secagg.masking import apply_masks, masked_sum, remove_masks, unmask_sum  # noqa: E402
+from secagg.prg_torch import keystream_torch  # noqa: E402
 from timing import best_of, emit  # noqa: E402  (bench/ is on sys.path)
 
 NEIGHBORS = 8
@@ -142,8 +144,6 @@ def _pairs() -> tuple[bytes, list[tuple[bytes, int]]]:
 
 
 def bench_keystream(quick: bool, compile_too: bool, torch: Any, device: Any) -> list[dict[str, Any]]:
-    from secagg.prg_torch import keystream_torch
-
     n_words = (1 << 28 if device.type == "cuda" else 1 << 22) // (8 if quick else 1)
     key, nonce = os.urandom(32), os.urandom(12)
     raw_words = min(n_words, 1 << 24)  # the CPU reference needs no GiB of keystream
@@ -526,8 +526,6 @@ def rss_child(d: int, variant: str) -> dict[str, Any]:
     tracemalloc.stop()
     wire_bytes = 0
     if variant == "fixedpoint-inplace-wire":
-        from protocols import messages as m
-
         header = m.Header(1, bytes(16), 0, m.Stage.MASKED_INPUT, 1, m.SERVER_ID)
         wire_bytes = len(m.encode(m.MaskedInput(header, masked)))
     peak = _peak_rss_bytes()

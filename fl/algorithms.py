@@ -27,6 +27,8 @@ from torch import nn
 
 from secagg.errors import ConfigError
 
+from .models import get_flat_params
+
 __all__ = [
     "STRATEGIES",
     "LocalConfig",
@@ -158,8 +160,6 @@ def local_train(
     Mini-batches are drawn by reshuffling the local rows each epoch with the
     seeded ``generator`` (simulation randomness only).
     """
-    from .models import get_flat_params
-
     start = get_flat_params(model)
     params = [p for p in model.parameters() if p.requires_grad]
     anchor = [p.detach().clone() for p in params]

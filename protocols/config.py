@@ -27,7 +27,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from secagg.errors import ConfigError, ThresholdError
+from secagg.encoding import plan_bits
+from secagg.errors import ConfigError, OverflowRiskError, ThresholdError
 
 from .graph import complete_graph, harary_graph
 
@@ -258,8 +259,6 @@ def choose_params(
     against; the chosen (k, t) passes that check too). Raises
     :class:`ConfigError` when even the complete graph cannot meet the bounds.
     """
-    from secagg.encoding import plan_bits
-
     if not isinstance(n, int) or n < 2:
         raise ConfigError("need at least 2 clients", n=n)
     for name, rate in (("dropout_rate", dropout_rate), ("corrupt_rate", corrupt_rate)):
@@ -387,8 +386,6 @@ class SecAggConfig:
             raise ConfigError("encoder must expose an integer .bits in [1, 64]", bits=bits)
         max_clients = getattr(self.encoder, "max_clients", n)
         if max_clients is not None and max_clients < n:
-            from secagg.errors import OverflowRiskError
-
             raise OverflowRiskError(
                 "the encoder is planned for fewer clients than the round has: the sum could wrap",
                 max_clients=max_clients,

@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from secagg import kex
 from secagg.encoding import FixedPointEncoder
 from secagg.errors import ConfigError, SecAggError
 
@@ -191,8 +192,6 @@ def run(
     identities = None
     identity_keys: dict[int, Any] = {}
     if active_security:
-        from secagg import kex
-
         identity_keys = {i: kex.generate_identity() for i in range(n)}
         identities = {i: key.public_bytes for i, key in identity_keys.items()}
     graph_seed = hashlib.sha256(b"secagg/sim/graph|%d" % seed).digest() if seed is not None else None

@@ -240,7 +240,6 @@ def _with_identities(config: SecAggConfig, *, active: bool | None = None) -> tup
     active = config.active_security if active is None else active
     if not active:
         return config, {}
-    from secagg import kex
 
     keys = {i: kex.generate_identity() for i in config.client_ids}
     identities = {i: k.public_bytes for i, k in keys.items()}

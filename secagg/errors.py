@@ -13,6 +13,7 @@ mistake; :class:`IntegrityError`, :class:`DecodeError` and peer-attributed
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
@@ -114,8 +115,6 @@ class MissingExtraError(SecAggError, ImportError):
 
 def require_extra(module: str, extra: str) -> Any:
     """Import ``module`` or raise :class:`MissingExtraError` naming ``extra``."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the environment

@@ -43,6 +43,7 @@ from .encoding import word_dtype
 from .encoding_torch import is_tensor
 from .errors import ConfigError, require_extra
 from .prg import PRG_NONCE, WORDS_PER_BLOCK, derive_key
+from .prg_torch import keystream_torch
 
 __all__ = ["apply_masks", "remove_masks", "unmask_sum", "masked_sum", "BACKENDS", "DEFAULT_CHUNK"]
 
@@ -207,8 +208,6 @@ def _to_int32_pattern(values: Any) -> Any:
 
 
 def _torch_words(key: bytes, first_word: int, n_words: int, device: Any, dtype: Any) -> Any:
-    from .prg_torch import keystream_torch
-
     block, skip = divmod(first_word, WORDS_PER_BLOCK)
     return keystream_torch(key, PRG_NONCE, block, n_words + skip, device=device, dtype=dtype)[skip:]
 

@@ -21,6 +21,8 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from secagg.encoding import FixedPointEncoder, min_bits
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from secagg.encoding import FixedPointEncoder
 
@@ -82,7 +84,6 @@ def encoders(
 
     Example: ``encoders(max_clients=10, clip=1.0, bits=32)``.
     """
-    from secagg.encoding import FixedPointEncoder, min_bits
 
     def pick(value: Any) -> Any:
         return draw(value) if isinstance(value, st.SearchStrategy) else value
