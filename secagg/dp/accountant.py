@@ -20,6 +20,15 @@ Kamath, Steinke 2020 Prop. 12. This reproduces the authors'
 ``distributed_dp/accounting_utils.py`` (e.g. config A: 2.6827 at 12 bits,
 2.4515 at 16 bits; ``tests/vectors/dp_known_answers.json``).
 
+Tight route (default, ``accountant="pld"``, Poisson sampling): the PLD of
+the Poisson-subsampled Gaussian twin plus a total-variation coupling term,
+:mod:`secagg.dp.pld`; the reported ε is the smaller of that and the RDP
+bound above (both valid), so RDP stays as the cross-check and takes over
+where the coupling term is too large (few bits, tiny noise, huge ``d``).
+
+Colluders: ``plan.max_corrupt`` clients know their own shares, so every
+bound here counts only ``n_shares - max_corrupt`` honest shares.
+
 Floor. Both RDP curves dominate, order by order, the RDP of the Poisson-
 subsampled *continuous* Gaussian with the same central noise and the inflated
 sensitivity, so the ε here is never below that Gaussian's true ε. The public
@@ -40,6 +49,7 @@ from numpy.typing import NDArray
 
 from ..errors import ConfigError, require_extra
 from .planning import MAX_TAU_DIM, DDPPlan, Mechanism, plan_ddp
+from .pld import composed_pld, pld_epsilon, release_tv
 from .subsampling import Sampling, subsampled_rdp
 
 __all__ = [
@@ -54,7 +64,10 @@ __all__ = [
     "skellam_epsilon",
     "plan_epsilon",
     "continuous_noise_multiplier",
+    "ACCOUNTANTS",
 ]
+
+ACCOUNTANTS: tuple[str, ...] = ("pld", "rdp")  # pld: tight, min'd with rdp; rdp: the cross-check alone
 
 # Integer orders (Zhu-Wang's bound needs them), as in the authors' accounting_utils.
 RDP_ORDERS: tuple[int, ...] = tuple(range(2, 129)) + (256,)
@@ -94,12 +107,22 @@ def round_rdp(
 
     ``sampling="fixed"`` (exactly ``q N`` clients, replace-one neighbours)
     doubles the sensitivity and uses WBK19 (see :mod:`secagg.dp.subsampling`).
+    Only the ``n_shares - plan.max_corrupt`` honest shares count as noise.
     Results are cached per (plan, n_shares, rate, scheme, orders): a budget
     checked every round recomputes nothing.
     """
+    honest = _honest(plan, n_shares)
+    return _round_rdp(plan, honest, float(sampling_rate), sampling, tuple(orders)).copy()
+
+
+def _honest(plan: DDPPlan, n_shares: int) -> int:
     if isinstance(n_shares, bool) or not isinstance(n_shares, (int, np.integer)) or n_shares < 1:
         raise ConfigError("n_shares must be a positive integer", n_shares=n_shares)
-    return _round_rdp(plan, int(n_shares), float(sampling_rate), sampling, tuple(orders)).copy()
+    honest = plan.honest_shares(int(n_shares))
+    if honest < 1:
+        raise ConfigError("the sum holds no honest noise share (n_shares <= max_corrupt)", n_shares=n_shares,
+                          max_corrupt=plan.max_corrupt)
+    return honest
 
 
 @functools.lru_cache(maxsize=1024)
@@ -204,8 +227,13 @@ def plan_epsilon(
     n_shares: int | None = None,
     pld_floor: bool = True,
     sampling: Sampling = "poisson",
+    accountant: str = "pld",
 ) -> float:
     """ε after ``steps`` identical rounds of ``plan`` with ``n_shares`` shares summed (default ``n_clients``).
+
+    ``accountant="pld"`` (Poisson sampling only) reports the smaller of the
+    tight bound of :mod:`secagg.dp.pld` and the RDP bound; ``"rdp"`` the RDP
+    bound alone (the cross-check).
 
     ``pld_floor`` returns at least dp-accounting's ε for the continuous
     Gaussian with the same central noise and inflated sensitivity: PLD for
@@ -216,9 +244,15 @@ def plan_epsilon(
     _check_steps(steps)
     if steps == 0:
         return 0.0
+    if accountant not in ACCOUNTANTS:
+        raise ConfigError("accountant must be 'pld' or 'rdp'", accountant=accountant)
     n = plan.n_clients if n_shares is None else n_shares
     rdp = round_rdp(plan, n_shares=n, sampling_rate=sampling_rate, sampling=sampling) * steps
     eps, _ = rdp_to_epsilon(RDP_ORDERS, rdp, delta)
+    if accountant == "pld" and sampling == "poisson":
+        tight = pld_epsilon(composed_pld(plan, {int(n): int(steps)}, sampling_rate), steps * release_tv(plan, int(n)),
+                            delta, eps)
+        eps = min(eps, tight)
     if pld_floor:
         z = continuous_noise_multiplier(plan, n)
         if sampling == "poisson":
@@ -231,16 +265,17 @@ def plan_epsilon(
 
 
 def continuous_noise_multiplier(plan: DDPPlan, n_shares: int) -> float:
-    """Central noise std of ``n_shares`` shares over the inflated (rounded) sensitivity."""
-    return math.sqrt(n_shares) * plan.scaled_stddev / plan.rounded_l2
+    """Central noise std of the honest shares among ``n_shares`` over the inflated (rounded) sensitivity."""
+    return math.sqrt(_honest(plan, n_shares)) * plan.scaled_stddev / plan.rounded_l2
 
 
 def _mechanism_epsilon(mechanism: Mechanism, **kw: object) -> float:
     steps, q, delta = kw.pop("steps"), kw.pop("sampling_rate"), kw.pop("delta")
     n_shares, pld_floor, sampling = kw.pop("n_shares"), kw.pop("pld_floor"), kw.pop("sampling")
+    accountant = kw.pop("accountant")
     plan = plan_ddp(mechanism=mechanism, **kw)  # type: ignore[arg-type]
     return plan_epsilon(plan, sampling_rate=q, steps=steps, delta=delta, n_shares=n_shares,  # type: ignore[arg-type]
-                        pld_floor=pld_floor, sampling=sampling)  # type: ignore[arg-type]
+                        pld_floor=pld_floor, sampling=sampling, accountant=accountant)  # type: ignore[arg-type]
 
 
 def ddgauss_epsilon(
@@ -260,6 +295,9 @@ def ddgauss_epsilon(
     rho: float = 1.0,
     pld_floor: bool = True,
     sampling: Sampling = "poisson",
+    accountant: str = "pld",
+    max_corrupt: int = 0,
+    max_inputs: int | None = None,
 ) -> float:
     """ε of ``steps`` rounds of the distributed discrete Gaussian, for the *sum*.
 
@@ -272,9 +310,11 @@ def ddgauss_epsilon(
     ε for the continuous Gaussian with the same noise (:func:`plan_epsilon`).
     ``sampling`` is ``"poisson"`` (rate ``sampling_rate``, add/remove-one) or
     ``"fixed"`` (exactly ``sampling_rate * N`` clients, replace-one).
+    ``accountant`` as :func:`plan_epsilon`; ``max_corrupt`` and ``max_inputs``
+    as :func:`~secagg.dp.planning.plan_ddp`.
     """
     return _mechanism_epsilon(
-        "ddgauss", n_clients=n_clients, sampling_rate=sampling_rate, steps=steps, delta=delta, dim=dim,
+        "ddgauss", accountant=accountant, max_corrupt=max_corrupt, max_inputs=max_inputs, n_clients=n_clients, sampling_rate=sampling_rate, steps=steps, delta=delta, dim=dim,
         l2_clip=l2_clip, noise_multiplier=noise_multiplier, bits=bits, beta=beta, k=k,
         min_survivors=min_survivors, n_shares=n_shares, rho=rho, pld_floor=pld_floor, sampling=sampling,
     )
@@ -297,10 +337,13 @@ def skellam_epsilon(
     rho: float = 1.0,
     pld_floor: bool = True,
     sampling: Sampling = "poisson",
+    accountant: str = "pld",
+    max_corrupt: int = 0,
+    max_inputs: int | None = None,
 ) -> float:
     """ε of ``steps`` rounds of the distributed Skellam mechanism; keywords as :func:`ddgauss_epsilon`."""
     return _mechanism_epsilon(
-        "skellam", n_clients=n_clients, sampling_rate=sampling_rate, steps=steps, delta=delta, dim=dim,
+        "skellam", accountant=accountant, max_corrupt=max_corrupt, max_inputs=max_inputs, n_clients=n_clients, sampling_rate=sampling_rate, steps=steps, delta=delta, dim=dim,
         l2_clip=l2_clip, noise_multiplier=noise_multiplier, bits=bits, beta=beta, k=k,
         min_survivors=min_survivors, n_shares=n_shares, rho=rho, pld_floor=pld_floor, sampling=sampling,
     )

@@ -24,6 +24,7 @@ __all__ = ["calibrate_noise_multiplier"]
 # precision anyone states a noise multiplier with.
 _RELATIVE_TOLERANCE = 1e-4
 _MAX_NOISE_MULTIPLIER = 1e4  # beyond this the target is unreachable in practice
+CALIBRATION_MARGIN = 1e-6  # relative: aim this far below the target (see the module docstring)
 
 
 def _bisect(eps_of: Callable[[float], float], target: float, start: float) -> float:
@@ -62,6 +63,8 @@ def calibrate_noise_multiplier(
     rho: float = 1.0,
     sampling: Sampling = "poisson",
     max_inputs: int | None = None,
+    max_corrupt: int = 0,
+    accountant: str = "pld",
 ) -> float:
     """Return the smallest noise multiplier z whose ``min_survivors``-share sum meets the target.
 
@@ -73,7 +76,10 @@ def calibrate_noise_multiplier(
     ``dim``, ``bits``, ``beta`` and ``k``; the distributed mechanisms need
     ``dim`` and ``bits`` (``n_clients`` defaults to ``min_survivors``).
     ``sampling`` is ``"poisson"`` or ``"fixed"`` (:mod:`secagg.dp.subsampling`);
-    ``max_inputs`` is :func:`~secagg.dp.planning.plan_ddp`'s (record-level DP). The
+    ``max_inputs`` is :func:`~secagg.dp.planning.plan_ddp`'s (record-level DP);
+    ``max_corrupt`` colluders' shares are not counted (z is then the central
+    noise of the ``min_survivors - max_corrupt`` honest shares);
+    ``accountant`` is ``"pld"`` (tight, default) or ``"rdp"``. The
     result is checked with the PLD floor of :func:`plan_epsilon`, so
     ``ε(z) <= target_epsilon`` exactly as the accountant reports it. Raises
     :class:`ConfigError` for bad arguments or an unreachable target.
@@ -82,6 +88,7 @@ def calibrate_noise_multiplier(
         raise ConfigError("target_epsilon must be positive and finite", target_epsilon=target_epsilon)
     if isinstance(min_survivors, bool) or not isinstance(min_survivors, int) or min_survivors < 1:
         raise ConfigError("min_survivors must be a positive integer", min_survivors=min_survivors)
+    target_epsilon = target_epsilon * (1 - CALIBRATION_MARGIN)
     if mechanism == "gaussian":
         if sampling == "fixed":  # dp-accounting: RDP only; z relative to the replace-one sensitivity
             return _bisect(
@@ -124,7 +131,7 @@ def calibrate_noise_multiplier(
             )
         except ConfigError as exc:
             if any(
-                getattr(exc, f) is not None for f in ("noise_multiplier", "n_clients", "min_survivors", "max_inputs")
+                getattr(exc, f) is not None for f in ("noise_multiplier", "n_clients", "min_survivors", "max_inputs", "max_corrupt")
             ):
                 raise  # a real configuration mistake, not "too little noise"
             return math.inf  # guards (scaled sigma, tau * d) fail only for too little noise
@@ -135,7 +142,7 @@ def calibrate_noise_multiplier(
             delta=delta,
             n_shares=min_survivors,
             pld_floor=pld_floor,
-            sampling=sampling,
+            sampling=sampling, accountant=accountant,
         )
 
     z = _bisect(lambda z: eps_of(z, False), target_epsilon, 1.0)

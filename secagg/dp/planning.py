@@ -14,6 +14,11 @@ Liu, NeurIPS 2021):
   ``noise_multiplier * l2_clip / sqrt(min_survivors)``, so *any* permitted
   sum already carries central noise ``noise_multiplier * l2_clip``. Never
   pass the SecAgg+ per-neighbourhood threshold here;
+* ``max_corrupt``: clients that may collude with the server. They know
+  their own noise shares and can subtract them, so only the
+  ``min_survivors - max_corrupt`` honest shares count: each share has
+  standard deviation ``noise_multiplier * l2_clip / sqrt(min_survivors -
+  max_corrupt)`` and the accountant counts ``n_shares - max_corrupt``;
 * ``k``: the number of standard deviations of the aggregate kept inside the
   modular range (not the neighbour degree). The planned per-coordinate wrap
   probability is the Gaussian tail ``erfc(k/sqrt 2)``, as in the authors'
@@ -134,6 +139,11 @@ class DDPPlan:
     rounded_l2: float
     rounded_l1: float
     max_inputs: int = 0  # rounded vectors in one sum; 0 means n_clients (client-level DP)
+    max_corrupt: int = 0  # colluding clients whose noise shares the server may subtract
+
+    def honest_shares(self, n_shares: int) -> int:
+        """Noise shares in a sum of ``n_shares`` that the server and its colluders do not know."""
+        return int(n_shares) - self.max_corrupt
 
     @property
     def inputs_bound(self) -> int:
@@ -175,15 +185,17 @@ def plan_ddp(
     rho: float = 1.0,
     max_wrap_probability: float = MAX_WRAP_PROBABILITY,
     max_inputs: int | None = None,
+    max_corrupt: int = 0,
 ) -> DDPPlan:
     """Validate a distributed-DP configuration and derive its scale and noise.
 
     ``dim`` is the update dimension before padding. ``min_survivors``
     defaults to ``n_clients`` (no dropout tolerance). ``max_inputs`` (record-level
     DP: the number of records) bounds the rounded vectors in one sum, at least
-    ``n_clients``; it only widens the bit planning. Raises
+    ``n_clients``; it only widens the bit planning. ``max_corrupt`` colluders'
+    shares are not counted as noise (module docstring). Raises
     :class:`ConfigError` for: a non-positive size or clip, ``min_survivors``
-    outside ``[1, n_clients]``, ``bits`` outside ``[1, 52]`` or too small for
+    outside ``[1, n_clients]``, ``max_corrupt`` outside ``[0, min_survivors)``, ``bits`` outside ``[1, 52]`` or too small for
     ``n_clients`` and ``k``, a planned wrap probability above
     ``max_wrap_probability``, a scaled discrete-Gaussian sigma below 1/2, or
     ``tau * d > 1e-3``.
@@ -196,6 +208,10 @@ def plan_ddp(
         raise ConfigError("min_survivors cannot exceed n_clients", min_survivors=min_survivors, n_clients=n_clients)
     if max_inputs is not None and _positive_int("max_inputs", max_inputs) < n_clients:
         raise ConfigError("max_inputs cannot be below n_clients", max_inputs=max_inputs, n_clients=n_clients)
+    if isinstance(max_corrupt, bool) or not isinstance(max_corrupt, int) or not 0 <= max_corrupt < min_survivors:
+        raise ConfigError("max_corrupt must be an integer in [0, min_survivors): the colluders know their own "
+                          "noise, so at least one honest share must remain", max_corrupt=max_corrupt,
+                          min_survivors=min_survivors)
     p = padded_dim(_positive_int("dim", dim))
     if not (l2_clip > 0 and math.isfinite(l2_clip)):
         raise ConfigError("l2_clip must be positive and finite", l2_clip=l2_clip)
@@ -214,7 +230,7 @@ def plan_ddp(
             wrap_probability=wrap_probability(k),
             max_wrap_probability=max_wrap_probability,
         )
-    local_stddev = noise_multiplier * l2_clip / math.sqrt(min_survivors)
+    local_stddev = noise_multiplier * l2_clip / math.sqrt(min_survivors - max_corrupt)
     scale = heuristic_scale(
         local_stddev=local_stddev, l2_clip=l2_clip, bits=bits, n_clients=n_clients, dim=p, k=k, rho=rho,
         max_inputs=max_inputs,
@@ -238,6 +254,7 @@ def plan_ddp(
         rounded_l2=rounded_l2,
         rounded_l1=rounded_l1_norm_bound(rounded_l2, p),
         max_inputs=0 if max_inputs is None else max_inputs,
+        max_corrupt=max_corrupt,
     )
     if mechanism == "ddgauss":
         if scaled_stddev < MIN_SCALED_STDDEV:
@@ -246,7 +263,7 @@ def plan_ddp(
                 scaled_stddev=scaled_stddev,
                 bits=bits,
             )
-        tau_d = plan.tau(n_clients) * p
+        tau_d = plan.tau(plan.honest_shares(n_clients)) * p
         if tau_d > MAX_TAU_DIM:
             raise ConfigError(
                 "tau * d too large: the sum of discrete Gaussians is far from Gaussian; add bits or noise",
