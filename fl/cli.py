@@ -91,7 +91,8 @@ def run(
     dp_epsilon: Optional[float] = typer.Option(None, help="target ε for distributed DP"),
     dp_delta: Optional[float] = typer.Option(None, help="target δ for distributed DP"),
     dp_clip: Optional[float] = typer.Option(None, help="DP L2 clip: per hospital delta (default 0.1) or per record (default 1.0)"),
-    dp_unit: str = typer.Option("client", help="DP unit: client (a hospital's update) or record (a patient: distributed DP-SGD)"),
+    dp_unit: str = typer.Option("record", help="DP unit: record (a patient: distributed DP-SGD; the default, since with "
+                                "a handful of hospitals client-level noise drowns the update) or client (a hospital's update)"),
     dp_sampling_rate: Optional[float] = typer.Option(None, help="record-level DP: Poisson rate per record (default 0.05)"),
     insecure_reproducible_noise: bool = typer.Option(
         False, "--insecure-reproducible-noise",
@@ -118,8 +119,10 @@ def run(
 
         config = TrainConfig(
             dataset=dataset, model=model, strategy=strategy, protocol=protocol, rounds=rounds,
-            local_steps=(1 if dp_unit == "record" else 100) if local_steps is None else local_steps,
-            client_lr=client_lr, dp_unit=dp_unit, dp_sampling_rate=dp_sampling_rate,
+            local_steps=(1 if dp_epsilon is not None and dp_unit == "record" else 100)
+            if local_steps is None else local_steps,
+            client_lr=client_lr, dp_unit=dp_unit if dp_epsilon is not None else "client",
+            dp_sampling_rate=dp_sampling_rate,
             insecure_reproducible_noise=insecure_reproducible_noise,
             batch_size=batch_size, mu=mu, server_lr=server_lr, clients_per_round=clients_per_round,
             dropout_rate=dropout_rate, seed=seed, dp_epsilon=dp_epsilon, dp_delta=dp_delta,
@@ -177,6 +180,8 @@ def run_with_progress(config: Any, out_dir: Path, *, resume: bool = False, quiet
         dp = report["dp"]
         console.print(f"distributed DP ({dp['unit']}): ε = {report['rounds'][-1].get('epsilon', float('nan')):.3f} "
                       f"spent (target {dp['epsilon_target']}, δ = {dp['delta']})")
+        if dp.get("utility_warning"):
+            err_console.print(f"[bold yellow]DP utility:[/] {dp['utility_warning']}")
         for name, entry in (dp.get("per_centre") or {}).items():
             console.print(f"  {name}: ε = {entry['epsilon']:.3f} over {entry['rounds']} rounds; "
                           f"{entry['epsilon_if_exposed']:.3f} if its masked input were unmasked alone")

@@ -9,9 +9,15 @@ Client-level DP, one unit = one hospital's whole update:
   rotation) and aggregated with weight 1 (DP-FedAvg: a weight n_k would
   scale one client's influence, and the weight slot is not noised);
 - the noise multiplier is calibrated so that ``rounds`` rounds, each summing
-  only ``min_survivors`` shares, meet ``(dp_epsilon, dp_delta)`` (DESIGN
-  clarification 3); the protocol refuses to unmask fewer shares, so such a
-  round aborts rather than leak;
+  only ``min_survivors`` shares, meet ``(dp_epsilon, dp_delta)``; the
+  protocol refuses to unmask fewer shares, so such a round aborts rather
+  than leak;
+- ``max_corrupt`` colluders know their own noise shares, so the noise is
+  calibrated to the ``min_survivors - max_corrupt`` honest shares;
+- the accountant is the tight one (:mod:`secagg.dp.pld`, min'd with RDP);
+- with few hospitals client-level noise exceeds the clipped sum's largest
+  norm: :attr:`DPAggregator.utility_warning` says so, and record-level DP
+  (the default unit for these cross-silo datasets) is the fix;
 - ``min_survivors = n - ceil(dropout_rate * n)`` (n when no dropouts are
   simulated): a round with more dropouts aborts;
 - every client takes part in every round (sampling rate 1: the accountant
@@ -48,6 +54,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import math
+import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -122,27 +129,37 @@ class DPAggregator:
         if unit == "client" and (sampling_rate != 1.0 or n_records is not None):
             raise ConfigError("client-level DP runs every client every round; sampling_rate and n_records "
                               "are for record-level DP", sampling_rate=sampling_rate, n_records=n_records)
-        from protocols.dp import DistributedDP
+        from protocols.dp import DistributedDP, DPUtilityWarning
         from secagg.dp import PrivacyBudget
         from secagg.dp.calibration import calibrate_noise_multiplier
 
         self.protocol, self.threshold, self.neighbors, self.unit = protocol, threshold, neighbors, unit
         self.max_corrupt = max_corrupt
+        corrupt = 0 if max_corrupt is None else int(max_corrupt)
         self.sampling_rate = float(sampling_rate)
         self.min_survivors = dp_min_survivors(n_clients, dropout_rate)
+        if corrupt >= self.min_survivors:
+            raise ConfigError("DP needs at least one honest noise share: max_corrupt must be below min_survivors",
+                              max_corrupt=corrupt, min_survivors=self.min_survivors)
         self.noise_multiplier = calibrate_noise_multiplier(
             epsilon, delta, steps=rounds, sampling_rate=self.sampling_rate, min_survivors=self.min_survivors,
             mechanism=DP_MECHANISM, n_clients=n_clients, dim=dim, l2_clip=l2_clip, bits=DP_BITS,
-            max_inputs=n_records)
+            max_inputs=n_records, max_corrupt=corrupt)
         self.dp = DistributedDP(dim=dim, n_clients=n_clients, min_survivors=self.min_survivors, l2_clip=l2_clip,
                                 noise_multiplier=self.noise_multiplier, bits=DP_BITS, delta=delta,
                                 mechanism=DP_MECHANISM, budget=PrivacyBudget(epsilon=epsilon, delta=delta),
-                                sampling_rate=self.sampling_rate, max_records=n_records)
+                                sampling_rate=self.sampling_rate, max_records=n_records, max_corrupt=corrupt)
+        #: Set when the noise drowns the clipped sum (few hospitals, client-level DP); also warned.
+        self.utility_warning = self.dp.utility_warning()
+        if self.utility_warning is not None:
+            warnings.warn(self.utility_warning, DPUtilityWarning, stacklevel=2)
         self.encoder = None  # per-round encoders come from the DP layer
         self.insecure_reproducible_noise = bool(insecure_reproducible_noise)
         self.settings = {"epsilon_target": epsilon, "delta": delta, "l2_clip": l2_clip,
                          "noise_multiplier": self.noise_multiplier, "min_survivors": self.min_survivors,
-                         "mechanism": DP_MECHANISM, "bits": DP_BITS,
+                         "mechanism": DP_MECHANISM, "bits": DP_BITS, "max_corrupt": corrupt,
+                         "accountant": "pld (rounded-Gaussian twin + TV term), min with RDP",
+                         "utility_warning": self.utility_warning,
                          "unit": "client (hospital)" if unit == "client" else "record (patient)",
                          "sampling_rate": self.sampling_rate, "n_records": n_records,
                          "noise_source": "run seed (INSECURE)" if self.insecure_reproducible_noise else "OS CSPRNG",

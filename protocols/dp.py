@@ -11,10 +11,24 @@ sum is reduced mod ``2^bits``) work unchanged. The noise is added by each
 client *before* masking or encryption; the server only ever sees the modular
 sum of at least ``min_survivors`` noisy inputs.
 
-Dropouts (DESIGN.md clarification 3): every share is calibrated so that
-``min_survivors`` shares meet the target; the protocol config must refuse to
-unmask fewer (:meth:`DistributedDP.protocol_min_survivors`), and ε is
-recomputed after each round from the number of shares actually summed.
+Dropouts: every share is calibrated so that ``min_survivors`` shares meet
+the target; the protocol config must refuse to unmask fewer
+(:meth:`DistributedDP.protocol_min_survivors`), and ε is recomputed after
+each round from the number of shares actually summed. Colluders
+(``max_corrupt``, as in the protocol's config) know their own noise shares,
+so only the honest ``n_shares - max_corrupt`` count, in the calibration and
+in every ε reported.
+
+Accounting: the tight accountant of :mod:`secagg.dp.pld` (PLD of the
+rounded-Gaussian twin plus a total-variation term), min'd with the RDP
+bound, for the budget and the per-client ledger (``accountant="rdp"`` for
+the RDP bound alone).
+
+Utility: when the central noise std exceeds the largest norm the clipped
+sum can have (client-level DP with few clients), every coordinate of the
+release is mostly noise; :meth:`DistributedDP.utility_warning` says so with
+the numbers, :func:`run_dp` warns (:class:`DPUtilityWarning`), and
+record-level DP is the fix (the sum then holds every sampled record).
 
 Record-level DP (:class:`secagg.dp.RecordDPEncoder`): pass ``max_records``
 (the number of training records over all clients) and a record sampling
@@ -35,14 +49,16 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 from secagg.dp import DDPPlan, DistributedDPEncoder, PrivacyBudget, RecordDPEncoder, RoundPrivacy, plan_ddp
-from secagg.dp.accountant import RDP_ORDERS, rdp_to_epsilon, round_rdp
+from secagg.dp.accountant import ACCOUNTANTS, rounds_epsilon
 from secagg.dp.planning import DEFAULT_BETA, DEFAULT_K, Mechanism
 from secagg.dp.subsampling import Sampling
 from secagg.errors import ConfigError
@@ -50,7 +66,11 @@ from secagg.errors import ConfigError
 from . import sim
 from .session import AggregateResult, Stage
 
-__all__ = ["DistributedDP", "DPRoundReport", "ClientPrivacy", "run_dp"]
+__all__ = ["DistributedDP", "DPRoundReport", "ClientPrivacy", "DPUtilityWarning", "run_dp"]
+
+
+class DPUtilityWarning(UserWarning):
+    """The DP noise drowns the signal: the noise std exceeds the clipped sum's largest norm."""
 
 ROTATION_SEED_BYTES = 16  # public, fresh per round; 128 bits make reuse across rounds negligible
 
@@ -90,6 +110,9 @@ class DistributedDP:
     ``budget``. With a budget, :meth:`check_round` raises
     :class:`~secagg.errors.PrivacyBudgetExceeded` before a round that could
     overspend (assuming only ``min_survivors`` shares survive).
+    ``max_corrupt`` clients may collude with the server (default 0): their
+    shares are not counted as noise. ``accountant`` is ``"pld"`` (tight,
+    default) or ``"rdp"``; a given ``budget`` keeps its own.
     """
 
     def __init__(
@@ -110,11 +133,17 @@ class DistributedDP:
         max_weight: int = 1,
         budget: PrivacyBudget | None = None,
         max_records: int | None = None,
+        max_corrupt: int = 0,
+        accountant: str = "pld",
     ) -> None:
         self.plan: DDPPlan = plan_ddp(
             mechanism=mechanism, n_clients=n_clients, min_survivors=min_survivors, dim=dim, l2_clip=l2_clip,
             noise_multiplier=noise_multiplier, bits=bits, beta=beta, k=k, max_inputs=max_records,
+            max_corrupt=max_corrupt,
         )
+        if accountant not in ACCOUNTANTS:
+            raise ConfigError("accountant must be 'pld' or 'rdp'", accountant=accountant)
+        self.accountant = accountant
         if max_records is not None and max_weight != 1:
             raise ConfigError("record-level DP sends weight 1 per client", max_weight=max_weight)
         if not 0 < sampling_rate <= 1:
@@ -129,14 +158,41 @@ class DistributedDP:
         self.delta = float(delta)
         self.max_weight = max_weight
         # Without a budget, a tracker with no effective limit still composes and reports ε.
-        self.budget = budget if budget is not None else PrivacyBudget(epsilon=sys.float_info.max, delta=delta)
+        self.budget = budget if budget is not None else PrivacyBudget(epsilon=sys.float_info.max, delta=delta,
+                                                                      accountant=accountant)
         self._reports: list[DPRoundReport] = []
-        self._client_rdp: dict[int, tuple[int, NDArray[np.float64], NDArray[np.float64]]] = {}
+        self._client_rounds: dict[int, Counter[int]] = {}  # client id -> {n_shares: rounds}
 
     @property
     def record_level(self) -> bool:
         """True when the unit of privacy is a record (``max_records`` was given)."""
         return bool(self.plan.max_inputs)
+
+    @property
+    def max_corrupt(self) -> int:
+        """Clients that may collude with the server; their noise shares are not counted."""
+        return self.plan.max_corrupt
+
+    def utility_warning(self) -> str | None:
+        """A message when the central noise std exceeds the clipped sum's largest norm, else None.
+
+        The honest shares of ``min_survivors`` clients carry central noise
+        ``noise_multiplier * l2_clip`` per coordinate; the clipped sum has
+        norm at most ``n_clients * l2_clip`` (client-level) or
+        ``max_records * l2_clip`` (record-level).
+        """
+        p = self.plan
+        noise_std = p.noise_multiplier * p.l2_clip
+        units, what = (p.max_inputs, "records") if self.record_level else (p.n_clients, "clients")
+        sum_norm = units * p.l2_clip
+        if noise_std <= sum_norm:
+            return None
+        return (f"DP noise std {noise_std:.4g} per coordinate exceeds the largest norm of the clipped sum, "
+                f"{sum_norm:.4g} ({units} {what} x clip {p.l2_clip:.4g}; noise multiplier "
+                f"{p.noise_multiplier:.4g}): the release is mostly noise. "
+                + ("Use record-level DP (--dp-unit record): the sum then holds every sampled record, "
+                   "so the same noise protects each record at far smaller relative cost."
+                   if not self.record_level else "Raise the sampling rate, epsilon or the number of records."))
 
     @property
     def padded_dim(self) -> int:
@@ -198,13 +254,21 @@ class DistributedDP:
         )
 
     def check_protocol_config(self, config: Any) -> None:
-        """ConfigError unless ``config.min_survivors >= plan.min_survivors`` (the noise would not suffice)."""
+        """ConfigError unless ``config.min_survivors >= plan.min_survivors`` and the config
+        tolerates no more colluders than the plan (``config.max_corrupt <= plan.max_corrupt``)."""
         got = getattr(config, "min_survivors", None)
         if got is None or got < self.plan.min_survivors:
             raise ConfigError(
                 "the protocol could unmask fewer noise shares than the DP plan is calibrated for",
                 protocol_min_survivors=got,
                 dp_min_survivors=self.plan.min_survivors,
+            )
+        corrupt = getattr(config, "max_corrupt", 0) or 0
+        if corrupt > self.plan.max_corrupt:
+            raise ConfigError(
+                "the protocol assumes more colluders than the DP noise is calibrated for",
+                protocol_max_corrupt=corrupt,
+                dp_max_corrupt=self.plan.max_corrupt,
             )
 
     def finish_round(self, result: AggregateResult, encoder: DistributedDPEncoder, *,
@@ -242,11 +306,8 @@ class DistributedDP:
         recording, if overspent) and updates the per-client ledger.
         """
         n_shares = len(survivors)
-        central = round_rdp(self.plan, n_shares=n_shares, sampling_rate=self.sampling_rate, sampling=self.sampling)
-        alone = round_rdp(self.plan, n_shares=1, sampling_rate=self.sampling_rate, sampling=self.sampling)
         for cid in survivors:
-            rounds, c_rdp, a_rdp = self._client_rdp.get(int(cid), (0, np.zeros_like(central), np.zeros_like(alone)))
-            self._client_rdp[int(cid)] = (rounds + 1, c_rdp + central, a_rdp + alone)
+            self._client_rounds.setdefault(int(cid), Counter())[n_shares] += 1
         return self.budget.spend(self.plan, n_shares=n_shares, sampling_rate=self.sampling_rate,
                                  sampling=self.sampling)
 
@@ -259,16 +320,21 @@ class DistributedDP:
         rounds as if its masked input had been unmasked alone, protected
         only by its own noise share. Clients never summed are absent.
         """
+        alone_plan = replace(self.plan, max_corrupt=0)  # its own share is honest, and the only one
         out = {}
-        for cid, (rounds, c_rdp, a_rdp) in sorted(self._client_rdp.items()):
-            out[cid] = ClientPrivacy(rounds=rounds, epsilon=rdp_to_epsilon(RDP_ORDERS, c_rdp, self.delta)[0],
-                                     epsilon_if_exposed=rdp_to_epsilon(RDP_ORDERS, a_rdp, self.delta)[0])
+        for cid, rounds in sorted(self._client_rounds.items()):
+            total = sum(rounds.values())
+            out[cid] = ClientPrivacy(rounds=total, epsilon=self._epsilon(self.plan, rounds),
+                                     epsilon_if_exposed=self._epsilon(alone_plan, {1: total}))
         return out
+
+    def _epsilon(self, plan: DDPPlan, rounds: Mapping[int, int]) -> float:
+        return rounds_epsilon(plan, rounds, sampling_rate=self.sampling_rate, delta=self.delta,
+                              sampling=self.sampling, accountant=self.accountant)
 
     def epsilon_for(self, n_shares: int, rounds: int = 1) -> float:
         """ε of ``rounds`` rounds each summing ``n_shares`` shares (no budget change)."""
-        rdp = round_rdp(self.plan, n_shares=n_shares, sampling_rate=self.sampling_rate, sampling=self.sampling) * rounds
-        return rdp_to_epsilon(RDP_ORDERS, rdp, self.delta)[0]
+        return self._epsilon(self.plan, {int(n_shares): int(rounds)})
 
 
 def run_dp(
@@ -291,14 +357,19 @@ def run_dp(
     DP encoder and ``min_survivors = dp.protocol_min_survivors``, then
     accounts the round with the survivors actually summed. ``seed`` makes the
     noise reproducible too (simulation only). The result's ``extras["dp"]``
-    holds the :class:`DPRoundReport`.
+    holds the :class:`DPRoundReport`. Warns (:class:`DPUtilityWarning`) when
+    the noise drowns the clipped sum (:meth:`DistributedDP.utility_warning`).
     """
+    message = dp.utility_warning()
+    if message is not None:
+        warnings.warn(message, DPUtilityWarning, stacklevel=2)
     dp.check_round()
     encoder = dp.round_encoder()
     padded = dp.client_inputs(updates, encoder, seed=seed)
     result = sim.run(
         protocol, padded, weights=weights, dropouts=dropouts, threshold=threshold, neighbors=neighbors,
         seed=seed, active_security=active_security, encoder=encoder, min_survivors=dp.protocol_min_survivors,
+        **({"max_corrupt": dp.max_corrupt} if dp.max_corrupt else {}),
     )
     dp.finish_round(result, encoder)
     return result

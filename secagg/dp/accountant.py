@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -65,6 +65,7 @@ __all__ = [
     "plan_epsilon",
     "continuous_noise_multiplier",
     "ACCOUNTANTS",
+    "rounds_epsilon",
 ]
 
 ACCOUNTANTS: tuple[str, ...] = ("pld", "rdp")  # pld: tight, min'd with rdp; rdp: the cross-check alone
@@ -261,6 +262,33 @@ def plan_epsilon(
             floor = gaussian_epsilon(noise_multiplier=z / 2, sampling_rate=sampling_rate, steps=steps, delta=delta,
                                      accountant="rdp", sampling="fixed")
         eps = max(eps, floor)
+    return eps
+
+
+def rounds_epsilon(
+    plan: DDPPlan,
+    rounds: Mapping[int, int],
+    *,
+    sampling_rate: float,
+    delta: float,
+    sampling: Sampling = "poisson",
+    accountant: str = "pld",
+) -> float:
+    """ε of the rounds ``{n_shares: count}`` of ``plan`` composed (a per-client ledger).
+
+    The smaller of the tight bound (``accountant="pld"``, Poisson sampling)
+    and the RDP bound, as :func:`plan_epsilon` without the floor.
+    """
+    if accountant not in ACCOUNTANTS:
+        raise ConfigError("accountant must be 'pld' or 'rdp'", accountant=accountant)
+    live = {int(n): int(c) for n, c in rounds.items() if c > 0}
+    if not live:
+        return 0.0
+    rdp = sum(round_rdp(plan, n_shares=n, sampling_rate=sampling_rate, sampling=sampling) * c for n, c in live.items())
+    eps, _ = rdp_to_epsilon(RDP_ORDERS, rdp, delta)
+    if accountant == "pld" and sampling == "poisson":
+        tv = sum(c * release_tv(plan, n) for n, c in live.items())
+        eps = min(eps, pld_epsilon(composed_pld(plan, live, sampling_rate), tv, delta, eps))
     return eps
 
 

@@ -80,7 +80,7 @@ def test_invalid_arguments_give_a_clear_error_and_no_traceback(args, message):
 def test_dp_run_reports_epsilon_within_the_target(tmp_path):
     out = tmp_path / "dp"
     result = runner.invoke(app, ["run", "--dp-epsilon", "5.0", "--dp-delta", "1e-5", "--rounds", "2",
-                                 "--local-steps", "3", "--quiet", "--out", str(out)])
+                                 "--dp-unit", "client", "--local-steps", "3", "--quiet", "--out", str(out)])
     if not dp_available():
         assert result.exit_code == 1 and "not available yet" in _output(result)
         return
@@ -112,3 +112,26 @@ def test_comparison_writes_markdown_and_json(tmp_path):
                        ("fedavg", "secagg+")]
     assert json.loads((tmp_path / "compare.json").read_text())["rows"][0]["method"] == "pooled"
     assert "| fedavg | secagg+ |" in (tmp_path / "compare.md").read_text()
+
+
+def test_dp_unit_defaults_to_record_for_the_cross_silo_datasets(tmp_path):
+    if not dp_available():
+        return
+    out = tmp_path / "dp-default"
+    result = runner.invoke(app, ["run", "--dp-epsilon", "5.0", "--dp-delta", "1e-5", "--rounds", "2", "--quiet",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, _output(result)
+    report = json.loads((out / "report.json").read_text())
+    assert report["dp"]["unit"].startswith("record") and report["dp"]["utility_warning"] is None
+
+
+def test_client_level_dp_with_few_hospitals_warns_and_names_record_level(tmp_path):
+    if not dp_available():
+        return
+    out = tmp_path / "dp-client"
+    result = runner.invoke(app, ["run", "--dp-epsilon", "0.5", "--dp-delta", "1e-5", "--rounds", "20",
+                                 "--dp-unit", "client", "--local-steps", "1", "--quiet", "--out", str(out)])
+    assert result.exit_code == 0, _output(result)
+    warning = json.loads((out / "report.json").read_text())["dp"]["utility_warning"]
+    assert warning and "exceeds" in warning and "--dp-unit record" in warning
+    assert "DP utility" in _output(result)
