@@ -48,12 +48,16 @@ def test_distributed_known_answers_match_the_authors(case: dict, pld_floor: bool
 def test_naive_calibration_with_dropouts_loses_the_target() -> None:
     reg = VECTORS["dropout_regression"]
     survivors = round(reg["n_clients"] * (1 - reg["dropout_rate"]))
-    # Noise calibrated for all 100 clients, but only 80 shares reach the sum.
+    # Noise calibrated for all 100 clients, but only 80 shares reach the sum. The bar must sit above what
+    # 100 shares give under the same accountant, or ignoring dropouts would pass too.
+    full = ddgauss_epsilon(**CONFIG_A, bits=16)  # 16 bits: the RDP bound (2.4515) is what gets reported
     naive = ddgauss_epsilon(**CONFIG_A, bits=16, n_shares=survivors)
-    assert naive >= reg["naive_epsilon_at_least"]
+    assert full == pytest.approx(2.4515, abs=1e-4) and naive >= 3.0 > full
+    pld_full = gaussian_epsilon(noise_multiplier=1.0, sampling_rate=0.01, steps=1000, delta=1e-5)
     pld_naive = gaussian_epsilon(noise_multiplier=math.sqrt(survivors / reg["n_clients"]), sampling_rate=0.01,
                                  steps=1000, delta=1e-5)
-    assert pld_naive >= reg["naive_epsilon_at_least"]
+    assert pld_full == pytest.approx(reg["pld_epsilon_no_dropout"], abs=1e-4)
+    assert pld_naive >= reg["naive_epsilon_at_least"] > pld_full
 
 
 def test_dropout_aware_calibration_keeps_the_target() -> None:
