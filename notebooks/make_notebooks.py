@@ -672,14 +672,13 @@ Each is checked with the same call. Counting the rounds the suite runs (server s
 work it takes to find the bug, including the properties that passed before the failing one and the
 shrinking to a small example, which is printed below the error."""),
     ("code", """\
-from protocols import DONE, messages
+from protocols import messages
 
 class ForgetfulClient(SecAggClient):
     def _unmask(self, msg):  # BUG: no "survivors ∩ dropped = ∅" check
-        self.state = DONE
         return messages.UnmaskShares(
-            self._header(Stage.UNMASK, self.id, messages.SERVER_ID),
-            {v: self._held[v][0].to_bytes() for v in sorted(msg.survivors)},
+            self.header(Stage.UNMASK),
+            {v: self._held[v][0].to_bytes() for v in sorted(msg.survivors) if v in self._held},
             {v: self._held[v][1].to_bytes() for v in sorted(msg.dropped)},
         )
 
