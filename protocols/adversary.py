@@ -24,8 +24,9 @@ never counts messages in place of reconstructing.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, cast
+from typing import Any, Iterable, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -34,6 +35,8 @@ from secagg.errors import SecAggError
 from secagg.masking import unmask_sum
 
 from . import messages as m
+from .config import GRAPH_SEED_BYTES
+from .graph import harary_graph
 from .secagg import SecAggClient, mask_context, pair_sign, survivors_transcript
 from .session import Stage
 
@@ -46,6 +49,7 @@ __all__ = [
     "MismatchedHashDealerClient",
     "Exposure",
     "exposure",
+    "grind_graph_seed",
 ]
 
 
@@ -198,6 +202,29 @@ class EquivocatingServer(_WrappingServer):
             dropped=tuple(sorted({*template.dropped, self.target} - set(view))),
             signatures={w: sig for w, sig in signatures.items() if w in graph[u]},
         )
+
+
+# ----------------------------------------------------------------- graph grinding
+
+
+def grind_graph_seed(
+    ids: Sequence[int], neighbors: int, colluders: Iterable[int], quota: int, tries: int
+) -> tuple[bytes, int] | None:
+    """A server that picks the public SecAgg+ graph seed tries up to ``tries``
+    fresh seeds and keeps the first whose graph puts at least ``quota`` of
+    ``colluders`` among some honest client's neighbours (``quota`` is
+    :func:`protocols.config.colluder_quota`). Returns (seed, that client) or
+    None. Against a semi-honest per-graph bound this succeeds after about
+    1 / (n · P[break]) tries; an accepted active config has quota > max_corrupt,
+    so no seed can succeed."""
+    colluding = frozenset(colluders)
+    for _ in range(tries):
+        seed = os.urandom(GRAPH_SEED_BYTES)
+        graph = harary_graph(list(ids), neighbors, seed)
+        for u, around in graph.items():
+            if u not in colluding and len(around & colluding) >= quota:
+                return seed, u
+    return None
 
 
 # ----------------------------------------------------------------- malicious clients

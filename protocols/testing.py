@@ -38,6 +38,7 @@ from .adversary import (
     MismatchedHashDealerClient,
     SelectiveDeliveryServer,
     exposure,
+    grind_graph_seed,
 )
 from .config import SecAggConfig, effective_degree
 from .session import Stage
@@ -63,6 +64,7 @@ __all__ = [
     "MismatchedHashDealerClient",
     "Exposure",
     "exposure",
+    "grind_graph_seed",
     "KeySubstitutionServer",
     "HE_ADVERSARIAL_BEHAVIOURS",
     "SIGNATURE_MODES",

@@ -4,18 +4,14 @@ view they leave checked by reconstruction."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
 
-from protocols.adversary import EquivocatingServer, SelectiveDeliveryServer, exposure
-from protocols.testing import check_active_security
-from protocols.config import SecAggConfig, effective_degree
+from protocols.adversary import EquivocatingServer, SelectiveDeliveryServer, exposure, grind_graph_seed
+from protocols.config import SecAggConfig, colluder_quota
 from protocols.secagg import SecAggClient, SecAggServer
 from protocols.sim import drive
+from protocols.testing import check_active_security
 from secagg import kex
 from secagg.encoding import FixedPointEncoder
 from secagg.errors import ConfigError, SecAggError
@@ -40,7 +36,9 @@ def _selective_delivery(n: int, t: int, colluders: set[int], max_corrupt: int | 
     target = 0
     honest_others = [u for u in range(1, n) if u not in colluders]
     fake_dropped = honest_others[: max(0, t - 1 - len(colluders))]
-    server = SelectiveDeliveryServer(SecAggServer(config), target=target, colluders=colluders, fake_dropped=fake_dropped)
+    server = SelectiveDeliveryServer(
+        SecAggServer(config), target=target, colluders=colluders, fake_dropped=fake_dropped
+    )
     try:
         drive(server, clients)
     except SecAggError:
@@ -122,3 +120,20 @@ def test_equivocation_exposes_a_client_when_the_threshold_ignores_colluders():
         pass
     seen = exposure(config, server.log, clients, {4}, updates)
     assert seen.both_secrets == {0}
+
+
+def test_grinding_the_graph_seed_surrounds_a_client_unless_the_bound_holds_in_every_graph():
+    """The server chose the SecAgg+ graph seed: at n=32, k=10 it finds, within a
+    few thousand tries, a graph where 6 colluders surround an honest client
+    (both of its secrets at t=6). Active mode therefore refuses that config, and
+    in every config it accepts no seed can reach the quota."""
+    n, k, t, c = 32, 10, 6, 6
+    colluders = set(range(26, 32))
+    found = grind_graph_seed(range(n), k, colluders, quota=colluder_quota(k, t, active=False), tries=5000)
+    assert found is not None
+    with pytest.raises(ConfigError):
+        _round(n, t, max_corrupt=c, neighbors=k, min_survivors=n)
+    t_ok = 9  # 2*9 - 11 = 7 > 6, and 6 colluders + 0 dropouts < 10
+    config, _, _ = _round(n, t_ok, max_corrupt=c, neighbors=k, min_survivors=n)
+    assert grind_graph_seed(range(n), k, colluders, quota=colluder_quota(config.degree, t_ok, active=True),
+                            tries=300) is None

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocols import messages as m
 from protocols import sim
 from protocols.adversary import BadShareClient, InconsistentDealerClient, MismatchedHashDealerClient
 from protocols.config import SecAggConfig
