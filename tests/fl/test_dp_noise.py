@@ -137,7 +137,7 @@ def test_an_outsider_who_knows_the_seed_cannot_remove_the_noise_of_secagg_run(he
     """The CLI's main DP path at its default seed (42), exactly as a user types it."""
     releases = _record_releases(monkeypatch)
     result = CliRunner().invoke(app, ["run", "--dp-epsilon", "8", "--dp-delta", "1e-5", "--rounds", "1",
-                                      "--local-steps", "5", "--quiet", "--out", str(tmp_path / "run")])
+                                      "--dp-unit", "client", "--local-steps", "5", "--quiet", "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     cfg = TrainConfig(**json.loads((tmp_path / "run" / "report.json").read_text())["config"])
     assert cfg.seed == 42
@@ -175,7 +175,7 @@ def test_insecure_reproducible_noise_needs_dp():
 
 def test_the_cli_warns_and_the_report_records_insecure_noise(tmp_path):
     runner = CliRunner()
-    args = ["run", "--dp-epsilon", "8", "--dp-delta", "1e-5", "--rounds", "1", "--local-steps", "3", "--quiet"]
+    args = ["run", "--dp-epsilon", "8", "--dp-delta", "1e-5", "--rounds", "1", "--dp-unit", "client", "--local-steps", "3", "--quiet"]
     secure = runner.invoke(app, args + ["--out", str(tmp_path / "secure")])
     assert secure.exit_code == 0, secure.output
     report = json.loads((tmp_path / "secure" / "report.json").read_text())
