@@ -14,8 +14,10 @@ q = 0.05, per-record clip C = 1 and step size 0.5:
   baseline, which SecAgg exists to avoid), z from Opacus'
   ``get_noise_multiplier`` for the same ε, its Poisson data loader, SGD.
 * ``accounting``: for our calibrated z, the ε that Opacus' RDP accountant
-  gives for the continuous Gaussian at the same z, q, T, next to ours (the
-  discrete mechanism is accounted more conservatively).
+  gives for the continuous Gaussian at the same z, q, T, next to ours. Our
+  accountant is the tight one (PLD of the rounded-Gaussian twin plus a
+  total-variation term, :mod:`secagg.dp.pld`), so this column sits *above*
+  the target: Opacus' RDP is looser than the PLD, not ours.
 * ``seconds_per_round``: one record-level round through SecAgg+ (4 hospitals).
 
 Metric: mean per-centre test accuracy (FLamby's), seeds 42-46 (42-43 with
