@@ -55,11 +55,21 @@ class FuzzTarget:
     """A protocol under fuzzing: ``make_round(session_id)`` returns a fresh,
     honest ``(server, {client_id: client})`` for that session id.
     ``native_memory``: also bound the growth of the peak RSS per delivery
-    (for sessions whose libraries allocate outside tracemalloc's view)."""
+    (for sessions whose libraries allocate outside tracemalloc's view).
+    ``max_withheld``: the most honest replies the server fuzzer withholds
+    over a round (default: any, each at random), so rounds that need most
+    clients (``min_survivors`` near n, or SecAgg+ neighbourhoods that
+    tolerate few dropouts) reach their late stages; hostile messages still
+    drop their senders. ``client_focus``: the client fuzzer sends hostile
+    messages at one stage per example, drawn at random, and only honest ones
+    elsewhere, so a client's late stages are fuzzed as often as its first
+    (a client aborts for good on its first bad body)."""
 
     name: str
     make_round: Callable[[bytes], tuple[ServerCore, Mapping[int, ClientCore]]]
     native_memory: bool = False
+    max_withheld: int | None = None
+    client_focus: bool = False
 
 
 @dataclass(frozen=True)
@@ -217,6 +227,7 @@ def check_server(target: FuzzTarget, data: st.DataObject) -> None:
     reference = record_transcript(target, session_id)
     server, clients = target.make_round(session_id)
     outbox = server.start()
+    withheld = 0
     for _ in range(len(server.stages) + 1):
         stage = server.state
         if not isinstance(stage, Stage):
@@ -243,8 +254,10 @@ def check_server(target: FuzzTarget, data: st.DataObject) -> None:
             sender = data.draw(st.sampled_from([cid, cid, *ids, max(ids) + 1]), label="sender")
             _server_delivery(server, sender, _as_buffer(data.draw, payload), target.native_memory)
         for cid in sorted(replies):  # the rest arrive (or are refused) as sent
-            if data.draw(st.booleans(), label="deliver"):
+            if withheld == target.max_withheld or data.draw(st.booleans(), label="deliver"):
                 _server_delivery(server, cid, replies[cid], target.native_memory)
+            else:
+                withheld += 1
         try:
             outbox = server.close_stage()
         except SecAggError:
@@ -283,6 +296,7 @@ def check_client(target: FuzzTarget, data: st.DataObject) -> None:
     victim = data.draw(st.sampled_from(sorted(clients)), label="victim")
     client = clients[victim]
     others = [d for _, _, d in reference.up + reference.down]
+    focus = data.draw(st.sampled_from(list(server.stages)), label="focus") if target.client_focus else None
     outbox = server.start()
     for _ in range(len(server.stages) + 1):
         if not isinstance(server.state, Stage):
@@ -290,7 +304,11 @@ def check_client(target: FuzzTarget, data: st.DataObject) -> None:
         for cid, msg in outbox.items():
             raw = msg.to_bytes()
             if cid == victim:
-                for _ in range(data.draw(st.integers(0, _MAX_ACTIONS), label="actions")):
+                if focus is None:
+                    actions = data.draw(st.integers(0, _MAX_ACTIONS), label="actions")
+                else:
+                    actions = data.draw(st.integers(1, _MAX_ACTIONS), label="actions") if server.state is focus else 0
+                for _ in range(actions):
                     if client.state is ABORTED:
                         break
                     payload = data.draw(hostile_message(raw, others), label="hostile message")
