@@ -23,11 +23,11 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
-from secagg.encoding import plan_bits
+from secagg.encoding import Encoder, plan_bits
 from secagg.errors import ConfigError, OverflowRiskError, ThresholdError
 
 from .graph import complete_graph, harary_graph
@@ -328,7 +328,7 @@ class SecAggConfig:
     client_ids: tuple[int, ...]
     threshold: int
     dim: int
-    encoder: Any
+    encoder: Encoder
     neighbors: int | None = None
     min_survivors: int | None = None
     active_security: bool = False
@@ -381,10 +381,17 @@ class SecAggConfig:
         self._check_threat_model()
         if self.identities is not None and set(self.identities) != set(ids):
             raise ConfigError("identities must name exactly the configured clients")
-        bits = getattr(self.encoder, "bits", None)
-        if not isinstance(bits, int) or not 1 <= bits <= 64:
-            raise ConfigError("encoder must expose an integer .bits in [1, 64]", bits=bits)
-        max_clients = getattr(self.encoder, "max_clients", n)
+        if not isinstance(self.encoder, Encoder):
+            raise ConfigError(
+                "encoder must implement secagg.encoding.Encoder (bits, modulus, dtype, max_clients, max_weight, "
+                "encode, decode_sum, decode_mean)",
+                local=True,
+                encoder=type(self.encoder).__name__,
+            )
+        bits = self.encoder.bits
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 64:
+            raise ConfigError("encoder.bits must be an integer in [1, 64]", bits=bits)
+        max_clients = self.encoder.max_clients
         if max_clients is not None and max_clients < n:
             raise OverflowRiskError(
                 "the encoder is planned for fewer clients than the round has: the sum could wrap",
