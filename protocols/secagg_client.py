@@ -317,6 +317,7 @@ class SecAggClient(ClientCore):
         return self._b_seed, self._s_seed
 
     def _check_survivor_count(self, count: int, stage: Stage) -> None:
+        assert self.config.min_survivors is not None  # SecAggConfig.__post_init__ sets it
         needed = max(self.config.threshold, self.config.min_survivors)
         if count < needed:
             raise AbortError(

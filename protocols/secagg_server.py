@@ -88,6 +88,7 @@ class SecAggServer(ServerCore):
         }
         if not config.active_security:
             del stages[Stage.CONSISTENCY]
+        assert config.min_survivors is not None  # SecAggConfig.__post_init__ sets it
         super().__init__(
             round_binding(config),
             config.client_ids,
@@ -138,7 +139,7 @@ class SecAggServer(ServerCore):
     def _close_advertise_keys(self, inbox: Mapping[int, m.AdvertiseKeys]) -> dict[int, m.Message]:
         self._keys = {u: (msg.c_public, msg.s_public) for u, msg in inbox.items()}
         self._commitments = {u: msg.self_mask_commitment for u, msg in inbox.items()}
-        outbox = {}
+        outbox: dict[int, m.Message] = {}
         for u in sorted(inbox):
             keys = {
                 v: inbox[v].c_public + inbox[v].s_public + inbox[v].self_mask_commitment + inbox[v].signature
@@ -219,7 +220,7 @@ class SecAggServer(ServerCore):
         self, recipients: tuple[int, ...], signatures: dict[int, bytes] | None
     ) -> dict[int, m.Message]:
         survivors = set(self._survivors)
-        outbox = {}
+        outbox: dict[int, m.Message] = {}
         for u in recipients:
             held = self._delivered.get(u, set())
             sigs = {} if signatures is None else {w: s for w, s in signatures.items() if w in self.graph[u]}
