@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .aggregation import ProtocolAggregator, make_encoder
-from .cli import console, run_with_progress
+from .cli import console, print_report_paths, run_with_progress
 from .experiment import run_experiment
 from .trainer import TrainConfig
 
@@ -56,7 +56,7 @@ def main(out_dir: Path = DEMO_OUT) -> int:
     for folder in (out_dir, baseline_dir):
         for stale in ("checkpoint.json", "checkpoint.npz"):
             (folder / stale).unlink(missing_ok=True)  # the demo always starts afresh
-    secure = run_with_progress(config, out_dir)
+    secure = run_with_progress(config, out_dir, print_paths=False)  # the paths close the demo, once
     dropped = sum(len(r["dropped"]) for r in secure["rounds"])
     recovered = sum(1 for r in secure["rounds"] for s in r["dropout_schedule"].values() if s == "unmask")
     console.print(
@@ -77,8 +77,7 @@ def main(out_dir: Path = DEMO_OUT) -> int:
         f"[bold]{same and same_params}[/]"
     )
     console.print(f"demo finished in {time.perf_counter() - start:.1f} s")
-    console.print(f"[bold]report:[/] {secure['paths']['report']}")
-    console.print(f"[bold]plots:[/]  {secure['paths']['accuracy_plot']}  {secure['paths']['costs_plot']}")
+    print_report_paths(secure)
     return 0
 
 

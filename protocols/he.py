@@ -73,6 +73,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from secagg.errors import require_extra
+
 from .he_client import HeClient
 from .he_config import (
     SCHEMES,
@@ -113,6 +115,8 @@ __all__ = [
     "key_transcript",
     "ckks_chunk_sizes",
     "register",
+    "SCHEME_MODULES",
+    "require_scheme",
     "HeKeyRequest",
     "HeAdvertise",
     "HeKeysBroadcast",
@@ -126,6 +130,25 @@ __all__ = [
     "unpack_ints",
     "chunk_mac",
 ]
+
+
+#: The optional modules (all from the ``he`` extra) each scheme's key holder and clients need.
+SCHEME_MODULES: dict[str, tuple[str, ...]] = {
+    "paillier": ("phe", "gmpy2"),
+    "paillier-threshold": ("gmpy2",),
+    "ckks": ("tenseal",),
+}
+
+
+def require_scheme(scheme: str) -> None:
+    """Raise :class:`~secagg.errors.MissingExtraError` (naming the ``he`` extra)
+    unless the back-end of ``scheme`` is installed.
+
+    Called when a round is configured, so that a missing back-end is refused
+    before any party runs, not reported later as the key holder dropping out.
+    """
+    for module in SCHEME_MODULES.get(scheme, ()):
+        require_extra(module, "he")
 
 
 def register(
@@ -151,6 +174,7 @@ def register(
         def build(
             client_ids, dim, *, encoder, weighted, threshold, min_survivors, identities=None, **_: Any
         ) -> HeConfig:
+            require_scheme(scheme)
             return HeConfig(
                 tuple(client_ids),
                 dim,

@@ -22,12 +22,17 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
 
 from secagg import kex
 from secagg.encoding import FixedPointEncoder
-from secagg.errors import AbortError, ConfigError, SecAggError
+from secagg.errors import AbortError, ConfigError, SecAggError, require_extra
+
+try:
+    from hypothesis import HealthCheck, assume, given, settings
+    from hypothesis import strategies as st
+except ImportError:
+    require_extra("hypothesis", "dev")  # raises MissingExtraError naming the extra
+    raise
 
 from . import messages as m
 from .adversary import (

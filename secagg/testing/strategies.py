@@ -18,10 +18,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from secagg.encoding import FixedPointEncoder, min_bits
+from secagg.errors import require_extra
+
+try:
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+except ImportError:
+    require_extra("hypothesis", "dev")  # raises MissingExtraError naming the extra
+    raise
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from secagg.encoding import FixedPointEncoder
