@@ -30,7 +30,7 @@ import numpy as np
 from secagg.encoding import Encoder, plan_bits
 from secagg.errors import ConfigError, OverflowRiskError, ThresholdError
 
-from .graph import complete_graph, harary_graph
+from .graph import complete_graph, effective_degree, harary_graph
 
 __all__ = [
     "SecAggParams",
@@ -143,17 +143,6 @@ def resists(n: int, k: int, t: int, corrupt: int, *, active: bool, complete: boo
     if complete or active:
         return colluder_quota(k, t, active=active) > corrupt
     return neighbourhood_break_probability(n, k, t, corrupt, active=active) <= 2.0**-security_bits
-
-
-def effective_degree(n: int, neighbors: int | None) -> int:
-    """The neighbourhood size k a round of n clients really uses: n - 1 for the
-    complete graph (``neighbors`` None or >= n - 1), else ``neighbors`` rounded
-    up to even when both it and n are odd (no odd-degree regular graph exists
-    on an odd number of vertices; see :func:`protocols.graph.harary_graph`)."""
-    if neighbors is None or neighbors >= n - 1:
-        return n - 1
-    k = neighbors + (neighbors % 2 and n % 2)
-    return min(k, n - 1)
 
 
 def default_threshold(

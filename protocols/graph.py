@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 from secagg.errors import ConfigError
 from secagg.prg import expand
 
-__all__ = ["Graph", "complete_graph", "harary_graph"]
+__all__ = ["Graph", "complete_graph", "harary_graph", "effective_degree"]
 
 Graph = Mapping[int, frozenset[int]]
 
@@ -53,6 +53,16 @@ def _permutation(n: int, seed: bytes) -> list[int]:
     return order
 
 
+def effective_degree(n: int, neighbors: int | None) -> int:
+    """The neighbourhood size k a round of n clients really uses: n - 1 for the
+    complete graph (``neighbors`` None or >= n - 1), else ``neighbors`` rounded
+    up to even when both it and n are odd (no odd-degree regular graph exists
+    on an odd number of vertices)."""
+    if neighbors is None or neighbors >= n - 1:
+        return n - 1
+    return min(neighbors + (neighbors % 2 and n % 2), n - 1)
+
+
 def harary_graph(ids: Sequence[int], degree: int, seed: bytes) -> dict[int, frozenset[int]]:
     """A k-regular Harary graph on a seeded random relabelling of ``ids``.
 
@@ -65,12 +75,9 @@ def harary_graph(ids: Sequence[int], degree: int, seed: bytes) -> dict[int, froz
         raise ConfigError("client ids must be distinct")
     if degree < 2 and n > 2:
         raise ConfigError("SecAgg+ needs a neighbour degree of at least 2", degree=degree)
+    degree = effective_degree(n, degree)
     if degree >= n - 1:
         return complete_graph(ids)
-    if degree % 2 and n % 2:
-        degree += 1
-        if degree >= n - 1:
-            return complete_graph(ids)
     ring = [sorted(ids)[i] for i in _permutation(n, seed)]
     half = degree // 2
     neighbours: dict[int, set[int]] = {u: set() for u in ids}
