@@ -48,6 +48,14 @@ def test_cli_run_without_he_backend_exits_nonzero_naming_the_extra(monkeypatch, 
     assert not (tmp_path / "r").exists()  # refused before training
 
 
+def test_cli_dp_without_dp_accounting_keeps_the_bracketed_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "dp_accounting", None)
+    args = ["run", "--rounds", "1", "--local-steps", "1", "--quiet", "--dp-epsilon", "5", "--dp-delta", "1e-5"]
+    result = CliRunner().invoke(app, args + ["--out", str(tmp_path / "r")])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: 'dp_accounting' is needed here; install it with: pip install 'secagg[dp]'"
+
+
 def test_console_script_without_typer_names_the_extra():
     proc = _without("typer", "from fl.cli import main\nsys.argv = ['secagg', 'run']\nmain()\n")
     assert proc.returncode == 1
