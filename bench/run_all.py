@@ -28,6 +28,7 @@ SCRIPTS = [
     "primitives.py",
     "secagg_vs_flower.py",
     "active.py",
+    "core_refactor.py",
     "he.py",
     "dp.py",
     "record_dp.py",

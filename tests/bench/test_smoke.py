@@ -25,6 +25,7 @@ SMOKE_TIMEOUT_S = 180  # a smoke run takes seconds; this only stops a hung one
 # Top-level keys of each script's JSON document in --smoke mode.
 EXPECTED_KEYS: dict[str, set[str]] = {
     "primitives.py": {"benchmark", "smoke", "prg", "shamir", "encoding"},
+    "core_refactor.py": {"benchmark", "smoke", "commits", "repeats", "machine", "cases"},
     "secagg_vs_flower.py": {"smoke", "chacha20_ns_per_word", "cases", "upload_bytes_per_param", "masking", "scale"},
     "active.py": {"benchmark", "smoke", "params", "semi_honest", "active", "active_over_semi_honest",
                   "active_over_semi_honest_protocol", "goal", "goal_met", "semi_honest_correct", "active_correct"},
