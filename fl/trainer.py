@@ -36,10 +36,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
-from secagg.errors import AbortError, ConfigError
+from secagg.errors import AbortError, ConfigError, require_extra
+
+try:
+    import torch
+except ImportError:  # a MissingExtraError naming the extra, not a bare ModuleNotFoundError
+    require_extra("torch", "fl")
+    raise
 
 from .aggregation import DELTA_CLIP, DELTA_PRECISION, PROTOCOLS, ProtocolAggregator, make_encoder
 from .algorithms import DEFAULT_BATCH_SIZE, STRATEGIES, local_train, make_strategy

@@ -242,6 +242,13 @@ def _cases(draw: st.DrawFn, make_config: Callable[..., Any] | None, max_n: int) 
     return _Case(config, updates, weights, schedule)
 
 
+def _precision(config: SecAggConfig) -> float:
+    """The quantisation step of the configs drawn here (FixedPointEncoder)."""
+    encoder = config.encoder
+    assert isinstance(encoder, FixedPointEncoder)
+    return float(encoder.precision)
+
+
 def _with_identities(config: SecAggConfig, *, active: bool | None = None) -> tuple[SecAggConfig, dict[int, Any]]:
     """Give every client a fresh Ed25519 identity when the round is active."""
     active = config.active_security if active is None else active
@@ -310,7 +317,7 @@ def check_aggregator(
             assert stop is None or stop.index > Stage.MASKED_INPUT.index, f"client {u} dropped yet was summed"
         w = np.array(case.weights, dtype=float)[survivors]
         expected = (w[:, None] * case.updates[survivors]).sum(0) / w.sum()
-        bound = config.encoder.precision * 4 * 2 + 1e-12
+        bound = _precision(config) * 4 * 2 + 1e-12
         assert np.allclose(result.aggregate, expected, atol=bound), "aggregate differs from the survivors' mean"
 
     completes_or_aborts()
@@ -343,7 +350,7 @@ def check_aggregator(
                 return
             assert errors, f"{behaviour}: clients accepted a corrupted round"
             expected = case.updates[list(result.survivors)].sum(0)
-            assert np.allclose(result.aggregate, expected, atol=config.encoder.precision * 2 * config.n), (
+            assert np.allclose(result.aggregate, expected, atol=_precision(config) * 2 * config.n), (
                 f"{behaviour}: wrong aggregate"
             )
 

@@ -71,6 +71,21 @@ def test_cli_run_without_torch_names_the_extra():
     assert "secagg[fl]" in proc.stderr
 
 
+def test_trainer_without_torch_names_the_extra():
+    proc = _without(
+        "torch",
+        """
+        from secagg.errors import MissingExtraError
+        try:
+            import fl.trainer
+        except MissingExtraError as exc:
+            print(exc.extra, exc.module)
+        """,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["fl", "torch"]
+
+
 @pytest.mark.parametrize("package", ["protocols.testing", "secagg.testing", "secagg.testing.strategies"])
 def test_testing_helpers_without_hypothesis_name_the_extra(package):
     proc = _without(
