@@ -131,7 +131,8 @@ def calibrate_noise_multiplier(
             )
         except ConfigError as exc:
             if any(
-                getattr(exc, f) is not None for f in ("noise_multiplier", "n_clients", "min_survivors", "max_inputs", "max_corrupt")
+                getattr(exc, f) is not None
+                for f in ("noise_multiplier", "n_clients", "min_survivors", "max_inputs", "max_corrupt")
             ):
                 raise  # a real configuration mistake, not "too little noise"
             return math.inf  # guards (scaled sigma, tau * d) fail only for too little noise
@@ -142,7 +143,8 @@ def calibrate_noise_multiplier(
             delta=delta,
             n_shares=min_survivors,
             pld_floor=pld_floor,
-            sampling=sampling, accountant=accountant,
+            sampling=sampling,
+            accountant=accountant,
         )
 
     z = _bisect(lambda z: eps_of(z, False), target_epsilon, 1.0)

@@ -52,7 +52,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..errors import ConfigError, require_extra
 from .planning import DDPPlan
@@ -97,7 +98,7 @@ def rounded_gaussian_tv(s: float) -> float:
     return e / (1 - e) + 1 / (24 * s * s) + 1.14 / (48 * s**3) if e < 1 else 1.0
 
 
-def _fourier_tv(integral: float, variance: float, tail: callable) -> float:  # type: ignore[valid-type]
+def _fourier_tv(integral: float, variance: float, tail: Callable[[int], float]) -> float:
     """½ [(2K+1) I/(2π) + tails beyond K], minimised over a few K (pmf gap <= I/(2π) pointwise)."""
     best = 1.0
     for level in (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0):
@@ -159,8 +160,11 @@ def skellam_tv(mu: float) -> float:
     rho = 2 * math.pi**2 * mu
     tail4 = 2 * math.exp(-2 * rho) / (1 - math.exp(-4 * rho))
     c0, r0 = math.exp(-rho) + tail4, 2 * math.exp(-rho) + tail4
-    integral = (math.sqrt(math.pi / _SKELLAM_C) / (32 * _SKELLAM_C**2)) * mu**-1.5 \
-        + 2 * math.pi * math.exp(-mu * math.pi**2 / 2) + (c0 + r0) * math.sqrt(2 * math.pi / mu)
+    integral = (
+        (math.sqrt(math.pi / _SKELLAM_C) / (32 * _SKELLAM_C**2)) * mu**-1.5
+        + 2 * math.pi * math.exp(-mu * math.pi**2 / 2)
+        + (c0 + r0) * math.sqrt(2 * math.pi / mu)
+    )
 
     def tails(k: int) -> float:
         lam = math.asinh(k / mu)
@@ -192,7 +196,7 @@ def _check_rate(q: float) -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def round_pld(plan: DDPPlan, n_shares: int, sampling_rate: float):  # type: ignore[no-untyped-def]
+def round_pld(plan: DDPPlan, n_shares: int, sampling_rate: float) -> Any:
     """dp-accounting PLD (add and remove) of one Poisson-sampled round of the rounded-Gaussian twin."""
     dp = require_extra("dp_accounting", "dp")
     m = plan.honest_shares(n_shares)
@@ -208,7 +212,7 @@ def round_pld(plan: DDPPlan, n_shares: int, sampling_rate: float):  # type: igno
 
 
 @functools.lru_cache(maxsize=256)
-def _composed(plan: DDPPlan, rounds: tuple[tuple[int, int], ...], sampling_rate: float):  # type: ignore[no-untyped-def]
+def _composed(plan: DDPPlan, rounds: tuple[tuple[int, int], ...], sampling_rate: float) -> Any:
     total = None
     for n_shares, count in rounds:
         part = round_pld(plan, n_shares, sampling_rate).self_compose(count)
@@ -216,7 +220,7 @@ def _composed(plan: DDPPlan, rounds: tuple[tuple[int, int], ...], sampling_rate:
     return total
 
 
-def composed_pld(plan: DDPPlan, rounds: Mapping[int, int], sampling_rate: float):  # type: ignore[no-untyped-def]
+def composed_pld(plan: DDPPlan, rounds: Mapping[int, int], sampling_rate: float) -> Any:
     """PLD of the rounds ``{n_shares: count}`` composed (cached per multiset)."""
     key = tuple(sorted((int(n), int(c)) for n, c in rounds.items() if c > 0))
     if not key:
@@ -224,7 +228,7 @@ def composed_pld(plan: DDPPlan, rounds: Mapping[int, int], sampling_rate: float)
     return _composed(plan, key, float(sampling_rate))
 
 
-def pld_epsilon(pld, tv_total: float, delta: float, cap: float) -> float:  # type: ignore[no-untyped-def]
+def pld_epsilon(pld: Any, tv_total: float, delta: float, cap: float) -> float:
     """ε of a composed twin PLD whose real mechanism is ``tv_total`` away in TV, or ``inf``.
 
     Valid only as ``min(result, cap)`` with ``cap`` another valid ε at
