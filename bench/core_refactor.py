@@ -113,14 +113,23 @@ def measure(trees: dict[str, Path], cases: list[tuple[Any, ...]], repeats: int) 
         for _ in range(repeats):
             for side, tree in trees.items():  # alternate, so slow spells of the machine hit both sides
                 runs[side].append(one_round(tree, case))
-        row: dict[str, Any] = {"case": case[0], "n": case[1], "d": case[2], "neighbors": case[3],
-                               "threshold": case[4], "dropouts": case[5]}
+        row: dict[str, Any] = {
+            "case": case[0],
+            "n": case[1],
+            "d": case[2],
+            "neighbors": case[3],
+            "threshold": case[4],
+            "dropouts": case[5],
+        }
         for side, results in runs.items():
             times = [r["seconds"] for r in results if r["seconds"] is not None]
-            row[side] = {"best_s": min(times) if times else None,
-                         "median_s": statistics.median(times) if times else None, "all_s": times,
-                         "correct": all(r["correct"] for r in results),
-                         "graph_seed": results[0].get("graph_seed")}
+            row[side] = {
+                "best_s": min(times) if times else None,
+                "median_s": statistics.median(times) if times else None,
+                "all_s": times,
+                "correct": all(r["correct"] for r in results),
+                "graph_seed": results[0].get("graph_seed"),
+            }
         if row["before"]["best_s"] and row["after"]["best_s"]:
             row["after_over_before"] = row["after"]["best_s"] / row["before"]["best_s"]
         rows.append(row)
@@ -142,8 +151,10 @@ def main() -> int:
     commits = {"before": git("rev-parse", "--short", args.before), "after": git("rev-parse", "--short", args.after)}
     with tempfile.TemporaryDirectory(prefix="core_refactor_") as tmp:
         given = {"before": args.before_tree, "after": args.after_tree}
-        trees = {side: (given[side].resolve() if given[side] else export(commits[side], Path(tmp) / side))
-                 for side in ("before", "after")}
+        trees = {
+            side: (given[side].resolve() if given[side] else export(commits[side], Path(tmp) / side))
+            for side in ("before", "after")
+        }
         rows = measure(trees, CASES[mode], repeats)
     result = {
         "benchmark": "core_refactor",
@@ -151,14 +162,16 @@ def main() -> int:
         "commits": commits,
         "repeats": repeats,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"Python {platform.python_version()}",
+        f"Python {platform.python_version()}",
         "cases": rows,
     }
     lines = [f"{'case':<28} {'before s':>9} {'after s':>9} {'after/before':>12}"]
     for row in rows:
         ratio = row.get("after_over_before")
-        lines.append(f"{row['case']:<28} {row['before']['best_s'] or float('nan'):>9.3f} "
-                     f"{row['after']['best_s'] or float('nan'):>9.3f} {ratio or float('nan'):>12.3f}")
+        lines.append(
+            f"{row['case']:<28} {row['before']['best_s'] or float('nan'):>9.3f} "
+            f"{row['after']['best_s'] or float('nan'):>9.3f} {ratio or float('nan'):>12.3f}"
+        )
     emit(result, "\n".join(lines), args.json)
     return 0
 

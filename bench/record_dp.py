@@ -55,8 +55,18 @@ SMOKE_ROUNDS = 5  # enough for every path (sampling, clipping, noise, accounting
 
 
 def ours(epsilon: float, seed: int, rounds: int = ROUNDS) -> tuple[float, float, float]:
-    cfg = TrainConfig(protocol="secagg+", rounds=rounds, local_steps=1, dp_epsilon=epsilon, dp_delta=DELTA,
-                      dp_unit="record", dp_sampling_rate=RATE, dp_l2_clip=CLIP, client_lr=LR, seed=seed)
+    cfg = TrainConfig(
+        protocol="secagg+",
+        rounds=rounds,
+        local_steps=1,
+        dp_epsilon=epsilon,
+        dp_delta=DELTA,
+        dp_unit="record",
+        dp_sampling_rate=RATE,
+        dp_l2_clip=CLIP,
+        client_lr=LR,
+        seed=seed,
+    )
     trainer = Trainer(cfg)
     t0 = time.perf_counter()
     result = trainer.run()
@@ -73,14 +83,22 @@ def opacus_pooled(epsilon: float, seed: int, rounds: int = ROUNDS) -> tuple[floa
     y = np.concatenate([c.y_train for c in data.centres])
     torch.manual_seed(seed)
     model = make_model("logreg", data.n_features, sim_seed=seed)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
-                                         batch_size=int(RATE * len(x)))
-    z = get_noise_multiplier(target_epsilon=epsilon, target_delta=DELTA, sample_rate=RATE, steps=rounds,
-                             accountant="rdp")
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=int(RATE * len(x))
+    )
+    z = get_noise_multiplier(
+        target_epsilon=epsilon, target_delta=DELTA, sample_rate=RATE, steps=rounds, accountant="rdp"
+    )
     engine = PrivacyEngine(accountant="rdp")
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    model, optimizer, loader = engine.make_private(module=model, optimizer=optimizer, data_loader=loader,
-                                                   noise_multiplier=z, max_grad_norm=CLIP, poisson_sampling=True)
+    model, optimizer, loader = engine.make_private(
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        noise_multiplier=z,
+        max_grad_norm=CLIP,
+        poisson_sampling=True,
+    )
     steps = 0
     while steps < rounds:
         for xb, yb in loader:
@@ -105,12 +123,17 @@ def opacus_epsilon(z: float, rounds: int = ROUNDS) -> float:
 
 
 def _table(result: dict[str, Any]) -> str:
-    lines = ["| target ε | ours (SecAgg+, distributed) | Opacus pooled (central) | z ours | z Opacus | "
-             "Opacus-RDP ε at our z |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| target ε | ours (SecAgg+, distributed) | Opacus pooled (central) | z ours | z Opacus | "
+        "Opacus-RDP ε at our z |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in result["rows"]:
-        lines.append(f"| {row['epsilon']:g} | {row['ours_mean']:.3f} ± {row['ours_std']:.3f} | "
-                     f"{row['opacus_mean']:.3f} ± {row['opacus_std']:.3f} | {row['z_ours']:.3f} | "
-                     f"{row['z_opacus']:.3f} | {row['opacus_epsilon_at_our_z']:.3f} |")
+        lines.append(
+            f"| {row['epsilon']:g} | {row['ours_mean']:.3f} ± {row['ours_std']:.3f} | "
+            f"{row['opacus_mean']:.3f} ± {row['opacus_std']:.3f} | {row['z_ours']:.3f} | "
+            f"{row['z_opacus']:.3f} | {row['opacus_epsilon_at_our_z']:.3f} |"
+        )
     lines.append(f"\nrecord-level round through SecAgg+ (4 hospitals): {result['seconds_per_round'] * 1e3:.1f} ms")
     return "\n".join(lines)
 
@@ -118,8 +141,9 @@ def _table(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two seeds")
-    parser.add_argument("--smoke", action="store_true",
-                        help=f"one seed, ε = 8 only, {SMOKE_ROUNDS} steps: a few seconds (tests)")
+    parser.add_argument(
+        "--smoke", action="store_true", help=f"one seed, ε = 8 only, {SMOKE_ROUNDS} steps: a few seconds (tests)"
+    )
     parser.add_argument("--json", type=Path, help="also write the JSON document here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -136,17 +160,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             per_round.append(sec)
             acc_o, z_theirs = opacus_pooled(eps, seed, rounds)
             theirs.append(acc_o)
-        rows.append({"epsilon": eps, "ours_mean": float(np.mean(mine)), "ours_std": float(np.std(mine)),
-                     "opacus_mean": float(np.mean(theirs)), "opacus_std": float(np.std(theirs)),
-                     "z_ours": z_ours, "z_opacus": z_theirs, "opacus_epsilon_at_our_z": opacus_epsilon(z_ours, rounds),
-                     "ours_per_seed": mine, "opacus_per_seed": theirs})
+        rows.append(
+            {
+                "epsilon": eps,
+                "ours_mean": float(np.mean(mine)),
+                "ours_std": float(np.std(mine)),
+                "opacus_mean": float(np.mean(theirs)),
+                "opacus_std": float(np.std(theirs)),
+                "z_ours": z_ours,
+                "z_opacus": z_theirs,
+                "opacus_epsilon_at_our_z": opacus_epsilon(z_ours, rounds),
+                "ours_per_seed": mine,
+                "opacus_per_seed": theirs,
+            }
+        )
     result = {
         "benchmark": "record_dp",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "torch": torch.__version__},
         "quick": args.quick,
         "smoke": args.smoke,
-        "setting": {"dataset": "heart-disease", "rounds": rounds, "sampling_rate": RATE, "clip": CLIP, "lr": LR,
-                    "delta": DELTA, "seeds": list(seeds), "protocol": "secagg+"},
+        "setting": {
+            "dataset": "heart-disease",
+            "rounds": rounds,
+            "sampling_rate": RATE,
+            "clip": CLIP,
+            "lr": LR,
+            "delta": DELTA,
+            "seeds": list(seeds),
+            "protocol": "secagg+",
+        },
         "rows": rows,
         "seconds_per_round": float(np.median(per_round)),
     }

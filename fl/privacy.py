@@ -64,17 +64,27 @@ from secagg.errors import ConfigError
 
 from .aggregation import relabel, security_options
 
-__all__ = ["DP_UNITS", "DP_L2_CLIP", "DP_BITS", "DP_MECHANISM", "INSECURE_NOISE_WARNING", "dp_available",
-           "dp_min_survivors", "DPAggregator"]
+__all__ = [
+    "DP_UNITS",
+    "DP_L2_CLIP",
+    "DP_BITS",
+    "DP_MECHANISM",
+    "INSECURE_NOISE_WARNING",
+    "dp_available",
+    "dp_min_survivors",
+    "DPAggregator",
+]
 
 DP_UNITS = ("client", "record")
 DP_L2_CLIP = 0.1  # L2 bound per client delta; FedAvg deltas on heart-disease have norm ≈ 0.05-0.2
 DP_BITS = 32  # ring for the noisy sum; plan_ddp checks the wrap probability (≤ 1e-4) for it
 DP_MECHANISM = "ddgauss"  # distributed discrete Gaussian (Kairouz et al. 2021)
 #: What the CLI prints and report.json records when DP noise is derived from the run seed.
-INSECURE_NOISE_WARNING = ("INSECURE: DP noise, rounding coins and record samples are derived from the run seed "
-                          "(insecure_reproducible_noise); anyone who knows the seed can remove the noise, so "
-                          "this run has NO differential privacy. For tests and debugging only.")
+INSECURE_NOISE_WARNING = (
+    "INSECURE: DP noise, rounding coins and record samples are derived from the run seed "
+    "(insecure_reproducible_noise); anyone who knows the seed can remove the noise, so "
+    "this run has NO differential privacy. For tests and debugging only."
+)
 
 
 def dp_available() -> bool:
@@ -112,14 +122,30 @@ class DPAggregator:
     fewer than ``min_survivors`` clients survive.
     """
 
-    def __init__(self, protocol: str, *, n_clients: int, dim: int, rounds: int, epsilon: float, delta: float,
-                 dropout_rate: float = 0.0, l2_clip: float = DP_L2_CLIP, threshold: int | None = None,
-                 neighbors: int | None = None, unit: str = "client", sampling_rate: float = 1.0,
-                 n_records: int | None = None, insecure_reproducible_noise: bool = False,
-                 max_corrupt: int | None = None) -> None:
+    def __init__(
+        self,
+        protocol: str,
+        *,
+        n_clients: int,
+        dim: int,
+        rounds: int,
+        epsilon: float,
+        delta: float,
+        dropout_rate: float = 0.0,
+        l2_clip: float = DP_L2_CLIP,
+        threshold: int | None = None,
+        neighbors: int | None = None,
+        unit: str = "client",
+        sampling_rate: float = 1.0,
+        n_records: int | None = None,
+        insecure_reproducible_noise: bool = False,
+        max_corrupt: int | None = None,
+    ) -> None:
         if not dp_available():
-            raise ConfigError("distributed DP is not available yet in this installation "
-                              "(protocols.dp / secagg.dp are missing); run without --dp-epsilon")
+            raise ConfigError(
+                "distributed DP is not available yet in this installation "
+                "(protocols.dp / secagg.dp are missing); run without --dp-epsilon"
+            )
         if not (epsilon > 0 and math.isfinite(epsilon)) or not 0 < delta < 1:
             raise ConfigError("DP needs epsilon > 0 and 0 < delta < 1", epsilon=epsilon, delta=delta)
         if unit not in DP_UNITS:
@@ -127,8 +153,11 @@ class DPAggregator:
         if unit == "record" and n_records is None:
             raise ConfigError("record-level DP needs n_records (all training records)")
         if unit == "client" and (sampling_rate != 1.0 or n_records is not None):
-            raise ConfigError("client-level DP runs every client every round; sampling_rate and n_records "
-                              "are for record-level DP", sampling_rate=sampling_rate, n_records=n_records)
+            raise ConfigError(
+                "client-level DP runs every client every round; sampling_rate and n_records are for record-level DP",
+                sampling_rate=sampling_rate,
+                n_records=n_records,
+            )
         from protocols.dp import DistributedDP, DPUtilityWarning
         from secagg.dp import PrivacyBudget
         from secagg.dp.calibration import calibrate_noise_multiplier
@@ -139,31 +168,62 @@ class DPAggregator:
         self.sampling_rate = float(sampling_rate)
         self.min_survivors = dp_min_survivors(n_clients, dropout_rate)
         if corrupt >= self.min_survivors:
-            raise ConfigError("DP needs at least one honest noise share: max_corrupt must be below min_survivors",
-                              max_corrupt=corrupt, min_survivors=self.min_survivors)
+            raise ConfigError(
+                "DP needs at least one honest noise share: max_corrupt must be below min_survivors",
+                max_corrupt=corrupt,
+                min_survivors=self.min_survivors,
+            )
         self.noise_multiplier = calibrate_noise_multiplier(
-            epsilon, delta, steps=rounds, sampling_rate=self.sampling_rate, min_survivors=self.min_survivors,
-            mechanism=DP_MECHANISM, n_clients=n_clients, dim=dim, l2_clip=l2_clip, bits=DP_BITS,
-            max_inputs=n_records, max_corrupt=corrupt)
-        self.dp = DistributedDP(dim=dim, n_clients=n_clients, min_survivors=self.min_survivors, l2_clip=l2_clip,
-                                noise_multiplier=self.noise_multiplier, bits=DP_BITS, delta=delta,
-                                mechanism=DP_MECHANISM, budget=PrivacyBudget(epsilon=epsilon, delta=delta),
-                                sampling_rate=self.sampling_rate, max_records=n_records, max_corrupt=corrupt)
+            epsilon,
+            delta,
+            steps=rounds,
+            sampling_rate=self.sampling_rate,
+            min_survivors=self.min_survivors,
+            mechanism=DP_MECHANISM,
+            n_clients=n_clients,
+            dim=dim,
+            l2_clip=l2_clip,
+            bits=DP_BITS,
+            max_inputs=n_records,
+            max_corrupt=corrupt,
+        )
+        self.dp = DistributedDP(
+            dim=dim,
+            n_clients=n_clients,
+            min_survivors=self.min_survivors,
+            l2_clip=l2_clip,
+            noise_multiplier=self.noise_multiplier,
+            bits=DP_BITS,
+            delta=delta,
+            mechanism=DP_MECHANISM,
+            budget=PrivacyBudget(epsilon=epsilon, delta=delta),
+            sampling_rate=self.sampling_rate,
+            max_records=n_records,
+            max_corrupt=corrupt,
+        )
         #: Set when the noise drowns the clipped sum (few hospitals, client-level DP); also warned.
         self.utility_warning = self.dp.utility_warning()
         if self.utility_warning is not None:
             warnings.warn(self.utility_warning, DPUtilityWarning, stacklevel=2)
         self.encoder = None  # per-round encoders come from the DP layer
         self.insecure_reproducible_noise = bool(insecure_reproducible_noise)
-        self.settings = {"epsilon_target": epsilon, "delta": delta, "l2_clip": l2_clip,
-                         "noise_multiplier": self.noise_multiplier, "min_survivors": self.min_survivors,
-                         "mechanism": DP_MECHANISM, "bits": DP_BITS, "max_corrupt": corrupt,
-                         "accountant": "pld (rounded-Gaussian twin + TV term), min with RDP",
-                         "utility_warning": self.utility_warning,
-                         "unit": "client (hospital)" if unit == "client" else "record (patient)",
-                         "sampling_rate": self.sampling_rate, "n_records": n_records,
-                         "noise_source": "run seed (INSECURE)" if self.insecure_reproducible_noise else "OS CSPRNG",
-                         "insecure_reproducible_noise": self.insecure_reproducible_noise}
+        self.settings = {
+            "epsilon_target": epsilon,
+            "delta": delta,
+            "l2_clip": l2_clip,
+            "noise_multiplier": self.noise_multiplier,
+            "min_survivors": self.min_survivors,
+            "mechanism": DP_MECHANISM,
+            "bits": DP_BITS,
+            "max_corrupt": corrupt,
+            "accountant": "pld (rounded-Gaussian twin + TV term), min with RDP",
+            "utility_warning": self.utility_warning,
+            "unit": "client (hospital)" if unit == "client" else "record (patient)",
+            "sampling_rate": self.sampling_rate,
+            "n_records": n_records,
+            "noise_source": "run seed (INSECURE)" if self.insecure_reproducible_noise else "OS CSPRNG",
+            "insecure_reproducible_noise": self.insecure_reproducible_noise,
+        }
 
     def restore(self, rounds: Sequence[Mapping[str, Any]]) -> None:
         """Re-spend the budget of rounds already run (when resuming from a checkpoint)."""
@@ -173,11 +233,16 @@ class DPAggregator:
 
     def privacy_report(self, names: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         """Per centre (``names[id]`` or the id): rounds summed, ε, ε if its input were exposed alone."""
-        return {(str(cid) if names is None else names[cid]): p.as_dict()
-                for cid, p in self.dp.client_privacy().items()}
+        return {(str(cid) if names is None else names[cid]): p.as_dict() for cid, p in self.dp.client_privacy().items()}
 
-    def __call__(self, updates: Mapping[int, NDArray[np.float32]], weights: Mapping[int, int], *,
-                 dropouts: Mapping[int, str] | None = None, seed: int | None = None) -> Any:
+    def __call__(
+        self,
+        updates: Mapping[int, NDArray[np.float32]],
+        weights: Mapping[int, int],
+        *,
+        dropouts: Mapping[int, str] | None = None,
+        seed: int | None = None,
+    ) -> Any:
         from protocols import sim
 
         ids = sorted(updates)
@@ -186,8 +251,7 @@ class DPAggregator:
         # protocols.sim seeds each client's encoder stream, noise included, from its seed: pass one only
         # when the noise may be public. Without it the graph seed is fresh too (a deployment draws it anyway).
         noise_seed = seed if self.insecure_reproducible_noise else None
-        rotation_seed = None if noise_seed is None else \
-            hashlib.sha256(b"fl/dp/rotation|%d" % noise_seed).digest()[:16]
+        rotation_seed = None if noise_seed is None else hashlib.sha256(b"fl/dp/rotation|%d" % noise_seed).digest()[:16]
         encoder = self.dp.round_encoder(rotation_seed=rotation_seed)
         padded = self.dp.client_inputs([updates[c] for c in ids], encoder, seed=noise_seed)
         drops = {position[c]: s for c, s in (dropouts or {}).items() if c in position} or None
@@ -195,14 +259,16 @@ class DPAggregator:
         # Record-level: no weights, so it releases the noisy sum of the clipped per-record gradients,
         # which the server divides by the expected batch q N (a mean over silos would shrink the step n-fold).
         protocol_weights = None if self.unit == "record" else [1] * len(ids)
-        common = dict(weights=protocol_weights, dropouts=drops, seed=noise_seed, encoder=encoder,
-                      min_survivors=self.min_survivors)
+        common = dict(
+            weights=protocol_weights, dropouts=drops, seed=noise_seed, encoder=encoder, min_survivors=self.min_survivors
+        )
         if self.protocol == "plaintext":
             result = sim.run_plaintext(padded, **common)
         else:
             # HE: every client signs the key ceremony (security_options); max_corrupt reaches every protocol.
-            options = security_options(self.protocol, len(ids), len(padded[0]), encoder, threshold=self.threshold,
-                                       max_corrupt=self.max_corrupt)
+            options = security_options(
+                self.protocol, len(ids), len(padded[0]), encoder, threshold=self.threshold, max_corrupt=self.max_corrupt
+            )
             result = sim.run(self.protocol, padded, neighbors=self.neighbors, **common, **options)
         self.dp.finish_round(result, encoder, ids=ids)
         return relabel(result, ids)

@@ -51,8 +51,14 @@ from .algorithms import DEFAULT_BATCH_SIZE, STRATEGIES, local_train, make_strate
 from .datasets import FederatedDataset, load_dataset
 from .models import MODELS, get_flat_params, make_model, n_params, set_flat_params
 from .privacy import DP_L2_CLIP, DP_UNITS, DPAggregator
-from .record_dp import (DEFAULT_RECORD_CLIP, DEFAULT_RECORD_LR, DEFAULT_RECORD_SAMPLING_RATE, PerExampleGradients,
-                        expected_batch, poisson_sample)
+from .record_dp import (
+    DEFAULT_RECORD_CLIP,
+    DEFAULT_RECORD_LR,
+    DEFAULT_RECORD_SAMPLING_RATE,
+    PerExampleGradients,
+    expected_batch,
+    poisson_sample,
+)
 
 __all__ = [
     "TrainConfig",
@@ -140,39 +146,62 @@ class TrainConfig:
         if not isinstance(self.rounds, int) or self.rounds < 1:
             raise ConfigError(f"rounds must be >= 1, got {self.rounds!r}", rounds=self.rounds)
         if not 0.0 <= self.dropout_rate < 1.0:
-            raise ConfigError(f"dropout rate must be in [0, 1), got {self.dropout_rate}", dropout_rate=self.dropout_rate)
+            raise ConfigError(
+                f"dropout rate must be in [0, 1), got {self.dropout_rate}", dropout_rate=self.dropout_rate
+            )
         if self.clients_per_round is not None and self.clients_per_round < 1:
             raise ConfigError("clients_per_round must be >= 1", clients_per_round=self.clients_per_round)
         if (self.dp_epsilon is None) != (self.dp_delta is None):
             raise ConfigError("dp_epsilon and dp_delta go together", dp_epsilon=self.dp_epsilon, dp_delta=self.dp_delta)
         if self.dp_epsilon is not None and self.clients_per_round is not None:
-            raise ConfigError("distributed DP is accounted with every client in every round; "
-                              "drop clients_per_round", clients_per_round=self.clients_per_round)
+            raise ConfigError(
+                "distributed DP is accounted with every client in every round; drop clients_per_round",
+                clients_per_round=self.clients_per_round,
+            )
         if self.dp_unit not in DP_UNITS:
             raise ConfigError(f"unknown DP unit {self.dp_unit!r}; choose one of {DP_UNITS}", dp_unit=self.dp_unit)
-        if self.dp_epsilon is None and (self.dp_unit != "client" or self.dp_sampling_rate is not None
-                                        or self.dp_l2_clip is not None or self.insecure_reproducible_noise):
-            raise ConfigError("dp_unit, dp_sampling_rate, dp_l2_clip and insecure_reproducible_noise need "
-                              "dp_epsilon and dp_delta")
+        if self.dp_epsilon is None and (
+            self.dp_unit != "client"
+            or self.dp_sampling_rate is not None
+            or self.dp_l2_clip is not None
+            or self.insecure_reproducible_noise
+        ):
+            raise ConfigError(
+                "dp_unit, dp_sampling_rate, dp_l2_clip and insecure_reproducible_noise need dp_epsilon and dp_delta"
+            )
         if self.dp_l2_clip is not None and not (self.dp_l2_clip > 0 and np.isfinite(self.dp_l2_clip)):
             raise ConfigError("dp_l2_clip must be > 0", dp_l2_clip=self.dp_l2_clip)
         if self.dp_unit == "client" and self.dp_sampling_rate is not None:
-            raise ConfigError("client-level DP runs every hospital every round; dp_sampling_rate is for "
-                              "record-level DP", dp_sampling_rate=self.dp_sampling_rate)
+            raise ConfigError(
+                "client-level DP runs every hospital every round; dp_sampling_rate is for record-level DP",
+                dp_sampling_rate=self.dp_sampling_rate,
+            )
         if self.dp_unit == "record":
             if self.local_steps != 1:
-                raise ConfigError("record-level DP runs one distributed DP-SGD step per round: set local_steps=1 "
-                                  "(several local steps would release a sum that is not a Gaussian mechanism "
-                                  "of the records)", local_steps=self.local_steps)
+                raise ConfigError(
+                    "record-level DP runs one distributed DP-SGD step per round: set local_steps=1 "
+                    "(several local steps would release a sum that is not a Gaussian mechanism "
+                    "of the records)",
+                    local_steps=self.local_steps,
+                )
             if self.strategy == "fedprox":
-                raise ConfigError("FedProx's proximal term is zero at the global model, where record-level DP "
-                                  "takes its one step; use fedavg or fedsgd", strategy=self.strategy)
+                raise ConfigError(
+                    "FedProx's proximal term is zero at the global model, where record-level DP "
+                    "takes its one step; use fedavg or fedsgd",
+                    strategy=self.strategy,
+                )
             if self.dp_sampling_rate is not None and not 0 < self.dp_sampling_rate <= 1:
                 raise ConfigError("dp_sampling_rate must be in (0, 1]", dp_sampling_rate=self.dp_sampling_rate)
         if not (self.clip > 0 and self.precision > 0):
             raise ConfigError("clip and precision must be > 0", clip=self.clip, precision=self.precision)
-        make_strategy(self.strategy, local_steps=self.local_steps, client_lr=self.client_lr,
-                      batch_size=self.batch_size, mu=self.mu, server_lr=self.server_lr)
+        make_strategy(
+            self.strategy,
+            local_steps=self.local_steps,
+            client_lr=self.client_lr,
+            batch_size=self.batch_size,
+            mu=self.mu,
+            server_lr=self.server_lr,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -242,46 +271,78 @@ class Trainer:
         self.config = config
         self.dataset = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
         self.out_dir = None if out_dir is None else Path(out_dir)
-        self.strategy = make_strategy(config.strategy, local_steps=config.local_steps, client_lr=config.client_lr,
-                                      batch_size=config.batch_size, mu=config.mu, server_lr=config.server_lr)
+        self.strategy = make_strategy(
+            config.strategy,
+            local_steps=config.local_steps,
+            client_lr=config.client_lr,
+            batch_size=config.batch_size,
+            mu=config.mu,
+            server_lr=config.server_lr,
+        )
         n_clients = len(self.dataset.centres)
         if config.clients_per_round is not None and config.clients_per_round > n_clients:
-            raise ConfigError(f"clients_per_round {config.clients_per_round} exceeds the {n_clients} centres",
-                              clients_per_round=config.clients_per_round, n_clients=n_clients)
+            raise ConfigError(
+                f"clients_per_round {config.clients_per_round} exceeds the {n_clients} centres",
+                clients_per_round=config.clients_per_round,
+                n_clients=n_clients,
+            )
         self.max_weight = max(c.n_train for c in self.dataset.centres)
         self.n_records = sum(c.n_train for c in self.dataset.centres)
         self.record_level = config.dp_epsilon is not None and config.dp_unit == "record"
         #: The DP clip in force: the config's, else 0.1 per hospital delta or 1.0 per record.
-        self.dp_l2_clip = config.dp_l2_clip if config.dp_l2_clip is not None else (
-            DEFAULT_RECORD_CLIP if config.dp_unit == "record" else DP_L2_CLIP)
+        self.dp_l2_clip = (
+            config.dp_l2_clip
+            if config.dp_l2_clip is not None
+            else (DEFAULT_RECORD_CLIP if config.dp_unit == "record" else DP_L2_CLIP)
+        )
         #: Record-level DP's Poisson rate q per record.
-        self.record_sampling_rate = DEFAULT_RECORD_SAMPLING_RATE if config.dp_sampling_rate is None \
-            else config.dp_sampling_rate
+        self.record_sampling_rate = (
+            DEFAULT_RECORD_SAMPLING_RATE if config.dp_sampling_rate is None else config.dp_sampling_rate
+        )
         if self.record_level:  # the server's DP-SGD step: -lr times the noisy gradient sum over q N
             lr = DEFAULT_RECORD_LR if config.client_lr is None else config.client_lr
             self._record_step = -lr / expected_batch(self.record_sampling_rate, self.n_records)
         if aggregator is None and config.dp_epsilon is not None:
             dim = n_params(make_model(config.model, self.dataset.n_features))
-            record = {"unit": "record", "sampling_rate": self.record_sampling_rate, "n_records": self.n_records} \
-                if self.record_level else {}
-            aggregator = DPAggregator(config.protocol, n_clients=n_clients, dim=dim, rounds=config.rounds,
-                                      epsilon=config.dp_epsilon, delta=float(config.dp_delta or 0.0),
-                                      dropout_rate=config.dropout_rate, l2_clip=self.dp_l2_clip,
-                                      threshold=config.threshold, neighbors=config.neighbors,
-                                      max_corrupt=config.max_corrupt,
-                                      insecure_reproducible_noise=config.insecure_reproducible_noise, **record)
+            record = (
+                {"unit": "record", "sampling_rate": self.record_sampling_rate, "n_records": self.n_records}
+                if self.record_level
+                else {}
+            )
+            aggregator = DPAggregator(
+                config.protocol,
+                n_clients=n_clients,
+                dim=dim,
+                rounds=config.rounds,
+                epsilon=config.dp_epsilon,
+                delta=float(config.dp_delta or 0.0),
+                dropout_rate=config.dropout_rate,
+                l2_clip=self.dp_l2_clip,
+                threshold=config.threshold,
+                neighbors=config.neighbors,
+                max_corrupt=config.max_corrupt,
+                insecure_reproducible_noise=config.insecure_reproducible_noise,
+                **record,
+            )
         if aggregator is None:
-            encoder = make_encoder(clip=config.clip, precision=config.precision, max_clients=n_clients,
-                                   max_weight=self.max_weight)
-            aggregator = ProtocolAggregator(config.protocol, encoder, threshold=config.threshold,
-                                            neighbors=config.neighbors, max_corrupt=config.max_corrupt)
+            encoder = make_encoder(
+                clip=config.clip, precision=config.precision, max_clients=n_clients, max_weight=self.max_weight
+            )
+            aggregator = ProtocolAggregator(
+                config.protocol,
+                encoder,
+                threshold=config.threshold,
+                neighbors=config.neighbors,
+                max_corrupt=config.max_corrupt,
+            )
         self.aggregator = aggregator
         self._grads: PerExampleGradients | None = None  # built on first use (record-level DP)
 
     # -- checkpoints ---------------------------------------------------------
 
-    def _save(self, next_round: int, params: NDArray[np.float32], server_state: dict[str, Any],
-              history: list[dict[str, Any]]) -> None:
+    def _save(
+        self, next_round: int, params: NDArray[np.float32], server_state: dict[str, Any], history: list[dict[str, Any]]
+    ) -> None:
         if self.out_dir is None:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -292,8 +353,12 @@ class Trainer:
         tmp = self.out_dir / (CHECKPOINT_ARRAYS + ".tmp.npz")
         np.savez(tmp, **arrays)
         os.replace(tmp, self.out_dir / CHECKPOINT_ARRAYS)
-        meta = {"version": CHECKPOINT_VERSION, "next_round": next_round, "config": self.config.to_dict(),
-                "rounds": history}
+        meta = {
+            "version": CHECKPOINT_VERSION,
+            "next_round": next_round,
+            "config": self.config.to_dict(),
+            "rounds": history,
+        }
         tmp_json = self.out_dir / (CHECKPOINT_JSON + ".tmp")
         tmp_json.write_text(json.dumps(meta, indent=1))
         os.replace(tmp_json, self.out_dir / CHECKPOINT_JSON)
@@ -308,8 +373,11 @@ class Trainer:
         if self.config.dp_epsilon is None:  # a resumed run may be extended, unless DP noise was sized for it
             saved.pop("rounds", None), mine.pop("rounds", None)
         if meta.get("version") != CHECKPOINT_VERSION or saved != json.loads(json.dumps(mine)):
-            raise ConfigError(f"checkpoint in {self.out_dir} was written by a different configuration; "
-                              "use a new --out directory or the same options", out=str(self.out_dir))
+            raise ConfigError(
+                f"checkpoint in {self.out_dir} was written by a different configuration; "
+                "use a new --out directory or the same options",
+                out=str(self.out_dir),
+            )
         with np.load(self.out_dir / CHECKPOINT_ARRAYS) as z:
             if int(z["round"]) != meta["next_round"]:
                 raise ConfigError("checkpoint files disagree (interrupted while writing?)", out=str(self.out_dir))
@@ -341,8 +409,10 @@ class Trainer:
             if hasattr(self.aggregator, "restore"):
                 self.aggregator.restore(history)
         elif self.out_dir is not None and not resume and (self.out_dir / CHECKPOINT_JSON).exists():
-            raise ConfigError(f"{self.out_dir} already holds a run; pass resume=True (--resume) or a new directory",
-                              out=str(self.out_dir))
+            raise ConfigError(
+                f"{self.out_dir} already holds a run; pass resume=True (--resume) or a new directory",
+                out=str(self.out_dir),
+            )
         n_clients = len(self.dataset.centres)
         for t in range(start, cfg.rounds):
             record = self._round(t, model, params, server_opt, n_clients)
@@ -355,15 +425,17 @@ class Trainer:
         final = evaluate(model, self.dataset)
         return TrainResult(params=params, rounds=history, final=final)
 
-    def _round(self, t: int, model: torch.nn.Module, params: NDArray[np.float32], server_opt: Any,
-               n_clients: int) -> dict[str, Any]:
+    def _round(
+        self, t: int, model: torch.nn.Module, params: NDArray[np.float32], server_opt: Any, n_clients: int
+    ) -> dict[str, Any]:
         cfg = self.config
         t0 = time.perf_counter()
         k = n_clients if cfg.clients_per_round is None else cfg.clients_per_round
         sample_rng = np.random.default_rng(derive_seed(cfg.seed, t, _TAG_SAMPLE))
         sampled = sorted(int(c) for c in sample_rng.choice(n_clients, size=k, replace=False))
-        dropouts = _dropout_schedule(np.random.default_rng(derive_seed(cfg.seed, t, _TAG_DROPOUT)),
-                                     sampled, cfg.dropout_rate)
+        dropouts = _dropout_schedule(
+            np.random.default_rng(derive_seed(cfg.seed, t, _TAG_DROPOUT)), sampled, cfg.dropout_rate
+        )
         updates: dict[int, NDArray[np.float32]] = {}
         weights: dict[int, int] = {}
         losses: dict[int, float] = {}
@@ -379,22 +451,31 @@ class Trainer:
         t1 = time.perf_counter()
         record: dict[str, Any] = {"round": t + 1, "sampled": sampled}
         try:
-            result = self.aggregator(updates, weights, dropouts=dropouts or None,
-                                     seed=derive_seed(cfg.seed, t, _TAG_PROTOCOL))
+            result = self.aggregator(
+                updates, weights, dropouts=dropouts or None, seed=derive_seed(cfg.seed, t, _TAG_PROTOCOL)
+            )
         except AbortError as exc:
             result = None
-            record.update(aborted=True, abort_reason=str(exc), survivors=[], dropped=sorted(dropouts),
-                          bytes_up=0, bytes_down=0)
+            record.update(
+                aborted=True, abort_reason=str(exc), survivors=[], dropped=sorted(dropouts), bytes_up=0, bytes_down=0
+            )
         t2 = time.perf_counter()
         if result is not None:
             step = np.asarray(result.aggregate)
             if self.record_level:  # noisy Σ clipped per-record gradients → -lr Σ / (q N), DP-SGD's step
                 step = (self._record_step * step).astype(np.float32)
             params = server_opt.step(params, step)
-            record.update(aborted=False, survivors=list(result.survivors), dropped=list(result.dropped),
-                          bytes_up=_total_bytes(result.bytes_up), bytes_down=_total_bytes(result.bytes_down),
-                          stage_seconds={str(s): float(max(v.values())) if isinstance(v, dict) and v else v
-                                         for s, v in (result.stage_seconds or {}).items()})
+            record.update(
+                aborted=False,
+                survivors=list(result.survivors),
+                dropped=list(result.dropped),
+                bytes_up=_total_bytes(result.bytes_up),
+                bytes_down=_total_bytes(result.bytes_down),
+                stage_seconds={
+                    str(s): float(max(v.values())) if isinstance(v, dict) and v else v
+                    for s, v in (result.stage_seconds or {}).items()
+                },
+            )
             dp_report = (result.extras or {}).get("dp")
             if dp_report is not None:
                 record.update(epsilon=float(dp_report.epsilon_total), epsilon_round=float(dp_report.epsilon_round))
@@ -403,12 +484,12 @@ class Trainer:
         record["loss"] = float(sum(weights[c] * losses[c] for c in trained) / total_w)
         if self.record_level:
             record["records"] = {str(c): int(len(u)) for c, u in updates.items()}  # simulation diagnostics
-            record["clipped_records"] = int(sum(np.count_nonzero(np.linalg.norm(u, axis=1) > self.dp_l2_clip)
-                                                for u in updates.values()))
+            record["clipped_records"] = int(
+                sum(np.count_nonzero(np.linalg.norm(u, axis=1) > self.dp_l2_clip) for u in updates.values())
+            )
         else:
             record["max_abs_delta"] = float(max(np.max(np.abs(u)) for u in updates.values()))
-            record["clipped_coordinates"] = int(sum(np.count_nonzero(np.abs(u) > cfg.clip)
-                                                    for u in updates.values()))
+            record["clipped_coordinates"] = int(sum(np.count_nonzero(np.abs(u) > cfg.clip) for u in updates.values()))
         record["dropout_schedule"] = {str(c): s for c, s in dropouts.items()}
         set_flat_params(model, params)
         record.update(evaluate(model, self.dataset))
@@ -416,8 +497,9 @@ class Trainer:
         record["_params"] = params
         return record
 
-    def _record_gradients(self, t: int, model: torch.nn.Module, params: NDArray[np.float32], sampled: list[int]
-                          ) -> tuple[dict[int, NDArray[np.float64]], dict[int, int], dict[int, float]]:
+    def _record_gradients(
+        self, t: int, model: torch.nn.Module, params: NDArray[np.float32], sampled: list[int]
+    ) -> tuple[dict[int, NDArray[np.float64]], dict[int, int], dict[int, float]]:
         """Record-level DP: each hospital's per-record gradients at the global model, on a Poisson sample.
 
         The sample is private (amplification by sampling counts on it), so it
@@ -431,8 +513,11 @@ class Trainer:
         updates, weights, losses = {}, {}, {}
         for cid in sampled:
             centre = self.dataset.centres[cid]
-            rng = np.random.default_rng(derive_seed(self.config.seed, t, _TAG_TRAIN, cid)) \
-                if self.config.insecure_reproducible_noise else None
+            rng = (
+                np.random.default_rng(derive_seed(self.config.seed, t, _TAG_TRAIN, cid))
+                if self.config.insecure_reproducible_noise
+                else None
+            )
             idx = poisson_sample(centre.n_train, self.record_sampling_rate, rng=rng)
             updates[cid] = self._grads(centre.x_train[idx], centre.y_train[idx])
             weights[cid] = 1

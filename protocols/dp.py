@@ -72,6 +72,7 @@ __all__ = ["DistributedDP", "DPRoundReport", "ClientPrivacy", "DPUtilityWarning"
 class DPUtilityWarning(UserWarning):
     """The DP noise drowns the signal: the noise std exceeds the clipped sum's largest norm."""
 
+
 ROTATION_SEED_BYTES = 16  # public, fresh per round; 128 bits make reuse across rounds negligible
 
 
@@ -137,8 +138,16 @@ class DistributedDP:
         accountant: str = "pld",
     ) -> None:
         self.plan: DDPPlan = plan_ddp(
-            mechanism=mechanism, n_clients=n_clients, min_survivors=min_survivors, dim=dim, l2_clip=l2_clip,
-            noise_multiplier=noise_multiplier, bits=bits, beta=beta, k=k, max_inputs=max_records,
+            mechanism=mechanism,
+            n_clients=n_clients,
+            min_survivors=min_survivors,
+            dim=dim,
+            l2_clip=l2_clip,
+            noise_multiplier=noise_multiplier,
+            bits=bits,
+            beta=beta,
+            k=k,
+            max_inputs=max_records,
             max_corrupt=max_corrupt,
         )
         if accountant not in ACCOUNTANTS:
@@ -158,8 +167,11 @@ class DistributedDP:
         self.delta = float(delta)
         self.max_weight = max_weight
         # Without a budget, a tracker with no effective limit still composes and reports ε.
-        self.budget = budget if budget is not None else PrivacyBudget(epsilon=sys.float_info.max, delta=delta,
-                                                                      accountant=accountant)
+        self.budget = (
+            budget
+            if budget is not None
+            else PrivacyBudget(epsilon=sys.float_info.max, delta=delta, accountant=accountant)
+        )
         self._reports: list[DPRoundReport] = []
         self._client_rounds: dict[int, Counter[int]] = {}  # client id -> {n_shares: rounds}
 
@@ -187,12 +199,17 @@ class DistributedDP:
         sum_norm = units * p.l2_clip
         if noise_std <= sum_norm:
             return None
-        return (f"DP noise std {noise_std:.4g} per coordinate exceeds the largest norm of the clipped sum, "
-                f"{sum_norm:.4g} ({units} {what} x clip {p.l2_clip:.4g}; noise multiplier "
-                f"{p.noise_multiplier:.4g}): the release is mostly noise. "
-                + ("Use record-level DP (--dp-unit record): the sum then holds every sampled record, "
-                   "so the same noise protects each record at far smaller relative cost."
-                   if not self.record_level else "Raise the sampling rate, epsilon or the number of records."))
+        return (
+            f"DP noise std {noise_std:.4g} per coordinate exceeds the largest norm of the clipped sum, "
+            f"{sum_norm:.4g} ({units} {what} x clip {p.l2_clip:.4g}; noise multiplier "
+            f"{p.noise_multiplier:.4g}): the release is mostly noise. "
+            + (
+                "Use record-level DP (--dp-unit record): the sum then holds every sampled record, "
+                "so the same noise protects each record at far smaller relative cost."
+                if not self.record_level
+                else "Raise the sampling rate, epsilon or the number of records."
+            )
+        )
 
     @property
     def padded_dim(self) -> int:
@@ -226,8 +243,9 @@ class DistributedDP:
         out[: self.dim] = u
         return out
 
-    def client_inputs(self, updates: Sequence[Any], encoder: DistributedDPEncoder, *,
-                      seed: int | None = None) -> list[NDArray[np.int64] | NDArray[np.float64]]:
+    def client_inputs(
+        self, updates: Sequence[Any], encoder: DistributedDPEncoder, *, seed: int | None = None
+    ) -> list[NDArray[np.int64] | NDArray[np.float64]]:
         """What each client hands the protocol this round.
 
         Client-level: its update zero-padded (:meth:`pad`). Record-level: the
@@ -243,7 +261,7 @@ class DistributedDP:
             rows = np.asarray(rows)
             if rows.ndim != 2 or rows.shape[1] != self.dim:
                 raise ConfigError("record-level input must be a (B, dim) batch", shape=rows.shape, dim=self.dim)
-            rng = None if seed is None else np.random.default_rng([seed, i, 0x7265636f7264])  # "record"
+            rng = None if seed is None else np.random.default_rng([seed, i, 0x7265636F7264])  # "record"
             out.append(encoder.sum_records(rows, rng=rng))
         return out
 
@@ -271,8 +289,9 @@ class DistributedDP:
                 dp_max_corrupt=self.plan.max_corrupt,
             )
 
-    def finish_round(self, result: AggregateResult, encoder: DistributedDPEncoder, *,
-                     ids: Sequence[int] | None = None) -> DPRoundReport:
+    def finish_round(
+        self, result: AggregateResult, encoder: DistributedDPEncoder, *, ids: Sequence[int] | None = None
+    ) -> DPRoundReport:
         """Account the round with the survivors actually summed; strip the padding from the aggregate.
 
         Mutates ``result.aggregate`` (length ``dim``) and sets ``result.extras["dp"]``.
@@ -292,8 +311,11 @@ class DistributedDP:
             epsilon_total=record.epsilon_total,
             delta=self.delta,
             noise_variance=encoder.noise_variance(n_shares),
-            extras={"mechanism": self.plan.mechanism, "bits": self.plan.bits,
-                    "planned_wrap_probability": self.plan.wrap_probability},
+            extras={
+                "mechanism": self.plan.mechanism,
+                "bits": self.plan.bits,
+                "planned_wrap_probability": self.plan.wrap_probability,
+            },
         )
         self._reports.append(report)
         result.extras["dp"] = report
@@ -308,8 +330,7 @@ class DistributedDP:
         n_shares = len(survivors)
         for cid in survivors:
             self._client_rounds.setdefault(int(cid), Counter())[n_shares] += 1
-        return self.budget.spend(self.plan, n_shares=n_shares, sampling_rate=self.sampling_rate,
-                                 sampling=self.sampling)
+        return self.budget.spend(self.plan, n_shares=n_shares, sampling_rate=self.sampling_rate, sampling=self.sampling)
 
     def client_privacy(self) -> dict[int, ClientPrivacy]:
         """Per client id: rounds its input was in an unmasked sum, ε for those sums, ε if exposed alone.
@@ -324,13 +345,22 @@ class DistributedDP:
         out = {}
         for cid, rounds in sorted(self._client_rounds.items()):
             total = sum(rounds.values())
-            out[cid] = ClientPrivacy(rounds=total, epsilon=self._epsilon(self.plan, rounds),
-                                     epsilon_if_exposed=self._epsilon(alone_plan, {1: total}))
+            out[cid] = ClientPrivacy(
+                rounds=total,
+                epsilon=self._epsilon(self.plan, rounds),
+                epsilon_if_exposed=self._epsilon(alone_plan, {1: total}),
+            )
         return out
 
     def _epsilon(self, plan: DDPPlan, rounds: Mapping[int, int]) -> float:
-        return rounds_epsilon(plan, rounds, sampling_rate=self.sampling_rate, delta=self.delta,
-                              sampling=self.sampling, accountant=self.accountant)
+        return rounds_epsilon(
+            plan,
+            rounds,
+            sampling_rate=self.sampling_rate,
+            delta=self.delta,
+            sampling=self.sampling,
+            accountant=self.accountant,
+        )
 
     def epsilon_for(self, n_shares: int, rounds: int = 1) -> float:
         """ε of ``rounds`` rounds each summing ``n_shares`` shares (no budget change)."""
@@ -367,8 +397,16 @@ def run_dp(
     encoder = dp.round_encoder()
     padded = dp.client_inputs(updates, encoder, seed=seed)
     result = sim.run(
-        protocol, padded, weights=weights, dropouts=dropouts, threshold=threshold, neighbors=neighbors,
-        seed=seed, active_security=active_security, encoder=encoder, min_survivors=dp.protocol_min_survivors,
+        protocol,
+        padded,
+        weights=weights,
+        dropouts=dropouts,
+        threshold=threshold,
+        neighbors=neighbors,
+        seed=seed,
+        active_security=active_security,
+        encoder=encoder,
+        min_survivors=dp.protocol_min_survivors,
         **({"max_corrupt": dp.max_corrupt} if dp.max_corrupt else {}),
     )
     dp.finish_round(result, encoder)

@@ -41,8 +41,16 @@ from secagg.errors import AbortError, SecAggError
 from . import messages as m
 from .session import ABORTED, DONE, ClientCore, ServerCore, Stage
 
-__all__ = ["FuzzTarget", "Transcript", "record_transcript", "hostile_message", "check_server", "check_client",
-           "MEMORY_FACTOR", "MEMORY_SLACK"]
+__all__ = [
+    "FuzzTarget",
+    "Transcript",
+    "record_transcript",
+    "hostile_message",
+    "check_server",
+    "check_client",
+    "MEMORY_FACTOR",
+    "MEMORY_SLACK",
+]
 
 MEMORY_FACTOR = 4  # decoding may hold the input, one copy and the decoded fields
 MEMORY_SLACK = 1 << 20  # interpreter noise: exception objects, small dicts, tracebacks
@@ -145,8 +153,11 @@ def hostile_message(draw: st.DrawFn, honest: bytes, others: list[bytes]) -> byte
     any registered kind, the expected kind with random fields, pure noise, or one of ``others`` (messages of other
     stages, parties or directions: out of order, misaddressed, reflected)."""
     kind, header = m.decode_header(honest)
-    how = draw(st.sampled_from(["flip", "truncate", "extend", "oversize", "huge_count", "rebind", "any_kind",
-                                "reshape", "noise", "other"]))
+    how = draw(
+        st.sampled_from(
+            ["flip", "truncate", "extend", "oversize", "huge_count", "rebind", "any_kind", "reshape", "noise", "other"]
+        )
+    )
     if how == "flip":
         pos = draw(st.integers(0, len(honest) - 1))
         return honest[:pos] + bytes([honest[pos] ^ draw(st.integers(1, 255))]) + honest[pos + 1 :]
@@ -217,7 +228,8 @@ def _server_delivery(server: ServerCore, cid: int, data: Any, native: bool = Fal
         if server.state is ABORTED or server.snapshot() == before:
             return
         assert exc.client_id == cid and exc.sender_dropped and cid in server.errors, (
-            f"rejection changed the state without dropping the sender: {exc!r}")
+            f"rejection changed the state without dropping the sender: {exc!r}"
+        )
         assert cid not in server.expected
 
 
@@ -284,7 +296,8 @@ def _client_delivery(client: ClientCore, data: Any, native: bool = False) -> Any
         return _bounded(lambda: client.handle(data), size, native)
     except SecAggError:
         assert client.state is before or client.state is ABORTED, (
-            f"rejection moved the client from {before} to {client.state}")
+            f"rejection moved the client from {before} to {client.state}"
+        )
         return None
 
 

@@ -38,5 +38,12 @@ from .secagg_binding import mask_context, pair_sign, share_context, survivors_tr
 from .secagg_client import SecAggClient, decode_limits
 from .secagg_server import SecAggServer
 
-__all__ = ["SecAggServer", "SecAggClient", "mask_context", "share_context", "pair_sign", "survivors_transcript",
-           "decode_limits"]
+__all__ = [
+    "SecAggServer",
+    "SecAggClient",
+    "mask_context",
+    "share_context",
+    "pair_sign",
+    "survivors_transcript",
+    "decode_limits",
+]

@@ -139,9 +139,7 @@ class SecAggClient(ClientCore):
         signature = b""
         if self.identity is not None:
             signature = self.identity.sign(advert_transcript(self.config, self.id, c_pk, s_pk, commitment))
-        return m.AdvertiseKeys(
-            self.header(Stage.ADVERTISE_KEYS), c_pk, s_pk, signature, commitment
-        )
+        return m.AdvertiseKeys(self.header(Stage.ADVERTISE_KEYS), c_pk, s_pk, signature, commitment)
 
     # -- round 1
     def _share_keys(self, msg: m.KeysBroadcast) -> m.EncryptedShares:
@@ -238,8 +236,11 @@ class SecAggClient(ClientCore):
         )
         if expected != entry:
             if c.active_security:  # the relay is untrusted: it, or v, lied; we cannot tell which
-                raise IntegrityError("sealed shares differ from the hashes relayed for their dealer (the dealer "
-                                     "or the server lied)", client_id=None, dealer=v)
+                raise IntegrityError(
+                    "sealed shares differ from the hashes relayed for their dealer (the dealer or the server lied)",
+                    client_id=None,
+                    dealer=v,
+                )
             raise IntegrityError("dealer sealed shares that differ from the hashes it committed to", client_id=v)
 
     # -- round 3 (active security)

@@ -76,14 +76,18 @@ class SecAggServer(ServerCore):
         # accepts, its check, the stage that follows, what closing it sends, and (where
         # it is not min_survivors) how many replies it needs.
         stages = {
-            Stage.ADVERTISE_KEYS: StageSpec(m.AdvertiseKeys, self._check_advertise_keys, Stage.SHARE_KEYS,
-                                            close=self._close_advertise_keys),
-            Stage.SHARE_KEYS: StageSpec(m.EncryptedShares, self._check_share_keys, Stage.MASKED_INPUT,
-                                        close=self._close_share_keys),
-            Stage.MASKED_INPUT: StageSpec(m.MaskedInput, self._check_masked_input, after_input,
-                                          close=self._close_masked_input),
-            Stage.CONSISTENCY: StageSpec(m.ConsistencySignature, self._check_consistency, Stage.UNMASK,
-                                         close=self._close_consistency, needed=t),
+            Stage.ADVERTISE_KEYS: StageSpec(
+                m.AdvertiseKeys, self._check_advertise_keys, Stage.SHARE_KEYS, close=self._close_advertise_keys
+            ),
+            Stage.SHARE_KEYS: StageSpec(
+                m.EncryptedShares, self._check_share_keys, Stage.MASKED_INPUT, close=self._close_share_keys
+            ),
+            Stage.MASKED_INPUT: StageSpec(
+                m.MaskedInput, self._check_masked_input, after_input, close=self._close_masked_input
+            ),
+            Stage.CONSISTENCY: StageSpec(
+                m.ConsistencySignature, self._check_consistency, Stage.UNMASK, close=self._close_consistency, needed=t
+            ),
             Stage.UNMASK: StageSpec(m.UnmaskShares, self._check_unmask, DONE, close=self._close_unmask, needed=t),
         }
         if not config.active_security:
@@ -178,9 +182,7 @@ class SecAggServer(ServerCore):
         # u holds the shares of every sender that reached it, and its own
         self._delivered = {u: set(cts) | {u} for u, cts in incoming.items()}
         # (dealer, holder) -> hash(b share) || hash(s share): every revealed share is checked against it
-        self._dealt_hashes = {
-            (v, u): entry for v, msg in inbox.items() for u, entry in msg.share_hashes.items()
-        }
+        self._dealt_hashes = {(v, u): entry for v, msg in inbox.items() for u, entry in msg.share_hashes.items()}
         return {
             u: m.SharesDelivery(
                 self.header(Stage.MASKED_INPUT, u),

@@ -121,13 +121,18 @@ def _honest(plan: DDPPlan, n_shares: int) -> int:
         raise ConfigError("n_shares must be a positive integer", n_shares=n_shares)
     honest = plan.honest_shares(int(n_shares))
     if honest < 1:
-        raise ConfigError("the sum holds no honest noise share (n_shares <= max_corrupt)", n_shares=n_shares,
-                          max_corrupt=plan.max_corrupt)
+        raise ConfigError(
+            "the sum holds no honest noise share (n_shares <= max_corrupt)",
+            n_shares=n_shares,
+            max_corrupt=plan.max_corrupt,
+        )
     return honest
 
 
 @functools.lru_cache(maxsize=1024)
-def _round_rdp(plan: DDPPlan, n: int, sampling_rate: float, sampling: Sampling, orders: tuple[int, ...]) -> NDArray[np.float64]:
+def _round_rdp(
+    plan: DDPPlan, n: int, sampling_rate: float, sampling: Sampling, orders: tuple[int, ...]
+) -> NDArray[np.float64]:
     # Replace-one (fixed-size sampling) moves the sum by up to twice the clip.
     factor = 2.0 if sampling == "fixed" else 1.0
     d = plan.dim
@@ -209,8 +214,13 @@ def gaussian_epsilon(
         raise ConfigError("noise_multiplier must be positive", noise_multiplier=noise_multiplier)
     _check_steps(steps)
     return _gaussian_epsilon(
-        float(noise_multiplier), _check_rate(sampling_rate), int(steps), float(delta), accountant,
-        tuple(orders) if orders is not None else None, sampling,
+        float(noise_multiplier),
+        _check_rate(sampling_rate),
+        int(steps),
+        float(delta),
+        accountant,
+        tuple(orders) if orders is not None else None,
+        sampling,
     )
 
 
@@ -251,16 +261,23 @@ def plan_epsilon(
     rdp = round_rdp(plan, n_shares=n, sampling_rate=sampling_rate, sampling=sampling) * steps
     eps, _ = rdp_to_epsilon(RDP_ORDERS, rdp, delta)
     if accountant == "pld" and sampling == "poisson":
-        tight = pld_epsilon(composed_pld(plan, {int(n): int(steps)}, sampling_rate), steps * release_tv(plan, int(n)),
-                            delta, eps)
+        tight = pld_epsilon(
+            composed_pld(plan, {int(n): int(steps)}, sampling_rate), steps * release_tv(plan, int(n)), delta, eps
+        )
         eps = min(eps, tight)
     if pld_floor:
         z = continuous_noise_multiplier(plan, n)
         if sampling == "poisson":
             floor = gaussian_epsilon(noise_multiplier=z, sampling_rate=sampling_rate, steps=steps, delta=delta)
         else:
-            floor = gaussian_epsilon(noise_multiplier=z / 2, sampling_rate=sampling_rate, steps=steps, delta=delta,
-                                     accountant="rdp", sampling="fixed")
+            floor = gaussian_epsilon(
+                noise_multiplier=z / 2,
+                sampling_rate=sampling_rate,
+                steps=steps,
+                delta=delta,
+                accountant="rdp",
+                sampling="fixed",
+            )
         eps = max(eps, floor)
     return eps
 
@@ -302,8 +319,16 @@ def _mechanism_epsilon(mechanism: Mechanism, **kw: object) -> float:
     n_shares, pld_floor, sampling = kw.pop("n_shares"), kw.pop("pld_floor"), kw.pop("sampling")
     accountant = kw.pop("accountant")
     plan = plan_ddp(mechanism=mechanism, **kw)  # type: ignore[arg-type]
-    return plan_epsilon(plan, sampling_rate=q, steps=steps, delta=delta, n_shares=n_shares,  # type: ignore[arg-type]
-                        pld_floor=pld_floor, sampling=sampling, accountant=accountant)  # type: ignore[arg-type]
+    return plan_epsilon(
+        plan,
+        sampling_rate=q,
+        steps=steps,
+        delta=delta,
+        n_shares=n_shares,  # type: ignore[arg-type]
+        pld_floor=pld_floor,
+        sampling=sampling,
+        accountant=accountant,
+    )  # type: ignore[arg-type]
 
 
 def ddgauss_epsilon(
@@ -342,9 +367,25 @@ def ddgauss_epsilon(
     as :func:`~secagg.dp.planning.plan_ddp`.
     """
     return _mechanism_epsilon(
-        "ddgauss", accountant=accountant, max_corrupt=max_corrupt, max_inputs=max_inputs, n_clients=n_clients, sampling_rate=sampling_rate, steps=steps, delta=delta, dim=dim,
-        l2_clip=l2_clip, noise_multiplier=noise_multiplier, bits=bits, beta=beta, k=k,
-        min_survivors=min_survivors, n_shares=n_shares, rho=rho, pld_floor=pld_floor, sampling=sampling,
+        "ddgauss",
+        accountant=accountant,
+        max_corrupt=max_corrupt,
+        max_inputs=max_inputs,
+        n_clients=n_clients,
+        sampling_rate=sampling_rate,
+        steps=steps,
+        delta=delta,
+        dim=dim,
+        l2_clip=l2_clip,
+        noise_multiplier=noise_multiplier,
+        bits=bits,
+        beta=beta,
+        k=k,
+        min_survivors=min_survivors,
+        n_shares=n_shares,
+        rho=rho,
+        pld_floor=pld_floor,
+        sampling=sampling,
     )
 
 
@@ -371,7 +412,23 @@ def skellam_epsilon(
 ) -> float:
     """ε of ``steps`` rounds of the distributed Skellam mechanism; keywords as :func:`ddgauss_epsilon`."""
     return _mechanism_epsilon(
-        "skellam", accountant=accountant, max_corrupt=max_corrupt, max_inputs=max_inputs, n_clients=n_clients, sampling_rate=sampling_rate, steps=steps, delta=delta, dim=dim,
-        l2_clip=l2_clip, noise_multiplier=noise_multiplier, bits=bits, beta=beta, k=k,
-        min_survivors=min_survivors, n_shares=n_shares, rho=rho, pld_floor=pld_floor, sampling=sampling,
+        "skellam",
+        accountant=accountant,
+        max_corrupt=max_corrupt,
+        max_inputs=max_inputs,
+        n_clients=n_clients,
+        sampling_rate=sampling_rate,
+        steps=steps,
+        delta=delta,
+        dim=dim,
+        l2_clip=l2_clip,
+        noise_multiplier=noise_multiplier,
+        bits=bits,
+        beta=beta,
+        k=k,
+        min_survivors=min_survivors,
+        n_shares=n_shares,
+        rho=rho,
+        pld_floor=pld_floor,
+        sampling=sampling,
     )

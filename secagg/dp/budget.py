@@ -109,8 +109,9 @@ class PrivacyBudget:
         eps = rdp_to_epsilon(RDP_ORDERS, rdp, self.delta)[0]
         return eps if pld is None else min(eps, pld_epsilon(pld, tv, self.delta, eps))
 
-    def _next(self, plan: DDPPlan, n_shares: int, sampling_rate: float,
-              sampling: Sampling) -> tuple[NDArray[np.float64], Any, float, float]:
+    def _next(
+        self, plan: DDPPlan, n_shares: int, sampling_rate: float, sampling: Sampling
+    ) -> tuple[NDArray[np.float64], Any, float, float]:
         """(RDP total, PLD total or None, Σ η, this round's own ε) after one more such round."""
         if not isinstance(plan, DDPPlan):
             raise ConfigError("plan must be a DDPPlan (see secagg.dp.plan_ddp)", type=type(plan).__name__)
@@ -123,12 +124,16 @@ class PrivacyBudget:
         round_eps = self._epsilon_of(rdp, composed_pld(plan, {int(n_shares): 1}, sampling_rate), tv)
         return self._rdp + rdp, pld, self._tv + tv, round_eps
 
-    def epsilon_if(self, plan: DDPPlan, *, n_shares: int, sampling_rate: float, sampling: Sampling = "poisson") -> float:
+    def epsilon_if(
+        self, plan: DDPPlan, *, n_shares: int, sampling_rate: float, sampling: Sampling = "poisson"
+    ) -> float:
         """ε spent in total if one more round of ``plan`` with ``n_shares`` shares ran."""
         rdp, pld, tv, _ = self._next(plan, n_shares, sampling_rate, sampling)
         return self._epsilon_of(rdp, pld, tv)
 
-    def check_round(self, plan: DDPPlan, *, n_shares: int, sampling_rate: float, sampling: Sampling = "poisson") -> float:
+    def check_round(
+        self, plan: DDPPlan, *, n_shares: int, sampling_rate: float, sampling: Sampling = "poisson"
+    ) -> float:
         """Return the ε total after such a round, or raise :class:`PrivacyBudgetExceeded`."""
         requested = self.epsilon_if(plan, n_shares=n_shares, sampling_rate=sampling_rate, sampling=sampling)
         if requested > self.epsilon:
@@ -142,7 +147,9 @@ class PrivacyBudget:
             )
         return requested
 
-    def spend(self, plan: DDPPlan, *, n_shares: int, sampling_rate: float, sampling: Sampling = "poisson") -> RoundPrivacy:
+    def spend(
+        self, plan: DDPPlan, *, n_shares: int, sampling_rate: float, sampling: Sampling = "poisson"
+    ) -> RoundPrivacy:
         """Record a round whose unmasked sum held ``n_shares`` noise shares.
 
         ``sampling`` is ``"poisson"`` or ``"fixed"`` (see

@@ -84,7 +84,14 @@ def wrap_probability(k: float) -> float:
 
 
 def heuristic_scale(
-    *, local_stddev: float, l2_clip: float, bits: int, n_clients: int, dim: int, k: float, rho: float = 1.0,
+    *,
+    local_stddev: float,
+    l2_clip: float,
+    bits: int,
+    n_clients: int,
+    dim: int,
+    k: float,
+    rho: float = 1.0,
     max_inputs: int | None = None,
 ) -> float:
     """The scale ``1/gamma`` that fits ``k`` standard deviations of the sum into ``2^bits``.
@@ -209,9 +216,12 @@ def plan_ddp(
     if max_inputs is not None and _positive_int("max_inputs", max_inputs) < n_clients:
         raise ConfigError("max_inputs cannot be below n_clients", max_inputs=max_inputs, n_clients=n_clients)
     if isinstance(max_corrupt, bool) or not isinstance(max_corrupt, int) or not 0 <= max_corrupt < min_survivors:
-        raise ConfigError("max_corrupt must be an integer in [0, min_survivors): the colluders know their own "
-                          "noise, so at least one honest share must remain", max_corrupt=max_corrupt,
-                          min_survivors=min_survivors)
+        raise ConfigError(
+            "max_corrupt must be an integer in [0, min_survivors): the colluders know their own "
+            "noise, so at least one honest share must remain",
+            max_corrupt=max_corrupt,
+            min_survivors=min_survivors,
+        )
     p = padded_dim(_positive_int("dim", dim))
     if not (l2_clip > 0 and math.isfinite(l2_clip)):
         raise ConfigError("l2_clip must be positive and finite", l2_clip=l2_clip)
@@ -232,7 +242,13 @@ def plan_ddp(
         )
     local_stddev = noise_multiplier * l2_clip / math.sqrt(min_survivors - max_corrupt)
     scale = heuristic_scale(
-        local_stddev=local_stddev, l2_clip=l2_clip, bits=bits, n_clients=n_clients, dim=p, k=k, rho=rho,
+        local_stddev=local_stddev,
+        l2_clip=l2_clip,
+        bits=bits,
+        n_clients=n_clients,
+        dim=p,
+        k=k,
+        rho=rho,
         max_inputs=max_inputs,
     )
     scaled_stddev = local_stddev * scale
