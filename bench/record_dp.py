@@ -42,11 +42,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from timing import emit  # noqa: E402  (bench/ is on sys.path)
 
 from fl.datasets import load_dataset  # noqa: E402
 from fl.models import make_model  # noqa: E402
 from fl.trainer import TrainConfig, Trainer, evaluate  # noqa: E402
+from timing import emit  # noqa: E402  (bench/ is on sys.path)
 
 EPSILONS = (1.0, 2.0, 4.0, 8.0)
 DELTA = 1e-5

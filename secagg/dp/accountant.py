@@ -15,8 +15,9 @@ rounded updates plus ``n_shares`` noise shares. The RDP of one round:
 
 Clients are Poisson-subsampled with rate ``q`` (Zhu & Wang 2019, Thm. 5, as
 the authors) or sampled at a fixed size (Wang, Balle, Kasiviswanathan 2019,
-Thm. 9, replace-one, sensitivity doubled); see :mod:`secagg.dp.subsampling`. Rounds compose by adding RDP; (ε, δ) comes from Canonne,
-Kamath, Steinke 2020 Prop. 12. This reproduces the authors'
+Thm. 9, replace-one, sensitivity doubled); see :mod:`secagg.dp.subsampling`.
+Rounds compose by adding RDP; (ε, δ) comes from Canonne, Kamath, Steinke 2020
+Prop. 12. This reproduces the authors'
 ``distributed_dp/accounting_utils.py`` (e.g. config A: 2.6827 at 12 bits,
 2.4515 at 16 bits; ``tests/vectors/dp_known_answers.json``).
 
@@ -42,7 +43,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray

@@ -202,8 +202,8 @@ def plan_ddp(
     ``n_clients``; it only widens the bit planning. ``max_corrupt`` colluders'
     shares are not counted as noise (module docstring). Raises
     :class:`ConfigError` for: a non-positive size or clip, ``min_survivors``
-    outside ``[1, n_clients]``, ``max_corrupt`` outside ``[0, min_survivors)``, ``bits`` outside ``[1, 52]`` or too small for
-    ``n_clients`` and ``k``, a planned wrap probability above
+    outside ``[1, n_clients]``, ``max_corrupt`` outside ``[0, min_survivors)``,
+    ``bits`` outside ``[1, 52]`` or too small for ``n_clients`` and ``k``, a planned wrap probability above
     ``max_wrap_probability``, a scaled discrete-Gaussian sigma below 1/2, or
     ``tau * d > 1e-3``.
     """
