@@ -45,6 +45,7 @@ import torch  # noqa: E402
 
 from fl.datasets import load_dataset  # noqa: E402
 from fl.models import make_model  # noqa: E402
+from fl.privacy import DPAggregator  # noqa: E402
 from fl.trainer import TrainConfig, Trainer, evaluate  # noqa: E402
 from timing import emit  # noqa: E402  (bench/ is on sys.path)
 
@@ -71,7 +72,9 @@ def ours(epsilon: float, seed: int, rounds: int = ROUNDS) -> tuple[float, float,
     t0 = time.perf_counter()
     result = trainer.run()
     seconds = (time.perf_counter() - t0) / rounds
-    return result.final["mean_centre_accuracy"], trainer.aggregator.noise_multiplier, seconds
+    aggregator = trainer.aggregator
+    assert isinstance(aggregator, DPAggregator)  # the trainer builds one for a DP config
+    return result.final["mean_centre_accuracy"], aggregator.noise_multiplier, seconds
 
 
 def opacus_pooled(epsilon: float, seed: int, rounds: int = ROUNDS) -> tuple[float, float]:

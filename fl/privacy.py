@@ -55,7 +55,7 @@ import hashlib
 import importlib
 import math
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, Final, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -78,7 +78,7 @@ __all__ = [
 DP_UNITS = ("client", "record")
 DP_L2_CLIP = 0.1  # L2 bound per client delta; FedAvg deltas on heart-disease have norm ≈ 0.05-0.2
 DP_BITS = 32  # ring for the noisy sum; plan_ddp checks the wrap probability (≤ 1e-4) for it
-DP_MECHANISM = "ddgauss"  # distributed discrete Gaussian (Kairouz et al. 2021)
+DP_MECHANISM: Final = "ddgauss"  # distributed discrete Gaussian (Kairouz et al. 2021)
 #: What the CLI prints and report.json records when DP noise is derived from the run seed.
 INSECURE_NOISE_WARNING = (
     "INSECURE: DP noise, rounding coins and record samples are derived from the run seed "
@@ -259,7 +259,7 @@ class DPAggregator:
         # Record-level: no weights, so it releases the noisy sum of the clipped per-record gradients,
         # which the server divides by the expected batch q N (a mean over silos would shrink the step n-fold).
         protocol_weights = None if self.unit == "record" else [1] * len(ids)
-        common = dict(
+        common: dict[str, Any] = dict(
             weights=protocol_weights, dropouts=drops, seed=noise_seed, encoder=encoder, min_survivors=self.min_survivors
         )
         if self.protocol == "plaintext":

@@ -304,7 +304,7 @@ class Trainer:
             self._record_step = -lr / expected_batch(self.record_sampling_rate, self.n_records)
         if aggregator is None and config.dp_epsilon is not None:
             dim = n_params(make_model(config.model, self.dataset.n_features))
-            record = (
+            record: dict[str, Any] = (
                 {"unit": "record", "sampling_rate": self.record_sampling_rate, "n_records": self.n_records}
                 if self.record_level
                 else {}
@@ -346,7 +346,7 @@ class Trainer:
         if self.out_dir is None:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        arrays = {"params": params, "round": np.asarray(next_round)}
+        arrays: dict[str, Any] = {"params": params, "round": np.asarray(next_round)}
         for key in ("m", "v"):
             if server_state[key] is not None:
                 arrays[f"server_{key}"] = server_state[key]
@@ -436,7 +436,7 @@ class Trainer:
         dropouts = _dropout_schedule(
             np.random.default_rng(derive_seed(cfg.seed, t, _TAG_DROPOUT)), sampled, cfg.dropout_rate
         )
-        updates: dict[int, NDArray[np.float32]] = {}
+        updates: dict[int, NDArray[np.floating]] = {}
         weights: dict[int, int] = {}
         losses: dict[int, float] = {}
         if self.record_level:
@@ -499,7 +499,7 @@ class Trainer:
 
     def _record_gradients(
         self, t: int, model: torch.nn.Module, params: NDArray[np.float32], sampled: list[int]
-    ) -> tuple[dict[int, NDArray[np.float64]], dict[int, int], dict[int, float]]:
+    ) -> tuple[dict[int, NDArray[np.floating]], dict[int, int], dict[int, float]]:
         """Record-level DP: each hospital's per-record gradients at the global model, on a Poisson sample.
 
         The sample is private (amplification by sampling counts on it), so it
@@ -510,7 +510,9 @@ class Trainer:
         if self._grads is None:
             self._grads = PerExampleGradients(model)
         set_flat_params(model, params)
-        updates, weights, losses = {}, {}, {}
+        updates: dict[int, NDArray[np.floating]] = {}
+        weights: dict[int, int] = {}
+        losses: dict[int, float] = {}
         for cid in sampled:
             centre = self.dataset.centres[cid]
             rng = (

@@ -244,7 +244,7 @@ class DistributedDP:
         return out
 
     def client_inputs(
-        self, updates: Sequence[Any], encoder: DistributedDPEncoder, *, seed: int | None = None
+        self, updates: Sequence[Any] | NDArray[Any], encoder: DistributedDPEncoder, *, seed: int | None = None
     ) -> list[NDArray[np.int64] | NDArray[np.float64]]:
         """What each client hands the protocol this round.
 
@@ -256,7 +256,7 @@ class DistributedDP:
             return [self.pad(u) for u in updates]
         if not isinstance(encoder, RecordDPEncoder):
             raise ConfigError("record-level DP needs this layer's RecordDPEncoder")
-        out = []
+        out: list[NDArray[np.int64] | NDArray[np.float64]] = []
         for i, rows in enumerate(updates):
             rows = np.asarray(rows)
             if rows.ndim != 2 or rows.shape[1] != self.dim:

@@ -154,7 +154,7 @@ def default_encoder(updates: Sequence[NDArray], max_weight: int = 1) -> FixedPoi
 
 def run(
     protocol: str,
-    updates: Sequence[NDArray[np.floating]] | NDArray[np.floating],
+    updates: Sequence[NDArray[np.number]] | NDArray[np.number],
     *,
     weights: Sequence[int] | None = None,
     dropouts: Mapping[int, Stage | str] | None = None,
@@ -295,7 +295,7 @@ def drive(server: Any, clients: Mapping[int, Any], drop_at: Mapping[int, Stage] 
 
 
 def run_plaintext(
-    updates: Sequence[NDArray[np.floating]] | NDArray[np.floating],
+    updates: Sequence[NDArray[np.number]] | NDArray[np.number],
     *,
     weights: Sequence[int] | None = None,
     dropouts: Mapping[int, Stage | str] | None = None,

@@ -44,9 +44,10 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from ..errors import ConfigError, require_extra
 from .planning import MAX_TAU_DIM, DDPPlan, Mechanism, plan_ddp
@@ -83,7 +84,7 @@ def _check_rate(q: float) -> float:
     return float(q)
 
 
-def rdp_to_epsilon(orders: Sequence[float], rdp: Sequence[float], delta: float) -> tuple[float, float]:
+def rdp_to_epsilon(orders: ArrayLike, rdp: ArrayLike, delta: float) -> tuple[float, float]:
     """Convert an RDP curve to ``(epsilon, best_order)`` at ``delta`` (CKS20 Prop. 12)."""
     if not 0 < delta < 1:
         raise ConfigError("delta must be in (0, 1)", delta=delta)
@@ -315,21 +316,21 @@ def continuous_noise_multiplier(plan: DDPPlan, n_shares: int) -> float:
     return math.sqrt(_honest(plan, n_shares)) * plan.scaled_stddev / plan.rounded_l2
 
 
-def _mechanism_epsilon(mechanism: Mechanism, **kw: object) -> float:
+def _mechanism_epsilon(mechanism: Mechanism, **kw: Any) -> float:
     steps, q, delta = kw.pop("steps"), kw.pop("sampling_rate"), kw.pop("delta")
     n_shares, pld_floor, sampling = kw.pop("n_shares"), kw.pop("pld_floor"), kw.pop("sampling")
     accountant = kw.pop("accountant")
-    plan = plan_ddp(mechanism=mechanism, **kw)  # type: ignore[arg-type]
+    plan = plan_ddp(mechanism=mechanism, **kw)
     return plan_epsilon(
         plan,
         sampling_rate=q,
         steps=steps,
         delta=delta,
-        n_shares=n_shares,  # type: ignore[arg-type]
+        n_shares=n_shares,
         pld_floor=pld_floor,
         sampling=sampling,
         accountant=accountant,
-    )  # type: ignore[arg-type]
+    )
 
 
 def ddgauss_epsilon(
