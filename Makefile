@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Default suite runs on both cores; slow suites are behind `make test-slow`.
 PYTEST := $(BIN)/python -m pytest -n 2 -p no:cacheprovider
 
-.PHONY: install test test-slow bench demo clean
+.PHONY: install lint test test-slow bench demo clean
 
 install: $(STAMP)
 
@@ -20,7 +20,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[all]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# Static checks, configured in pyproject.toml: ruff (lint and format) and mypy.
+LINT_PATHS := secagg protocols fl bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy $(LINT_PATHS)
+
+test: $(STAMP) lint
 	$(PYTEST) -m "not slow" tests
 
 test-slow: $(STAMP)
