@@ -73,7 +73,7 @@ class SecAggClient(ClientCore):
     """Client side of SecAgg / SecAgg+ (sans-I/O): ``handle(msg) -> reply | None``.
 
     ``update`` is a 1-D float array of length ``config.dim``; ``weight`` is n_k,
-    masked with the update (DESIGN clarification 1). ``identity`` is this
+    masked with the update (the server learns only the sum of weights). ``identity`` is this
     client's :class:`secagg.kex.IdentityKey` (required in active mode). ``rng``
     only drives the stochastic rounding of the encoder (seeded simulations);
     keys, seeds and masks always come from the OS CSPRNG. An honest client that
@@ -215,7 +215,7 @@ class SecAggClient(ClientCore):
             masked = apply_masks(encoded, bits=c.bits, self_seed=self._b_seed, pair_seeds=pair_seeds, backend="torch")
         else:
             # We own the encoding and never need it unmasked again: mask it in place,
-            # so the round holds one d-word vector, not two (issue #9, CPU streaming).
+            # so the round holds one d-word vector, not two (bounded memory for large updates).
             out = encoded if _maskable_in_place(encoded, c.bits) else None
             masked = apply_masks(
                 encoded, bits=c.bits, self_seed=self._b_seed, pair_seeds=pair_seeds, backend="numpy", out=out

@@ -10,7 +10,8 @@ Liu, NeurIPS 2021):
   planning (defaults to ``n_clients``; record-level DP sums one per record,
   so it is the number of training records);
 * ``min_survivors``: the fewest noise shares the server will ever unmask
-  (DESIGN.md clarification 3). Each client's share has standard deviation
+  (dropouts remove noise shares, so that many shares alone must meet the
+  target). Each client's share has standard deviation
   ``noise_multiplier * l2_clip / sqrt(min_survivors)``, so *any* permitted
   sum already carries central noise ``noise_multiplier * l2_clip``. Never
   pass the SecAgg+ per-neighbourhood threshold here;
@@ -70,7 +71,7 @@ Mechanism = Literal["ddgauss", "skellam"]
 
 MAX_TAU_DIM = 1e-3  # tau * d above this and the sum of shares is visibly non-Gaussian
 MIN_SCALED_STDDEV = 0.5  # Kairouz et al. Prop. 14 needs scaled sigma >= 1/2
-MAX_WRAP_PROBABILITY = 1e-4  # DESIGN.md clarification 2: planned per-coordinate wrap rate
+MAX_WRAP_PROBABILITY = 1e-4  # planned per-coordinate wrap rate: a wrapped sum is not the mechanism analysed
 # Scaled values must stay exactly representable in float64 (2^53) while
 # rounding, with headroom for the noise: 2^52 is the largest modulus allowed.
 MAX_DDP_BITS = 52
