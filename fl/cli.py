@@ -9,13 +9,13 @@ extra to install instead of failing on import.
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+from protocols.config import choose_params
 from protocols.he import SCHEME_MODULES, require_scheme
 from secagg.errors import ConfigError, MissingExtraError, SecAggError, require_extra
 
@@ -30,7 +30,7 @@ except ImportError as exc:  # the `fl` extra is missing: main() says so
 else:
     _MISSING_CLI_MODULE = None
 
-__all__ = ["app", "main", "dp_available", "run_with_progress", "print_report_paths"]
+__all__ = ["app", "main", "run_with_progress", "print_report_paths"]
 
 #: The optional-dependency extra that the command line (typer, rich) and ``secagg run`` (torch) come from.
 CLI_EXTRA = "fl"
@@ -46,13 +46,6 @@ def _fail(exc: BaseException) -> "typer.Exit":
     # escape(): an extra named in brackets ("secagg[dp]") is text, not rich markup. soft_wrap: one line.
     err_console.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
     return typer.Exit(code=1)
-
-
-def dp_available() -> bool:
-    """True when the distributed-DP layer (``protocols.dp`` over ``secagg.dp``) is installed."""
-    from .privacy import dp_available as available
-
-    return available()
 
 
 def _round_table(rounds: list[dict[str, Any]]) -> Table:
@@ -161,11 +154,6 @@ def run(
         if dp_epsilon is not None or dp_delta is not None:
             if dp_epsilon is None or dp_delta is None:
                 raise ConfigError("--dp-epsilon and --dp-delta go together")
-            if not dp_available():
-                raise ConfigError(
-                    "distributed DP is not available yet in this installation "
-                    "(protocols.dp / secagg.dp are missing); run without --dp-epsilon"
-                )
         if protocol in SCHEME_MODULES:
             require_scheme(protocol)  # refuse now, not as a key holder that drops out of every round
         require_extra("torch", CLI_EXTRA)
@@ -332,12 +320,7 @@ def params(
 ) -> None:
     """Pick SecAgg+ neighbour degree k, threshold t and bit width for a threat model."""
     try:
-        try:
-            config_mod = importlib.import_module("protocols.config")
-            choose = config_mod.choose_params
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError("protocols.config.choose_params is not available in this installation") from exc
-        p = choose(
+        p = choose_params(
             n,
             dropout_rate=dropout_rate,
             corrupt_rate=corrupt_rate,

@@ -52,7 +52,6 @@ who knows the seed (tests and debugging only; :data:`INSECURE_NOISE_WARNING`).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import math
 import warnings
 from typing import Any, Final, Mapping, Sequence
@@ -60,6 +59,10 @@ from typing import Any, Final, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from protocols import sim
+from protocols.dp import DistributedDP, DPUtilityWarning
+from secagg.dp import PrivacyBudget
+from secagg.dp.calibration import calibrate_noise_multiplier
 from secagg.errors import ConfigError
 
 from .aggregation import relabel, security_options
@@ -70,7 +73,6 @@ __all__ = [
     "DP_BITS",
     "DP_MECHANISM",
     "INSECURE_NOISE_WARNING",
-    "dp_available",
     "dp_min_survivors",
     "DPAggregator",
 ]
@@ -85,16 +87,6 @@ INSECURE_NOISE_WARNING = (
     "(insecure_reproducible_noise); anyone who knows the seed can remove the noise, so "
     "this run has NO differential privacy. For tests and debugging only."
 )
-
-
-def dp_available() -> bool:
-    """True when ``protocols.dp`` and ``secagg.dp`` are installed."""
-    for module in ("protocols.dp", "secagg.dp.calibration"):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            return False
-    return True
 
 
 def dp_min_survivors(n_clients: int, dropout_rate: float) -> int:
@@ -141,11 +133,6 @@ class DPAggregator:
         insecure_reproducible_noise: bool = False,
         max_corrupt: int | None = None,
     ) -> None:
-        if not dp_available():
-            raise ConfigError(
-                "distributed DP is not available yet in this installation "
-                "(protocols.dp / secagg.dp are missing); run without --dp-epsilon"
-            )
         if not (epsilon > 0 and math.isfinite(epsilon)) or not 0 < delta < 1:
             raise ConfigError("DP needs epsilon > 0 and 0 < delta < 1", epsilon=epsilon, delta=delta)
         if unit not in DP_UNITS:
@@ -158,9 +145,6 @@ class DPAggregator:
                 sampling_rate=sampling_rate,
                 n_records=n_records,
             )
-        from protocols.dp import DistributedDP, DPUtilityWarning
-        from secagg.dp import PrivacyBudget
-        from secagg.dp.calibration import calibrate_noise_multiplier
 
         self.protocol, self.threshold, self.neighbors, self.unit = protocol, threshold, neighbors, unit
         self.max_corrupt = max_corrupt
@@ -243,8 +227,6 @@ class DPAggregator:
         dropouts: Mapping[int, str] | None = None,
         seed: int | None = None,
     ) -> Any:
-        from protocols import sim
-
         ids = sorted(updates)
         position = {cid: i for i, cid in enumerate(ids)}
         self.dp.check_round()

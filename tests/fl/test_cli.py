@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from fl.cli import app, dp_available
+from fl.cli import app
 from fl.experiment import run_comparison
 from fl.trainer import TrainConfig
 
@@ -81,9 +81,6 @@ def test_dp_run_reports_epsilon_within_the_target(tmp_path):
     out = tmp_path / "dp"
     result = runner.invoke(app, ["run", "--dp-epsilon", "5.0", "--dp-delta", "1e-5", "--rounds", "2",
                                  "--dp-unit", "client", "--local-steps", "3", "--quiet", "--out", str(out)])
-    if not dp_available():
-        assert result.exit_code == 1 and "not available yet" in _output(result)
-        return
     assert result.exit_code == 0, _output(result)
     report = json.loads((out / "report.json").read_text())
     eps = [r["epsilon"] for r in report["rounds"]]
@@ -115,8 +112,6 @@ def test_comparison_writes_markdown_and_json(tmp_path):
 
 
 def test_dp_unit_defaults_to_record_for_the_cross_silo_datasets(tmp_path):
-    if not dp_available():
-        return
     out = tmp_path / "dp-default"
     result = runner.invoke(app, ["run", "--dp-epsilon", "5.0", "--dp-delta", "1e-5", "--rounds", "2", "--quiet",
                                  "--out", str(out)])
@@ -126,8 +121,6 @@ def test_dp_unit_defaults_to_record_for_the_cross_silo_datasets(tmp_path):
 
 
 def test_client_level_dp_with_few_hospitals_warns_and_names_record_level(tmp_path):
-    if not dp_available():
-        return
     out = tmp_path / "dp-client"
     result = runner.invoke(app, ["run", "--dp-epsilon", "0.5", "--dp-delta", "1e-5", "--rounds", "20",
                                  "--dp-unit", "client", "--local-steps", "1", "--quiet", "--out", str(out)])
