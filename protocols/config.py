@@ -439,11 +439,12 @@ class SecAggConfig:
                 neighbors=k,
                 n=n,
             )
+        if resists(n, k, t, c, active=active, complete=self.complete, security_bits=self.security_bits):
+            return
+        # only a refused config pays for the search that names the fix
         need = smallest_secure_threshold(
             n, k, c, active=active, complete=self.complete, security_bits=self.security_bits
         )
-        if need is not None and t >= need:
-            return
         if self.complete:
             rule = "2t - n > max_corrupt" if active else "t > max_corrupt"
         elif active:

@@ -31,21 +31,6 @@ def _round(n: int, t: int, *, max_corrupt: int | None, neighbors: int | None = N
     return config, clients, updates
 
 
-def _selective_delivery(n: int, t: int, colluders: set[int], max_corrupt: int | None):
-    config, clients, updates = _round(n, t, max_corrupt=max_corrupt)
-    target = 0
-    honest_others = [u for u in range(1, n) if u not in colluders]
-    fake_dropped = honest_others[: max(0, t - 1 - len(colluders))]
-    server = SelectiveDeliveryServer(
-        SecAggServer(config), target=target, colluders=colluders, fake_dropped=fake_dropped
-    )
-    try:
-        drive(server, clients)
-    except SecAggError:
-        pass
-    return exposure(config, server.log, clients, colluders, updates)
-
-
 @pytest.mark.parametrize("n, t, colluders", [(5, 3, {4}), (10, 6, {8, 9})])
 def test_selective_delivery_with_fake_dropouts_recovers_nothing(n, t, colluders):
     """The published attack: at (n=5, t=3, 1 colluder) and (n=10, t=6, 2
