@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, Sequence
 
 from protocols.config import choose_params
 from protocols.he import SCHEME_MODULES, require_scheme
@@ -32,6 +33,12 @@ else:
 
 __all__ = ["app", "main", "run_with_progress", "print_report_paths"]
 
+# Help panels: each is its own table, so a long option name (--insecure-reproducible-noise)
+# is not squeezed by the range metavars of another panel and the help fits 80 columns.
+DP_PANEL = "Differential privacy"
+SPLIT_PANEL = "Simulated split (breast-cancer)"
+OUTPUT_PANEL = "Output"
+
 #: The optional-dependency extra that the command line (typer, rich) and ``secagg run`` (torch) come from.
 CLI_EXTRA = "fl"
 
@@ -48,11 +55,13 @@ def _fail(exc: BaseException) -> "typer.Exit":
     return typer.Exit(code=1)
 
 
-def _round_table(rounds: list[dict[str, Any]]) -> Table:
+def _round_table(rounds: list[dict[str, Any]], centres: Sequence[str] = ()) -> Table:
+    """Per-round metrics; dropped clients by centre name (``centres[client id]``) where known."""
     table = Table(title="per-round metrics", show_lines=False)
-    for col in ("round", "loss", "mean acc.", "kB up", "kB down", "s", "# dropped", "ε"):
+    for col in ("round", "loss", "mean acc.", "kB up", "kB down", "s", "dropped", "ε"):
         table.add_column(col, justify="right")
     for r in rounds:
+        dropped = ", ".join(_centre_name(centres, cid) for cid in r.get("dropped", [])) or "–"
         table.add_row(
             str(r["round"]),
             f"{r['loss']:.4f}",
@@ -60,10 +69,14 @@ def _round_table(rounds: list[dict[str, Any]]) -> Table:
             f"{r.get('bytes_up', 0) / 1e3:.1f}",
             f"{r.get('bytes_down', 0) / 1e3:.1f}",
             f"{r.get('seconds', 0.0):.2f}",
-            "aborted" if r.get("aborted") else str(len(r.get("dropped", []))),
+            f"aborted ({dropped})" if r.get("aborted") else dropped,
             "–" if r.get("epsilon") is None else f"{r['epsilon']:.3f}",
         )
     return table
+
+
+def _centre_name(centres: Sequence[str], client_id: int) -> str:
+    return escape(centres[client_id]) if 0 <= client_id < len(centres) else f"client {client_id}"
 
 
 def _dataset_options(
@@ -108,21 +121,29 @@ def run(
     clients_per_round: Annotated[Optional[int], typer.Option(min=1, help="sample this many clients per round")] = None,
     dropout_rate: Annotated[float, typer.Option(min=0.0, max=0.99, help="per-round client dropout probability")] = 0.0,
     seed: Annotated[int, typer.Option()] = 42,
-    dp_epsilon: Annotated[Optional[float], typer.Option(help="target ε for distributed DP")] = None,
-    dp_delta: Annotated[Optional[float], typer.Option(help="target δ for distributed DP")] = None,
+    dp_epsilon: Annotated[
+        Optional[float], typer.Option(help="target ε for distributed DP", rich_help_panel=DP_PANEL)
+    ] = None,
+    dp_delta: Annotated[
+        Optional[float], typer.Option(help="target δ for distributed DP", rich_help_panel=DP_PANEL)
+    ] = None,
     dp_clip: Annotated[
         Optional[float],
-        typer.Option(help="DP L2 clip: per hospital delta (default 0.1) or per record (default 1.0)"),
+        typer.Option(
+            help="DP L2 clip: per hospital delta (default 0.1) or per record (default 1.0)", rich_help_panel=DP_PANEL
+        ),
     ] = None,
     dp_unit: Annotated[
         str,
         typer.Option(
             help="DP unit: record (a patient: distributed DP-SGD; the default, since with a handful of "
-            "hospitals client-level noise drowns the update) or client (a hospital's update)"
+            "hospitals client-level noise drowns the update) or client (a hospital's update)",
+            rich_help_panel=DP_PANEL,
         ),
     ] = "record",
     dp_sampling_rate: Annotated[
-        Optional[float], typer.Option(help="record-level DP: Poisson rate per record (default 0.05)")
+        Optional[float],
+        typer.Option(help="record-level DP: Poisson rate per record (default 0.05)", rich_help_panel=DP_PANEL),
     ] = None,
     insecure_reproducible_noise: Annotated[
         bool,
@@ -130,23 +151,34 @@ def run(
             "--insecure-reproducible-noise",
             help="INSECURE, tests only: derive DP noise from --seed so runs repeat bit for bit; "
             "anyone who knows the seed can then remove the noise (no privacy)",
+            rich_help_panel=DP_PANEL,
         ),
     ] = False,
-    n_clients: Annotated[Optional[int], typer.Option(help="simulated centres (breast-cancer)")] = None,
-    partition: Annotated[Optional[str], typer.Option(help="iid or dirichlet (breast-cancer)")] = None,
-    alpha: Annotated[Optional[float], typer.Option(help="Dirichlet α (breast-cancer)")] = None,
+    n_clients: Annotated[Optional[int], typer.Option(help="simulated centres", rich_help_panel=SPLIT_PANEL)] = None,
+    partition: Annotated[Optional[str], typer.Option(help="iid or dirichlet", rich_help_panel=SPLIT_PANEL)] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="Dirichlet α", rich_help_panel=SPLIT_PANEL)] = None,
     out: Annotated[
         Optional[Path],
         typer.Option(
             help="output directory (default: a new folder in runs/ named after the dataset, protocol, "
-            "strategy and seed)"
+            "strategy and seed)",
+            rich_help_panel=OUTPUT_PANEL,
         ),
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue the checkpoint in --out")] = False,
-    compare: Annotated[
-        bool, typer.Option("--compare", help="pooled, local-only, plaintext and secure runs over seeds 42-46")
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue the checkpoint in --out", rich_help_panel=OUTPUT_PANEL)
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar or table")] = False,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="pooled, local-only, plaintext and secure runs over seeds 42-46",
+            rich_help_panel=OUTPUT_PANEL,
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="no progress bar or table", rich_help_panel=OUTPUT_PANEL)
+    ] = False,
 ) -> None:
     """Train federated models over a secure-aggregation protocol and write a report."""
 
@@ -190,7 +222,7 @@ def run(
             raise ConfigError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
         _set_threads()
         if compare:
-            _run_compare(config, out)
+            _run_compare(config, out, quiet=quiet)
             return
         out_dir = out if out is not None else Path("runs") / f"{dataset}-{protocol}-{strategy}-s{seed}"
         _check_out_dir(out_dir)
@@ -261,7 +293,7 @@ def run_with_progress(
 
         report = run_experiment(config, out_dir, resume=resume, on_round=on_round, aggregator=aggregator)
     if not quiet:
-        console.print(_round_table(report["rounds"]))
+        console.print(_round_table(report["rounds"], list(report["dataset"]["centres"])))
         final = report["final"]
         console.print(
             f"final mean per-centre accuracy: [bold]{final['mean_centre_accuracy']:.3f}[/]  "
@@ -294,20 +326,43 @@ def print_report_paths(report: dict[str, Any]) -> None:
     console.print(f"plots:  {escape(str(paths['accuracy_plot']))}, {escape(str(paths['costs_plot']))}", soft_wrap=True)
 
 
-def _run_compare(config: Any, out: Optional[Path]) -> None:
-    from .experiment import run_comparison, shell_command
+def _run_compare(config: Any, out: Optional[Path], *, quiet: bool = False) -> None:
+    """``--compare``: a ``k/N`` bar naming the current method on a terminal, and one line per finished method."""
+    from .experiment import ComparisonStep, run_comparison, shell_command
 
     out_dir = out if out is not None else Path("runs") / f"compare-{config.dataset}"
     _check_out_dir(out_dir)
-    with console.status("comparing") as status:
-        result = run_comparison(
-            config,
-            out_dir,
-            command=shell_command(["secagg"] + sys.argv[1:]),
-            on_step=lambda m: status.update(f"comparing: {m}"),
-        )
-    console.print(Path(result["paths"]["markdown"]).read_text())
-    console.print(f"table: {result['paths']['markdown']} and {result['paths']['json']}")
+    started: dict[int, float] = {}
+    with Progress(
+        TextColumn("comparing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet or not console.is_terminal,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("", total=None)
+
+        def on_step(step: ComparisonStep) -> None:
+            if step.row is None:
+                started[step.index] = time.perf_counter()
+                progress.update(task, total=step.total, completed=step.index - 1, description=step.method)
+                return
+            progress.update(task, completed=step.index)
+            if not quiet:
+                seconds = time.perf_counter() - started.get(step.index, time.perf_counter())
+                console.print(
+                    f"[{step.index}/{step.total}] {step.method}: mean per-centre accuracy "
+                    f"{step.row['mean']:.3f} ± {step.row['std']:.3f} ({seconds:.0f} s)",
+                    markup=False,
+                    highlight=False,
+                )
+
+        result = run_comparison(config, out_dir, command=shell_command(["secagg"] + sys.argv[1:]), on_step=on_step)
+    console.print(Path(result["paths"]["markdown"]).read_text(), markup=False)
+    console.print(f"table: {result['paths']['markdown']} and {result['paths']['json']}", markup=False)
 
 
 def params(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,6 +23,7 @@ from .trainer import TrainConfig, Trainer
 __all__ = [
     "run_experiment",
     "run_comparison",
+    "ComparisonStep",
     "shell_command",
     "COMPARE_SEEDS",
     "COMPARE_STRATEGIES",
@@ -36,6 +37,17 @@ COMPARE_STRATEGIES = ("fedavg", "fedprox", "fedsgd", "fedadam", "fedyogi", "feda
 #: HE protocols shown with FedAvg only (Paillier costs ~1 s per round here;
 #: threshold Paillier ~15 s, so it is left out of the default table).
 COMPARE_HE_PROTOCOLS = ("paillier", "ckks")
+
+
+@dataclass(frozen=True)
+class ComparisonStep:
+    """Progress of :func:`run_comparison`: method ``index`` of ``total`` (1-based) starts
+    (``row`` is ``None``) or has finished (``row`` is its summary row, as in ``compare.json``)."""
+
+    index: int
+    total: int
+    method: str
+    row: dict[str, Any] | None = None
 
 
 def run_experiment(
@@ -105,7 +117,7 @@ def run_comparison(
     protocols: Sequence[str] = SECURE_PROTOCOLS,
     he_protocols: Sequence[str] = COMPARE_HE_PROTOCOLS,
     command: str = "",
-    on_step: Callable[[str], None] | None = None,
+    on_step: Callable[[ComparisonStep], None] | None = None,
     aggregator_for: Callable[[TrainConfig], Any] | None = None,
     baseline_epochs: int = BASELINE_EPOCHS,
 ) -> dict[str, Any]:
@@ -113,6 +125,7 @@ def run_comparison(
     protocol, and FedAvg through each HE protocol in ``he_protocols``.
 
     ``baseline_epochs`` is the pooled/local-only training length (FLamby: 50).
+    ``on_step`` hears each method start and finish (:class:`ComparisonStep`).
     Writes ``compare.md`` and ``compare.json`` into ``out_dir``; returns the JSON dict.
     """
     if base.dp_epsilon is not None and base.dp_unit == "record":
@@ -122,10 +135,13 @@ def run_comparison(
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(base.dataset, **base.dataset_options)
     rows: list[dict[str, Any]] = []
+    plan = [("fedavg", "plaintext")] + [(s, p) for s in strategies for p in protocols]
+    plan += [("fedavg", p) for p in he_protocols]
+    total = 2 + len(plan)
 
-    def note(msg: str) -> None:
+    def note(method: str, row: dict[str, Any] | None = None) -> None:
         if on_step is not None:
-            on_step(msg)
+            on_step(ComparisonStep(len(rows) + (row is None), total, method, row))
 
     note("pooled")
     rows.append(
@@ -135,13 +151,13 @@ def run_comparison(
             [{"final": train_pooled(dataset, model=base.model, seed=s, epochs=baseline_epochs)} for s in seeds],
         )
     )
+    note("pooled", rows[-1])
     note("local-only")
     local = [train_local_only(dataset, model=base.model, seed=s, epochs=baseline_epochs) for s in seeds]
     rows.append(_summary("local-only (own centre)", "–", [{"final": r} for r in local]))
+    note("local-only", rows[-1])
     best_local = [r["best_local_mean_centre_accuracy"] for r in local]
 
-    plan = [("fedavg", "plaintext")] + [(s, p) for s in strategies for p in protocols]
-    plan += [("fedavg", p) for p in he_protocols]
     for strategy, protocol in plan:
         note(f"{strategy} / {protocol}")
         runs = []
@@ -163,6 +179,7 @@ def run_comparison(
                 )
             )
         rows.append(_summary(strategy, protocol, runs))
+        note(f"{strategy} / {protocol}", rows[-1])
 
     result: dict[str, Any] = {
         "config": base.to_dict(),

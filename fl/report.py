@@ -37,6 +37,7 @@ __all__ = [
     "build_report",
     "write_report",
     "plot_run",
+    "accuracy_figure",
     "comparison_markdown",
 ]
 
@@ -137,24 +138,14 @@ def _title(report: Mapping[str, Any]) -> str:
 
 
 def plot_run(out_dir: Path, rounds: Sequence[Mapping[str, Any]], *, title: str = "") -> dict[str, Path]:
-    """Accuracy per round per centre, and bytes/time per round, as PNGs."""
+    """Accuracy per round per centre (dropout and abort rounds marked), and bytes/time per round, as PNGs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     xs = [r["round"] for r in rounds]
-    centres = list(rounds[0]["centre_accuracy"]) if rounds else []
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name in centres:
-        ax.plot(xs, [r["centre_accuracy"][name] for r in rounds], marker="o", ms=3, label=name)
-    ax.plot(xs, [r["mean_centre_accuracy"] for r in rounds], "k--", lw=2, label="mean over centres")
-    ax.set(xlabel="round", ylabel="test accuracy", title=title or "accuracy per centre", ylim=(0, 1.02))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    fig = accuracy_figure(rounds, title=title)
     acc_path = out_dir / ACCURACY_PLOT
     fig.savefig(acc_path, dpi=110)
     plt.close(fig)
@@ -178,6 +169,56 @@ def plot_run(out_dir: Path, rounds: Sequence[Mapping[str, Any]], *, title: str =
     fig.savefig(cost_path, dpi=110)
     plt.close(fig)
     return {"accuracy_plot": acc_path, "costs_plot": cost_path}
+
+
+#: Marks on the accuracy plot: a round in which clients dropped, and one that aborted (model kept).
+DROPOUT_LABEL = "round with dropouts"
+ABORT_LABEL = "aborted round (model kept)"
+_MAX_NAMED_ROUNDS = 15  # above this, the dropped centres' names would overlap
+
+
+def accuracy_figure(rounds: Sequence[Mapping[str, Any]], *, title: str = "") -> Any:
+    """The accuracy plot as a matplotlib Figure: per-centre and mean test accuracy per round.
+
+    A round whose ``dropped`` list is not empty gets a dotted orange line, an
+    aborted round a red band; each line is labelled with the dropped centres'
+    names (``dropped`` holds indices into the centre order of ``centre_accuracy``).
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    xs = [r["round"] for r in rounds]
+    centres = list(rounds[0]["centre_accuracy"]) if rounds else []
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name in centres:
+        ax.plot(xs, [r["centre_accuracy"][name] for r in rounds], marker="o", ms=3, label=name)
+    ax.plot(xs, [r["mean_centre_accuracy"] for r in rounds], "k--", lw=2, label="mean over centres")
+    marked = [r for r in rounds if r.get("aborted") or r.get("dropped")]
+    for r in marked:
+        if r.get("aborted"):
+            ax.axvspan(r["round"] - 0.4, r["round"] + 0.4, color="red", alpha=0.15, lw=0, label=ABORT_LABEL)
+        else:
+            ax.axvline(r["round"], color="tab:orange", ls=":", lw=1.5, label=DROPOUT_LABEL)
+        names = [centres[c] if 0 <= c < len(centres) else str(c) for c in r.get("dropped", [])]
+        if names and len(marked) <= _MAX_NAMED_ROUNDS:
+            ax.text(
+                r["round"],
+                0.03,
+                " −" + ", ".join(names),
+                rotation=90,
+                fontsize=7,
+                va="bottom",
+                ha="center",
+                color="red" if r.get("aborted") else "tab:orange",
+            )
+    ax.set(xlabel="round", ylabel="test accuracy", title=title or "accuracy per centre", ylim=(0, 1.02))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))  # one legend entry per kind of mark
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
 
 
 def comparison_markdown(rows: Sequence[Mapping[str, Any]], *, seeds: Sequence[int], command: str) -> str:
