@@ -4,7 +4,8 @@ The JSON says where it ran: ``"device": "cpu"`` and ``"cuda": false`` when no
 CUDA device exists, and then every figure is a CPU figure, not a GPU one.
 
 * ``keystream``: GB/s of :func:`secagg.prg_torch.keystream_torch` (eager; and
-  torch.compile on CUDA or with ``--compile``) on the device, against
+  torch.compile on CUDA or with ``--compile``; and the Triton kernel of
+  :mod:`secagg.prg_triton` on CUDA, the default there) on the device, against
   ``cryptography``'s ChaCha20 on one CPU core, in the same run. Goal on one
   H100: >= 300 GB/s.
 * ``client_masking``: a float32 update, fixed-point encoded to uint32
@@ -70,6 +71,7 @@ from protocols import messages as m  # noqa: E402
 from secagg.encoding import FixedPointEncoder  # noqa: E402
 from secagg.masking import apply_masks, masked_sum, remove_masks, unmask_sum  # noqa: E402
 from secagg.prg_torch import keystream_torch  # noqa: E402
+from secagg.prg_triton import triton_available  # noqa: E402
 from timing import best_of, emit  # noqa: E402  (bench/ is on sys.path)
 
 NEIGHBORS = 8
@@ -158,13 +160,15 @@ def bench_keystream(quick: bool, compile_too: bool, torch: Any, device: Any) -> 
             "GB_per_s": raw_gbps,
         }
     ]
-    variants = [("eager", False, "int32"), ("eager", False, "int64")]
+    variants = [("eager", "int32"), ("eager", "int64")]
     if compile_too or device.type == "cuda":
-        variants.append(("compiled", True, "int32"))
-    for label, compile_, arith in variants:
+        variants.append(("compiled", "int32"))
+    if device.type == "cuda" and triton_available():
+        variants.append(("triton", "int32"))
+    for kernel, arith in variants:
 
         def run() -> None:
-            keystream_torch(key, nonce, 0, n_words, device=device, dtype=torch.int32, arith=arith, compile=compile_)
+            keystream_torch(key, nonce, 0, n_words, device=device, dtype=torch.int32, arith=arith, kernel=kernel)
             _sync(torch, device)
 
         t0 = time.perf_counter()
@@ -173,7 +177,7 @@ def bench_keystream(quick: bool, compile_too: bool, torch: Any, device: Any) -> 
         seconds = _best(run, 3)
         gbps = 4 * n_words / seconds / 1e9
         row = {
-            "what": f"ours torch {label} ({arith})",
+            "what": f"ours torch {kernel} ({arith})",
             "device": _device_label(torch, device),
             "n_words": n_words,
             "seconds": seconds,

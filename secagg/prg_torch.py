@@ -21,12 +21,18 @@ column (then diagonal) quarter-rounds run as one operation on ``(4, nb)`` rows,
 the way SIMD ChaCha implementations do, so eager mode issues ~500 kernels per
 call instead of ~2000.
 
-``torch.compile`` is optional (``compile=None`` means: on for CUDA, off for the
-CPU). On the 2-core CPU box inductor took 90-510 s to build the kernel
-(depending on load) and then ran at 0.12-0.43 GB/s on one thread, against
-0.06-0.19 GB/s eager and 1-3 GB/s for ``cryptography``: not worth it there.
-The CUDA path (eager and compiled) has not been run in this project yet; the
-``gpu``-marked tests check it. If compiling fails, the eager kernel runs and a
+Kernels (``kernel=``): ``"eager"`` (the row formulation above), ``"compiled"``
+(a word-by-word formulation fused by ``torch.compile``) and ``"triton"``
+(:mod:`secagg.prg_triton`, native ``uint32`` arithmetic, CUDA and
+``arith="int32"`` only). The default is ``"triton"`` on CUDA when Triton
+imports (``"compiled"`` otherwise) and ``"eager"`` on the CPU; the
+``compile`` flag and the ``SECAGG_TORCH_COMPILE`` variable pick between eager
+and compiled. On one NVIDIA H200 the compiled kernel ran at 104 GB/s and the
+eager one at 10 GB/s (``bench/gpu.py``); the ``gpu``-marked tests check every
+kernel bit for bit on CUDA. On the 2-core CPU box inductor took 90-510 s to
+build the kernel (depending on load) and then ran at 0.12-0.43 GB/s on one
+thread, against 0.06-0.19 GB/s eager and 1-3 GB/s for ``cryptography``: not
+worth it there. If compiling fails, the eager kernel runs and a
 :class:`RuntimeWarning` says so.
 
 torch is an optional extra (``fl``); it is imported on first use.
@@ -53,8 +59,10 @@ __all__ = [
     "to_numpy",
     "words_to_numpy",
     "ARITHS",
+    "KERNELS",
 ]
 
+KERNELS = ("eager", "compiled", "triton")
 MAX_COUNTER = 2**32 - 1  # RFC 8439: 32-bit block counter that must not wrap (as secagg.prg)
 ARITHS = ("int32", "int64")
 _WORD_MASK = 0xFFFFFFFF
@@ -174,10 +182,32 @@ def _make_block_words(torch: Any) -> Any:
     return block_words
 
 
-def _kernel(device: "torch.device", compile: bool | None) -> Any:
-    if compile is None:
+def _choose_kernel(device: Any, arith: str, compile: bool | None, kernel: str | None) -> str:
+    """The kernel name for these arguments (module docstring); ConfigError for a bad choice."""
+    if kernel is None:
         env = os.environ.get(_COMPILE_ENV)
-        compile = env == "1" if env in ("0", "1") else device.type == "cuda"
+        if compile is None and env in ("0", "1"):
+            compile = env == "1"
+        if compile is None and device.type == "cuda":
+            return "triton" if arith == "int32" and _prg_triton().triton_available() else "compiled"
+        return "compiled" if compile else "eager"
+    if kernel not in KERNELS:
+        raise ConfigError(f"kernel must be one of {KERNELS}", kernel=kernel)
+    if compile is not None:
+        raise ConfigError("give kernel or compile, not both", kernel=kernel, compile=compile)
+    if kernel == "triton" and (device.type != "cuda" or arith != "int32"):
+        raise ConfigError("the Triton kernel runs on CUDA devices with arith='int32'", device=str(device), arith=arith)
+    return kernel
+
+
+def _prg_triton() -> Any:
+    # Imported on demand: it imports Triton, which only CUDA builds of torch ship.
+    from . import prg_triton
+
+    return prg_triton
+
+
+def _kernel(device: "torch.device", compile: bool | None) -> Any:
     if not compile:
         return _block_rows
     fn = _compiled.get(device.type)
@@ -245,6 +275,7 @@ def keystream_torch(
     dtype: "torch.dtype | None" = None,
     arith: str = "int32",
     compile: bool | None = None,
+    kernel: str | None = None,
 ) -> "torch.Tensor":
     """Return ``n_words`` RFC 8439 ChaCha20 keystream words as a torch tensor on ``device``.
 
@@ -252,12 +283,13 @@ def keystream_torch(
     :func:`secagg.prg.keystream`. ``dtype=torch.int64`` (the default) holds the
     ``uint32`` values themselves; ``dtype=torch.int32`` holds their bit
     patterns (half the memory; :func:`words_to_numpy` views them as ``uint32``).
-    ``arith`` picks the kernel arithmetic (module docstring); ``compile`` turns
-    torch.compile on or off (``None``: on for CUDA only).
+    ``arith`` picks the kernel arithmetic and ``kernel`` the kernel (module
+    docstring); ``compile`` is the older switch between eager and compiled.
 
     Raises :class:`ConfigError` for a bad key or nonce length, a negative size,
     a counter outside ``[0, 2**32)`` or a request that would run the block
-    counter past ``2**32 - 1`` (the same cases as :func:`secagg.prg.keystream`).
+    counter past ``2**32 - 1`` (the same cases as :func:`secagg.prg.keystream`),
+    and for a kernel that cannot run with these arguments.
     """
     torch = _torch()
     counter, n_words = _check_args(key, nonce, counter, n_words)
@@ -267,7 +299,8 @@ def keystream_torch(
     if dtype not in (torch.int32, torch.int64):
         raise ConfigError("dtype must be torch.int32 or torch.int64", dtype=str(dtype))
     device = torch.device(device)
-    words = _keystream_words(bytes(key), bytes(nonce), counter, n_words, device, arith, compile)
+    chosen = _choose_kernel(device, arith, compile, kernel)
+    words = _keystream_words(bytes(key), bytes(nonce), counter, n_words, device, arith, chosen)
     if dtype == torch.int64:
         return words.to(torch.int64).bitwise_and_(_WORD_MASK) if words.dtype == torch.int32 else words
     if words.dtype == torch.int64:
@@ -275,9 +308,7 @@ def keystream_torch(
     return words
 
 
-def _keystream_words(
-    key: bytes, nonce: bytes, counter: int, n_words: int, device: Any, arith: str, compile: bool | None
-) -> Any:
+def _keystream_words(key: bytes, nonce: bytes, counter: int, n_words: int, device: Any, arith: str, chosen: str) -> Any:
     """Checked arguments -> flat words tensor, int32 patterns or int64 values per ``arith``."""
     torch = _torch()
     dtype = torch.int32 if arith == "int32" else torch.int64
@@ -285,8 +316,11 @@ def _keystream_words(
     out = torch.empty((n_blocks, WORDS_PER_BLOCK), dtype=dtype, device=device)
     if n_blocks == 0:
         return out.reshape(-1)
+    if chosen == "triton":
+        flat = out.reshape(-1)
+        return _prg_triton().chacha20_blocks_triton(flat, key, nonce, counter)[:n_words]
     step = _CUDA_BLOCKS_PER_CALL if device.type == "cuda" else _CPU_BLOCKS_PER_CALL
-    kernel = _kernel(device, compile)
+    kernel = _kernel(device, chosen == "compiled")
     for start in range(0, n_blocks, step):
         nb = min(step, n_blocks - start)
         state = _initial_state(key, nonce, counter + start, nb, dtype, device)
@@ -322,6 +356,7 @@ def expand_torch(
     device: "str | torch.device" = "cpu",
     arith: str = "int32",
     compile: bool | None = None,
+    kernel: str | None = None,
 ) -> "torch.Tensor":
     """Torch twin of :func:`secagg.prg.expand`: ``length`` values in ``[0, 2**bits)``.
 
@@ -340,7 +375,7 @@ def expand_torch(
     per_value = 1 if bits <= 32 else 2
     block, skip = divmod(offset * per_value, WORDS_PER_BLOCK)
     words = keystream_torch(
-        key, PRG_NONCE, block, length * per_value + skip, device=device, arith=arith, compile=compile
+        key, PRG_NONCE, block, length * per_value + skip, device=device, arith=arith, compile=compile, kernel=kernel
     )[skip:]
     if bits <= 32:
         return words.bitwise_and_((1 << bits) - 1) if bits < 32 else words

@@ -114,6 +114,10 @@ def test_word_by_word_kernel_matches_when_run_eagerly(arith: str, monkeypatch: p
         lambda: keystream_torch(bytes(32), bytes(12), 0, -1),
         lambda: keystream_torch(bytes(32), bytes(12), 0, 16, arith="uint32"),
         lambda: keystream_torch(bytes(32), bytes(12), 0, 16, dtype=torch.float32),
+        lambda: keystream_torch(bytes(32), bytes(12), 0, 16, kernel="cuda"),
+        lambda: keystream_torch(bytes(32), bytes(12), 0, 16, kernel="triton"),  # CPU tensor
+        lambda: keystream_torch(bytes(32), bytes(12), 0, 16, kernel="eager", compile=False),
+        lambda: expand_torch(bytes(16), 4, kernel="triton"),
         lambda: expand_torch(bytes(15), 4),
         lambda: expand_torch(bytes(16), 4, bits=0),
         lambda: expand_torch(bytes(16), 4, bits=65),
@@ -138,20 +142,35 @@ def test_compiled_cpu_kernel_matches() -> None:
         assert np.array_equal(to_numpy(got, 32), keystream(key, nonce, 2**31 - 3, 16 * 1000 + 5))
 
 
+def test_eager_kernel_is_the_cpu_default_and_triton_the_cuda_default() -> None:
+    import secagg.prg_torch as prg_torch
+
+    cpu = torch.device("cpu")
+    assert prg_torch._choose_kernel(cpu, "int32", None, None) == "eager"
+    assert prg_torch._choose_kernel(cpu, "int32", True, None) == "compiled"
+    want = "triton" if prg_torch._prg_triton().triton_available() else "compiled"
+    assert prg_torch._choose_kernel(torch.device("cuda"), "int32", None, None) == want
+    assert prg_torch._choose_kernel(torch.device("cuda"), "int64", None, None) == "compiled"
+
+
+CUDA_KERNELS = [("int32", "eager"), ("int32", "compiled"), ("int32", "triton"), ("int64", "eager"), ("int64", "compiled")]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("arith", ARITHS)
-@pytest.mark.parametrize("compile", [False, True])
-def test_cuda_keystream_bit_identical(arith: str, compile: bool) -> None:
+@pytest.mark.parametrize("arith,kernel", CUDA_KERNELS)
+def test_cuda_keystream_bit_identical(arith: str, kernel: str) -> None:
     rng = np.random.default_rng(9)  # test-only simulation seed for keys and sizes
-    # Include a request longer than one CUDA kernel batch (2**22 blocks) and odd lengths.
-    for n_words in (1, 15, 16 * 1000 + 7, 16 * (1 << 22) + 9):
+    # Include a request longer than one CUDA kernel batch (2**22 blocks), odd lengths
+    # and a counter that ends at the last block RFC 8439 allows.
+    cases = [(n, int(rng.integers(0, 2**31))) for n in (1, 15, 16 * 1000 + 7, 16 * (1 << 22) + 9)]
+    cases.append((16 * 300 + 5, MAX_COUNTER - 300))
+    for n_words, counter in cases:
         key, nonce = rng.bytes(32), rng.bytes(12)
-        counter = int(rng.integers(0, 2**31))
-        got = keystream_torch(key, nonce, counter, n_words, device="cuda", arith=arith, compile=compile)
+        got = keystream_torch(key, nonce, counter, n_words, device="cuda", arith=arith, kernel=kernel)
         assert got.device.type == "cuda"
         assert np.array_equal(to_numpy(got, 32), keystream(key, nonce, counter, n_words))
     for bits in (1, 31, 32, 33, 64):
         seed = rng.bytes(16)
-        got = expand_torch(seed, 10_001, bits, offset=12_345, device="cuda", arith=arith, compile=compile)
+        got = expand_torch(seed, 10_001, bits, offset=12_345, device="cuda", arith=arith, kernel=kernel)
         assert np.array_equal(to_numpy(got, bits), expand(seed, 10_001, bits, offset=12_345))
