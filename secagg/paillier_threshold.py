@@ -9,29 +9,73 @@ t-of-l decryption: any ``t`` of the ``l`` key-share holders decrypt together;
   ``Z_{n·m}``: ``s_i = f(i) mod n·m``. Verification keys: ``v`` a random square
   mod n², ``v_i = v^{Δ·s_i}`` with ``Δ = l!``. The dealer then erases
   ``p, q, d, f``: it is trusted **during set-up only**.
-* **Partial decryption** by party i: ``c_i = c^{2Δ·s_i} mod n²``, with a
-  zero-knowledge proof that ``log_{c⁴}(c_i²) = log_v(v_i)``.
+* **Partial decryption** by party i: ``c_ij = c_j^{2Δ·s_i} mod n²`` for each
+  ciphertext c_j, with one zero-knowledge proof for the whole vector.
 * **Combination** for a set S of t parties:
   ``c' = Π c_i^{2λ_i} = c^{4Δ²·d}`` with ``λ_i = Δ·Π_{j∈S∖i} j/(j − i)`` (an
   integer because Δ = l!), so ``m = L(c')·(4Δ²)⁻¹ mod n``.
 
-**Proof** (Chaum–Pedersen equality of discrete logs in QR_{n²}, made
-non-interactive with Fiat–Shamir over SHA-256). For a vector of ciphertexts the
-party proves one statement about composites ``C = Π (c_j⁴)^{ρ_j}``,
-``C_i = Π (c_{ij}²)^{ρ_j}`` with 128-bit ``ρ_j`` derived from a hash of the whole
-statement (the composite technique of RFC 9497 §2.2.1). Safe primes make every
-prime factor of |QR_{n²}| = n·p'·q' large, so a single wrong ``c_{ij}`` passes
-with probability about 2⁻¹²⁸. The prover picks ``r`` of ``3·|n| + 256 + 128``
-bits (DJ01: (s+2)k + t, plus statistical slack), sends ``a = C^r``, ``b = v^r``,
-and ``z = r + e·Δ·s_i`` where ``e`` = SHA-256 of the transcript::
+**Batched proof.** Party i shows ``c_ij² = (c_j⁴)^{Δ s_i}`` for every j at once,
+by one Chaum–Pedersen proof of equal discrete logs about a random linear
+combination of the k equations (the composite technique of RFC 9497 §2.2.1):
+``C = Π (c_j⁴)^{ρ_j}``, ``C_i = Π (c_ij²)^{ρ_j}``, ``log_C C_i = log_v v_i``.
+The coefficients ``ρ_j`` (``RHO_BITS`` = 128 bits) are Fiat–Shamir outputs: the
+first 16 bytes of ``SHA-256(seed || j as 8 bytes BE)`` with
+``seed = SHA-256(RHO_DOMAIN || n || i || k || c_1..c_k || c_i1..c_ik)``, each
+integer as a 4-byte big-endian length then its big-endian bytes. Both
+composites are multi-exponentiations with 128-bit exponents (bucket method),
+about 0.5% of one ``c^{2Δ s_i}`` per ciphertext; the prover gets
+``C_i = C^{Δ s_i}`` with one exponentiation. The prover picks ``r`` of
+``3·|n| + 256 + 128`` bits (DJ01: (s+2)k + t, plus statistical slack), sends
+``a = C^r``, ``b = v^r`` and ``z = r + e·Δ·s_i`` where ``e`` = SHA-256 of::
 
     DLEQ_DOMAIN || for x in (n, i, v, v_i, C, C_i, a, b): len(x) (4 bytes BE) || x (BE)
 
-The verifier checks ``C^z = a·C_i^e`` and ``v^z = b·v_i^e`` mod n².
-``ρ_j`` is the first 16 bytes of ``SHA-256(seed || j as 8 bytes BE)`` with
-``seed = SHA-256(RHO_DOMAIN || n || i || k || c_1..c_k || c_i1..c_ik)``, every
-integer encoded as above (4-byte length, then big-endian bytes). A failing proof
-raises :class:`IntegrityError` naming ``party``.
+The verifier recomputes ``C`` and ``C_i`` and checks ``C^z = a·C_i^e`` and
+``v^z = b·v_i^e`` mod n².
+
+**Soundness.**
+
+1. *Batching* (Bellare–Garay–Rabin 1998, small-exponents test). Write
+   ``δ_j = c_ij²·c_j^{−4Δ s_i}``; the composite equation holds exactly when
+   ``Π δ_j^{ρ_j} = 1``. Every δ_j lies in QR_{n²}, cyclic of order
+   ``n·p'·q'``, so every δ_j ≠ 1 has order ≥ min(p', q') > 2^128 (keys of 260
+   bits and more). Fix all coefficients but the ρ_j of one δ_j ≠ 1: at most one
+   ρ_j in [0, 2^128) makes the product 1. A vector with any number of wrong
+   entries, including pairs chosen to cancel (δ and δ⁻¹ pass a plain product
+   check), passes with probability ≤ 2⁻¹²⁸ per hash evaluation; a prover who
+   re-hashes needs about 2¹²⁸ hash and multi-exponentiation evaluations, above
+   the ~112-bit strength of a 2048-bit n.
+2. *Small-order elements.* Z*_{n²} has four square roots of 1 (±1 and two
+   more), and a verifier without the factors cannot test membership in QR_{n²}.
+   Hence the equations are checked on squares: a party can multiply any c_ij by
+   an element of order 2 undetected, and :func:`combine` raises every c_ij to
+   the even power 2λ_i, so such a change never changes a plaintext. With safe
+   primes every other element has a square of order ≥ min(p', q'), caught as
+   in 1. The factor 2 in ``c^{2Δ s_i}`` makes honest values squares; Δ makes
+   the Lagrange coefficients integers.
+3. *Equality of discrete logs in a group of unknown order* (Shoup 2000 §3,
+   DJ01 §4.2). A passing ``a = C^z·C_i^{−e}`` is a square; two accepting answers
+   to challenges e ≠ e' give ``C^{z−z'} = C_i^{e−e'}`` and ``v^{z−z'} =
+   v_i^{e−e'}``, and |e − e'| < 2²⁵⁶ is invertible modulo the order of QR_{n²}
+   (no prime factor below 2^{|n|/2 − 1}), so ``log_C C_i = log_v v_i = Δ s_i``
+   when v generates QR_{n²} (a random square does, except with probability
+   about 2^{3−|n|/2}).
+
+The test keys (256 bits) are below these sizes; the checks still bite there.
+
+**Attribution.** One proof covers a party's whole vector: a failing proof
+raises :class:`IntegrityError` naming ``party``; it carries no per-ciphertext
+evidence. :func:`combine` then finds the wrong entries when t other partials
+verify: interpolation in the exponent gives ``c_ij^{2Δ} = Π_{k∈S} c_kj^{2λ^S_k(i)}``
+with ``λ^S_k(i) = Δ·Π_{j∈S∖k} (i − j)/(k − j)`` (integers), about t short
+exponentiations per ciphertext (:func:`bad_value_indices`). It names exactly
+the indices whose change would alter a plaintext, and only a party whose own
+proof failed.
+
+**Parallelism.** ``workers`` (default: the usable cores) processes compute the
+values and the composites, in the pool that :mod:`secagg.paillier` keeps for
+the life of the process; :func:`secagg.paillier.warm_up` starts it ahead.
 
 Ciphertexts are ordinary Paillier ciphertexts for ``n`` with g = n + 1, so
 :mod:`secagg.paillier` encrypts and packs for this key (without the factors:
@@ -61,17 +105,26 @@ __all__ = [
     "deal",
     "partial_decrypt",
     "verify_partial",
+    "bad_value_indices",
     "combine",
+    "usable_cores",
 ]
 
 DLEQ_DOMAIN = b"secagg/paillier-threshold/v1/dleq"
 RHO_DOMAIN = b"secagg/paillier-threshold/v1/rho"
 #: Fiat–Shamir challenge length (SHA-256 output).
 CHALLENGE_BITS = 256
-#: Batch coefficients ρ_j: a wrong partial survives the composite with prob 2^-128.
+#: Batch coefficients ρ_j: a wrong vector passes the composite with prob ≤ 2^-128
+#: per hash evaluation (module docstring, soundness 1).
 RHO_BITS = 128
 #: Extra bits in the prover's nonce so z = r + e·Δ·s_i hides Δ·s_i statistically.
 SLACK_BITS = 128
+#: Value chunks per worker: smaller chunks even out the load on a shared machine.
+_CHUNKS_PER_WORKER = 4
+#: A composite over fewer bases (~0.2 ms each) runs in-process: a pool would cost more.
+_MULTI_PARALLEL_MIN_ITEMS = 1024
+#: Wrong indices listed in an error (all are counted).
+_MAX_NAMED_INDICES = 16
 
 
 def _gmpy2():
@@ -291,44 +344,65 @@ def _rhos(pub: ThresholdPublicKey, index: int, cts: Sequence[int], values: Seque
     ]
 
 
-#: Straus multi-exponentiation: 4-bit windows, bases processed in batches (bounded memory).
-_MULTI_WINDOW = 4
-_MULTI_BATCH = 512
+def _bucket_window(count: int, bits: int) -> int:
+    """The window w minimising the bucket method's ⌈bits/w⌉·(count + 2^{w+1}) multiplications."""
+    return min(range(1, 17), key=lambda w: -(-bits // w) * (count + (2 << w)))
 
 
 def _multi_pow(bases: Sequence[int], exps: Sequence[int], mod: int) -> int:
-    """Π bases[j]^exps[j] mod ``mod`` with shared squarings (Straus' method):
-    ~3x fewer multiplications than one ``powmod`` per base for 130-bit exponents."""
+    """Π bases[j]^exps[j] mod ``mod`` by the bucket method (Pippenger 1980; Bernstein
+    et al. 2012 §4): per window of w exponent bits, one multiplication per base
+    into the bucket of its digit, then 2·2^w to fold the buckets. For 128-bit
+    exponents that is ~16 multiplications per base, against ~160 for a powmod."""
     gmpy2 = _gmpy2()
     m = gmpy2.mpz(mod)
-    mask, w = (1 << _MULTI_WINDOW) - 1, _MULTI_WINDOW
-    result = gmpy2.mpz(1)
-    for start in range(0, len(bases), _MULTI_BATCH):
-        tables = []
-        for b in bases[start : start + _MULTI_BATCH]:
-            row = [gmpy2.mpz(1), gmpy2.mpz(b) % m]
-            for _ in range(2, 1 << w):
-                row.append(row[-1] * row[1] % m)
-            tables.append(row)
-        part = exps[start : start + _MULTI_BATCH]
-        acc = gmpy2.mpz(1)
-        for i in reversed(range(-(-max(e.bit_length() for e in part) // w))):
-            for _ in range(w):
-                acc = acc * acc % m
-            shift = i * w
-            for row, e in zip(tables, part):
-                digit = (e >> shift) & mask
-                if digit:
-                    acc = acc * row[digit] % m
-        result = result * acc % m
-    return int(result)
+    bits = max((e.bit_length() for e in exps), default=0)
+    if not bits:
+        return 1 % mod
+    w = _bucket_window(len(bases), bits)
+    mask = (1 << w) - 1
+    mbases = [gmpy2.mpz(b) for b in bases]
+    acc = gmpy2.mpz(1)
+    for shift in reversed(range(0, bits, w)):
+        for _ in range(w):
+            acc = acc * acc % m
+        buckets: list = [None] * (mask + 1)
+        for b, e in zip(mbases, exps):
+            digit = (e >> shift) & mask
+            if digit:
+                cur = buckets[digit]
+                buckets[digit] = b if cur is None else cur * b % m
+        running = total = None  # Σ digit·bucket as a running product, top digit first
+        for digit in range(mask, 0, -1):
+            if buckets[digit] is not None:
+                running = buckets[digit] if running is None else running * buckets[digit] % m
+            if running is not None:
+                total = running if total is None else total * running % m
+        if total is not None:
+            acc = acc * total % m
+    return int(acc)
 
 
-def _composites(pub: ThresholdPublicKey, index: int, cts: Sequence[int], values: Sequence[int]) -> tuple[int, int]:
-    """C = Π c_j^{4ρ_j} and C_i = Π c_ij^{2ρ_j} mod n² (module docstring)."""
+def _composite(bases: Sequence[int], rhos: Sequence[int], mod: int, workers: int) -> int:
+    """Π bases[j]^ρ_j mod ``mod``, split over ``workers`` processes for long vectors."""
+    if workers <= 1 or len(bases) < _MULTI_PARALLEL_MIN_ITEMS:
+        return _multi_pow(bases, rhos, mod)
+    step = -(-len(bases) // workers)
+    jobs = [(list(bases[i : i + step]), list(rhos[i : i + step]), mod) for i in range(0, len(bases), step)]
+    acc = 1
+    for part in map_chunks(_multi_pow, jobs, workers):
+        acc = acc * part % mod
+    return acc
+
+
+def _composites(
+    pub: ThresholdPublicKey, index: int, cts: Sequence[int], values: Sequence[int], workers: int = 1
+) -> tuple[int, int]:
+    """The verifier's C = Π c_j^{4ρ_j} and C_i = Π c_ij^{2ρ_j} mod n² (module docstring)."""
     rhos = _rhos(pub, index, cts, values)
     n2 = pub.nsquare
-    return (_multi_pow(cts, [4 * r for r in rhos], n2), _multi_pow(values, [2 * r for r in rhos], n2))
+    big = pow(_composite(cts, rhos, n2, workers), 4, n2)
+    return big, pow(_composite(values, rhos, n2, workers), 2, n2)
 
 
 def _challenge(pub: ThresholdPublicKey, index: int, *elems: int) -> int:
@@ -347,11 +421,28 @@ def _check_cts(pub: ThresholdPublicKey, cts: Sequence[int]) -> None:
     check_units(pub.paillier, cts)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _workers(workers: int | None) -> int:
+    return usable_cores() if workers is None else check_workers(workers)
+
+
 def partial_decrypt(
-    pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int], *, workers: int = 1
+    pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int], *, workers: int | None = None
 ) -> PartialDecryption:
-    """Party ``share.index``'s partial decryptions ``c^{2Δ s_i}`` with a proof;
-    the exponentiations run in ``workers`` processes."""
+    """Party ``share.index``'s partial decryptions ``c^{2Δ s_i}`` with one batched proof.
+
+    The exponentiations run in ``workers`` processes (default: :func:`usable_cores`;
+    in-process below ``PARALLEL_MIN_ITEMS`` ciphertexts). ``ConfigError`` for
+    ciphertexts outside [1, n²) or a share index out of range;
+    ``IntegrityError(index=j)`` for a non-unit ciphertext.
+    """
     return _partial_decrypt_with(
         pub, share, cts, secrets.randbits(3 * pub.n.bit_length() + CHALLENGE_BITS + SLACK_BITS), workers=workers
     )
@@ -359,29 +450,46 @@ def partial_decrypt(
 
 def _powmod_chunk(exp: int, mod: int, cts: list[int]) -> list[int]:
     gmpy2 = _gmpy2()
-    return [int(gmpy2.powmod(c, exp, mod)) for c in cts]
+    e, m = gmpy2.mpz(exp), gmpy2.mpz(mod)
+    return [int(gmpy2.powmod(c, e, m)) for c in cts]
+
+
+def _partial_values(pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int], workers: int) -> tuple[int, ...]:
+    """``c^{2Δ s_i} mod n²`` for each ciphertext, in chunks over ``workers`` processes."""
+    n2 = pub.nsquare
+    exp = 2 * pub.delta * share.share
+    cts = list(cts)
+    if workers <= 1 or len(cts) < PARALLEL_MIN_ITEMS:
+        return tuple(_powmod_chunk(exp, n2, cts))
+    step = -(-len(cts) // (workers * _CHUNKS_PER_WORKER))
+    jobs = [(exp, n2, cts[i : i + step]) for i in range(0, len(cts), step)]
+    return tuple(v for chunk in map_chunks(_powmod_chunk, jobs, workers) for v in chunk)
+
+
+def _prove(
+    pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int], values: tuple[int, ...], r: int, workers: int
+) -> PartialDecryption:
+    """The batched proof for honest ``values`` with prover nonce ``r``."""
+    gmpy2 = _gmpy2()
+    n2 = pub.nsquare
+    secret = pub.delta * share.share
+    rhos = _rhos(pub, share.index, cts, values)
+    big = pow(_composite(cts, rhos, n2, workers), 4, n2)
+    small = int(gmpy2.powmod(big, secret, n2))  # = Π c_ij^{2ρ_j}, since c_ij² = c_j^{4Δ s_i}
+    a, b = int(gmpy2.powmod(big, r, n2)), int(gmpy2.powmod(pub.v, r, n2))
+    e = _challenge(pub, share.index, big, small, a, b)
+    return PartialDecryption(share.index, values, e, r + e * secret, a, b)
 
 
 def _partial_decrypt_with(
-    pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int], r: int, *, workers: int = 1
+    pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int], r: int, *, workers: int | None = 1
 ) -> PartialDecryption:
     """Deterministic core of :func:`partial_decrypt` with prover nonce ``r``."""
     _check_cts(pub, cts)
     if not 1 <= share.index <= pub.parties:
         raise ConfigError("share index out of range", index=share.index)
-    gmpy2 = _gmpy2()
-    n2 = pub.nsquare
-    exp = 2 * pub.delta * share.share
-    cts = list(cts)
-    workers = check_workers(workers) if len(cts) >= PARALLEL_MIN_ITEMS else 1
-    step = -(-len(cts) // workers)
-    jobs = [(exp, n2, cts[i : i + step]) for i in range(0, len(cts), step)]
-    values = tuple(v for chunk in map_chunks(_powmod_chunk, jobs, workers) for v in chunk)
-    big, small = _composites(pub, share.index, cts, values)
-    a, b = int(gmpy2.powmod(big, r, n2)), int(gmpy2.powmod(pub.v, r, n2))
-    e = _challenge(pub, share.index, big, small, a, b)
-    z = r + e * pub.delta * share.share
-    return PartialDecryption(share.index, values, e, z, a, b)
+    w = _workers(workers)
+    return _prove(pub, share, cts, _partial_values(pub, share, cts, w), r, w)
 
 
 def _response_limit(pub: ThresholdPublicKey) -> int:
@@ -390,8 +498,15 @@ def _response_limit(pub: ThresholdPublicKey) -> int:
     return 1 << (max(3 * k + CHALLENGE_BITS + SLACK_BITS, CHALLENGE_BITS + pub.delta.bit_length() + 2 * k) + 1)
 
 
-def verify_partial(pub: ThresholdPublicKey, cts: Sequence[int], partial: PartialDecryption) -> None:
-    """Check a partial decryption's proof; ``IntegrityError(party=i)`` if it fails."""
+def verify_partial(
+    pub: ThresholdPublicKey, cts: Sequence[int], partial: PartialDecryption, *, workers: int | None = None
+) -> None:
+    """Check a partial decryption's batched proof; ``IntegrityError(party=i)`` if it fails.
+
+    The composites run in ``workers`` processes (default: :func:`usable_cores`)
+    from ``_MULTI_PARALLEL_MIN_ITEMS`` ciphertexts on. A failure names the party
+    only: :func:`combine` or :func:`bad_value_indices` find the wrong entries.
+    """
     _check_cts(pub, cts)
     i = partial.index
     if not isinstance(i, int) or not 1 <= i <= pub.parties:
@@ -406,7 +521,7 @@ def verify_partial(pub: ThresholdPublicKey, cts: Sequence[int], partial: Partial
     ):
         raise IntegrityError("malformed partial decryption", party=i)
     gmpy2 = _gmpy2()
-    big, small = _composites(pub, i, cts, partial.values)
+    big, small = _composites(pub, i, cts, partial.values, _workers(workers))
     a, b, e, z = partial.commitment_a, partial.commitment_b, partial.challenge, partial.response
     if e != _challenge(pub, i, big, small, a, b):
         raise IntegrityError("partial decryption proof: challenge mismatch", party=i)
@@ -417,14 +532,107 @@ def verify_partial(pub: ThresholdPublicKey, cts: Sequence[int], partial: Partial
         raise IntegrityError("partial decryption proof does not verify", party=i)
 
 
+def _lagrange(delta: int, parties: Sequence[int], at: int) -> list[int]:
+    """Integer coefficients Δ·Π_{j≠k} (at − j)/(k − j) for each k in ``parties``
+    (integers for any ``at`` in 0..l, since Π |k − j| divides (k−1)!(l−k)!)."""
+    out = []
+    for k in parties:
+        num, den = delta, 1
+        for j in parties:
+            if j != k:
+                num *= at - j
+                den *= k - j
+        if num % den:
+            raise ConfigError("Lagrange coefficient is not an integer")  # cannot happen: Δ = l!
+        out.append(num // den)
+    return out
+
+
+def bad_value_indices(
+    pub: ThresholdPublicKey, cts: Sequence[int], suspect: PartialDecryption, verified: Sequence[PartialDecryption]
+) -> list[int]:
+    """Indices j where ``suspect.values[j]`` is wrong, judged against t ``verified`` partials.
+
+    Interpolation in the exponent: an honest ``c_ij`` has
+    ``c_ij^{2Δ} = Π_{k∈S} c_kj^{2λ^S_k(i)}``. A change by an element of order 2
+    is not reported (it cannot change a plaintext). The caller must have
+    verified the proofs of ``verified``. ``ThresholdError`` with fewer than t
+    parties other than the suspect; ``ConfigError`` if the lengths differ.
+    """
+    refs = {p.index: p for p in verified if p.index != suspect.index}
+    if len(refs) < pub.threshold:
+        raise ThresholdError("need t verified partials from other parties", needed=pub.threshold, got=len(refs))
+    chosen = [refs[k] for k in sorted(refs)[: pub.threshold]]
+    if any(len(p.values) != len(cts) for p in (suspect, *chosen)):
+        raise ConfigError("partial decryptions and ciphertexts differ in length")
+    gmpy2 = _gmpy2()
+    n2 = gmpy2.mpz(pub.nsquare)
+    lambdas = _lagrange(pub.delta, [p.index for p in chosen], suspect.index)
+    two_delta = 2 * pub.delta
+    bad = []
+    for j, value in enumerate(suspect.values):
+        # negative λ moved to the suspect's side: no inverses needed
+        want, got = gmpy2.powmod(value, two_delta, n2), gmpy2.mpz(1)
+        for part, lam in zip(chosen, lambdas):
+            if lam > 0:
+                got = got * gmpy2.powmod(part.values[j], 2 * lam, n2) % n2
+            elif lam < 0:
+                want = want * gmpy2.powmod(part.values[j], -2 * lam, n2) % n2
+        if want != got:
+            bad.append(j)
+    return bad
+
+
+def _attribute(
+    pub: ThresholdPublicKey,
+    cts: Sequence[int],
+    suspect: PartialDecryption,
+    others: Sequence[PartialDecryption],
+    failure: IntegrityError,
+    workers: int,
+) -> IntegrityError:
+    """``failure`` for ``suspect``, naming its wrong indices when t ``others`` verify."""
+    verified: list[PartialDecryption] = []
+    for part in others:
+        if len(verified) == pub.threshold:
+            break
+        try:
+            verify_partial(pub, cts, part, workers=workers)
+        except IntegrityError:
+            continue
+        verified.append(part)
+    if len(verified) < pub.threshold or len(suspect.values) != len(cts):
+        return failure
+    bad = bad_value_indices(pub, cts, suspect, verified)
+    if not bad:
+        return IntegrityError(
+            f"{failure.message}; its values agree with {pub.threshold} verified partials: the proof itself is bad",
+            party=suspect.index,
+        )
+    return IntegrityError(
+        f"{failure.message}; {len(bad)} of its values disagree with {pub.threshold} verified partials",
+        party=suspect.index,
+        index=bad[0],
+        indices=tuple(bad[:_MAX_NAMED_INDICES]),
+        count=len(bad),
+    )
+
+
 def combine(
-    pub: ThresholdPublicKey, cts: Sequence[int], partials: Sequence[PartialDecryption], *, verify: bool = True
+    pub: ThresholdPublicKey,
+    cts: Sequence[int],
+    partials: Sequence[PartialDecryption],
+    *,
+    verify: bool = True,
+    workers: int | None = None,
 ) -> list[int]:
     """Plaintexts of ``cts`` from at least t partial decryptions.
 
     Uses the first t distinct parties. Raises ``ThresholdError`` with fewer
     than t distinct parties and ``IntegrityError(party=i)`` for a bad proof
-    (when ``verify``; pass False only for partials already verified).
+    (when ``verify``; pass False only for partials already verified). When
+    t other given partials verify, that error also names the wrong values:
+    ``index`` (the first), ``indices`` (up to 16) and ``count``.
     """
     by_index: dict[int, PartialDecryption] = {}
     for part in partials:
@@ -433,21 +641,18 @@ def combine(
         raise ThresholdError("fewer than t partial decryptions", needed=pub.threshold, got=len(by_index))
     chosen = [by_index[i] for i in sorted(by_index)[: pub.threshold]]
     if verify:
+        w = _workers(workers)
         for part in chosen:
-            verify_partial(pub, cts, part)
+            try:
+                verify_partial(pub, cts, part, workers=w)
+            except IntegrityError as exc:
+                if exc.fields.get("party") is None:  # the ciphertexts are bad, not the party
+                    raise
+                others = [p for i, p in sorted(by_index.items()) if i != part.index]
+                raise _attribute(pub, cts, part, others, exc, w) from None
     gmpy2 = _gmpy2()
     n, n2, delta = pub.n, pub.nsquare, pub.delta
-    idx = [p.index for p in chosen]
-    lambdas = []
-    for i in idx:
-        num, den = delta, 1
-        for j in idx:
-            if j != i:
-                num *= j
-                den *= j - i
-        if num % den:
-            raise ConfigError("Lagrange coefficient is not an integer")  # cannot happen: Δ = l!
-        lambdas.append(num // den)
+    lambdas = _lagrange(delta, [p.index for p in chosen], 0)
     inv = int(gmpy2.invert(4 * delta * delta, n))
     out = []
     for k in range(len(cts)):
