@@ -122,6 +122,7 @@ from flwr.server.workflow.constant import Key as WorkflowKey  # noqa: E402
 from flwr.serverapp.grid import Grid  # noqa: E402
 
 __all__ = [
+    "LOGGER_NAME",
     "RECORD_KEY",
     "STATE_KEY",
     "STATUS_KEY",
@@ -144,7 +145,12 @@ __all__ = [
     "message_stage",
 ]
 
-log = logging.getLogger(__name__)
+#: Every line this adapter logs goes to this child of Flower's logger, so ``flwr run --stream``
+#: and a SuperNode's console show it with Flower's own lines. At INFO the server logs each
+#: round's protocol and parameters, then its survivors and dropouts; the client mod logs that
+#: it masked its update.
+LOGGER_NAME = "flwr.secagg"
+log = logging.getLogger(LOGGER_NAME)
 
 # Finite by default: a SuperNode that never answers is a dropout, not a hang.
 # ADVERTISE_KEYS includes local training, so it gets the long deadline.
@@ -317,7 +323,23 @@ def _run_mod(
         ctxt.state.config_records.pop(STATE_KEY, None)
         return Message(Error(code=ERROR_CODE, reason=error_reason(exc)), reply_to=msg)
     ctxt.state.config_records[STATE_KEY] = ConfigRecord({"session": pickle.dumps(session)})
+    if stage is Stage.MASKED_INPUT and reply is not None:
+        config = session.config
+        log.info(
+            "secagg: node %d masked its update (%d values and its weight) for round %d: %s, threshold %d of %d "
+            "neighbours; only the masked vector leaves this node",
+            msg.metadata.dst_node_id,
+            config.dim,
+            config.round,
+            _protocol_name(config),
+            config.threshold,
+            config.degree,
+        )
     return _reply(msg, stage, reply.to_bytes() if reply is not None else None)
+
+
+def _protocol_name(config: SecAggConfig) -> str:
+    return "SecAgg (complete graph)" if config.complete else "SecAgg+"
 
 
 # ------------------------------------------------------------------ server side
@@ -512,6 +534,22 @@ def run_secure_round(
         config, node_ids, shapes, None if names is None else [names[nid] for nid in node_ids]
     )
     limit = payload_limit(config)
+    log.info(
+        "secagg: round %d, protocol %s: n=%d, threshold t=%d, neighbours k=%d, min_survivors=%d, max_corrupt=%s, "
+        "%s, %d-bit ring, dim %d",
+        round_number,
+        _protocol_name(config),
+        n,
+        config.threshold,
+        config.degree,
+        config.min_survivors if config.min_survivors is not None else config.threshold,
+        "unset" if config.max_corrupt is None else config.max_corrupt,
+        "active (malicious server)" if config.active_security else "semi-honest",
+        config.bits,
+        dim,
+    )
+    if refused:
+        log.info("secagg: round %d, nodes left out at identification: %s", round_number, sorted(refused))
     server = SecAggServer(config)
     outcome = RoundOutcome(None, None, None, node_ids)
     outcome.errors.update(refused)
@@ -561,16 +599,41 @@ def run_secure_round(
         outcome.stage_seconds[stage.value] = time.perf_counter() - start
     outcome.bytes_up, outcome.bytes_down = up, down
     if server.state is ABORTED:
-        outcome.abort_reason = server.abort_reason
-        assert server.abort_reason is not None
-        outcome.dropped_at = {s: [node_ids[c] for c in ids] for s, ids in server.abort_reason.dropped.items()}
+        reason = outcome.abort_reason = server.abort_reason
+        assert reason is not None
+        outcome.dropped_at = {s: [node_ids[c] for c in ids] for s, ids in reason.dropped.items()}
+        log.info(
+            "secagg: round %d aborted at %s (needed %d, got %d); dropouts by stage: %s",
+            round_number,
+            reason.stage.value,
+            reason.needed,
+            reason.got,
+            _named(outcome.dropped_at, names),
+        )
         return outcome
     result = server.result()
     outcome.result = result
     outcome.survivors = [node_ids[c] for c in result.survivors]
     outcome.dropped_at = {s: [node_ids[c] for c in ids] for s, ids in result.extras.get("dropped_at", {}).items()}
     outcome.aggregate = _unflatten(result.aggregate, arrays)
+    log.info(
+        "secagg: round %d done: %d of %d survivors %s; dropouts by stage: %s",
+        round_number,
+        len(outcome.survivors),
+        n,
+        _labels(outcome.survivors, names),
+        _named(outcome.dropped_at, names),
+    )
     return outcome
+
+
+def _labels(node_ids: Sequence[int], names: Mapping[int, str] | None) -> list[str]:
+    """Node ids as ``"<node id>"``, or ``"<roster name> (<node id>)"`` when the round is signed."""
+    return [str(nid) if names is None else f"{names.get(nid, '?')} ({nid})" for nid in node_ids]
+
+
+def _named(by_stage: Mapping[str, Sequence[int]], names: Mapping[int, str] | None) -> dict[str, list[str]]:
+    return {stage: _labels(nids, names) for stage, nids in by_stage.items() if nids}
 
 
 def _fit_content(fit_content: Mapping[int, RecordDict] | RecordDict | None, nid: int) -> RecordDict:
