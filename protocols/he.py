@@ -74,6 +74,7 @@ from __future__ import annotations
 from typing import Any
 
 from secagg.errors import require_extra
+from secagg.paillier import DEFAULT_POOL_METHOD, usable_cores
 
 from .he_client import HeClient
 from .he_config import (
@@ -156,8 +157,8 @@ def register(
     key_bits: int = 2048,
     threshold_key_bits: int = 2048,
     decryptors: int = 2,
-    workers: int = 1,
-    pool_method: str = "standard",
+    workers: int | None = None,
+    pool_method: str = DEFAULT_POOL_METHOD,
     max_corrupt: int = 0,
 ) -> None:
     """(Re)register the three HE protocols with ``protocols.sim``.
@@ -165,7 +166,8 @@ def register(
     Tests call it with small keys; deployments keep 2048 bits. Dealing a
     2048-bit threshold key generates two 1024-bit safe primes (can take minutes).
     The simulator's identities (``sim.run(..., active_security=True)``) sign
-    the key ceremony; ``max_corrupt`` goes to every ``HeConfig``.
+    the key ceremony; ``max_corrupt`` goes to every ``HeConfig``. ``workers``
+    defaults to every usable core, and ``pool_method`` to DJN noise.
     """
 
     def builder(scheme: str):
@@ -185,7 +187,7 @@ def register(
                 weighted=weighted,
                 key_bits=bits,
                 decryptors=decryptors,
-                workers=workers,
+                workers=usable_cores() if workers is None else workers,
                 pool_method=pool_method,
                 max_corrupt=max_corrupt,
                 identities=identities,

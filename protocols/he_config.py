@@ -60,10 +60,11 @@ class HeConfig:
     ``encoder`` is the shared ``FixedPointEncoder``; ``key_bits`` the Paillier
     modulus size; ``threshold`` the t of threshold Paillier (default n//2 + 1);
     ``min_survivors`` the fewest inputs aggregated; ``decryptors`` how many
-    survivors are asked to decrypt (shared key); ``workers`` processes for
-    Paillier pools and decryption; ``pool_method`` ``"standard"`` (textbook
-    r) or ``"djn"`` (DJN 2010 short-exponent r, ~5-20x cheaper encryption;
-    see ``secagg.paillier``).
+    survivors are asked to decrypt (shared key); ``workers`` how many cores
+    Paillier pools (processes) and decryption (threads) use, by default every
+    core this process may run on (``secagg.paillier.usable_cores``);
+    ``pool_method`` ``"djn"`` (default: DJN 2010 short-exponent r, about 5-8x
+    cheaper noise) or ``"standard"`` (textbook r); see ``secagg.paillier``.
 
     ``max_corrupt`` is how many clients may collude with the server (default
     0). Above 0, ``paillier`` and ``ckks`` are refused (every client holds the
@@ -84,8 +85,8 @@ class HeConfig:
     weighted: bool = False
     key_bits: int = 2048
     decryptors: int = 2
-    workers: int = 1
-    pool_method: str = "standard"
+    workers: int = field(default_factory=paillier.usable_cores)
+    pool_method: str = paillier.DEFAULT_POOL_METHOD
     session_id: bytes = field(default_factory=lambda: os.urandom(16))
     round: int = 0
     max_corrupt: int = 0
@@ -105,8 +106,8 @@ class HeConfig:
         self._check_identities()
         if not 1 <= self.min_survivors <= len(ids):
             raise ConfigError("min_survivors must be in [1, n]", min_survivors=self.min_survivors)
-        if self.pool_method not in ("standard", "djn"):
-            raise ConfigError("pool_method must be 'standard' or 'djn'", pool_method=self.pool_method)
+        if self.pool_method not in paillier.POOL_METHODS:
+            raise ConfigError(f"pool_method must be one of {paillier.POOL_METHODS}", pool_method=self.pool_method)
         if self.dim < 0 or self.decryptors < 1 or self.workers < 1:
             raise ConfigError("dim >= 0, decryptors >= 1 and workers >= 1 are required")
 

@@ -23,14 +23,35 @@ The distribution is exactly that of textbook Paillier. Cost: about two
 this machine) versus one 2048-bit exponent mod 4096 bits (~11–16 ms) without the
 factors. Online encryption is then one multiplication mod n².
 
-``NoisePool(..., method="djn")`` uses the Damgård–Jurik–Nielsen speed-up
-(DJN 2010, "A generalization of Paillier's public-key system with applications
-to electronic voting", §4.1): the pool owner draws ``x`` and sets ``h = −x² mod n``
-once, and each element is ``(h^α)ⁿ = (hⁿ)^α mod n²`` for a fresh uniform ``α``
-of ⌈|n|/2⌉ bits, computed with a fixed-base comb table (8-bit windows). It is
-still ``rⁿ`` for ``r = h^α mod n`` (so equal to ``phe`` for that r), but r is
-drawn from ⟨h⟩ with a short exponent: semantic security then rests on DCR plus
-DJN's assumption on short exponents. About 5–20× cheaper; opt-in.
+**DJN noise (the default).** ``NoisePool(..., method="djn")`` uses the fast
+encryption of Damgård, Jurik and Nielsen (DJN 2010, "A generalization of
+Paillier's public-key system with applications to electronic voting", Int. J.
+Inf. Secur. 9(6), the encryption optimisation of their Section 4): with
+``h = −x² mod n`` and ``h_s = hⁿ mod n²``, an obfuscator is ``h_s^α = (h^α)ⁿ``
+for a fresh α drawn uniformly from [0, 2^⌈k/2⌉), k = |n|: **1024-bit α for a
+2048-bit n** (:func:`djn_exponent_bits`; the same length as libdjn and
+SecretFlow HEU, which implement that paper). It is still ``rⁿ`` for
+``r = h^α mod n``, so the ciphertext is ``phe``'s for that r. Semantic security
+rests on DCR plus DJN's assumption that h^α with α of ⌈k/2⌉ bits cannot be told
+from a uniform element of ⟨h⟩; a generic (Pollard λ) attack on the short
+exponent costs 2^(k/4) = 2^512 at k = 2048, far above the ~112-bit strength
+of the modulus itself (NIST SP 800-57), so the exponent is not the weak link.
+DJN publish h in the public key; here the *pool owner* (the encrypting client)
+draws x from the OS CSPRNG once per process and key (:func:`djn_base`) and
+never sends h, which can only help: no claim rests on h being secret. Our
+keys come from ``phe`` and are not required to be Blum integers, so ⟨h⟩ is a
+large cyclic subgroup of Z*_n rather than exactly DJN's Jacobi-symbol-1
+group; the assumption is read for that subgroup. The fixed-base comb tables
+for ``h_s`` (mod p² and q² with the factors, else mod n²; 8-bit windows, about
+19 MB at 2048 bits) are built once per process, key and h and reused by every
+``fill`` and round (worker processes keep their own copy), so an element costs
+⌈k/2⌉/8 multiplications per modulus: about 5× cheaper than the CRT standard
+pool. ``method="standard"`` (r uniform in Z*_n, textbook Paillier) remains.
+
+**Decryption** (:func:`decrypt_many`) splits the ciphertexts into
+shared-nothing batches, each decrypted with gmpy2's list exponentiations, which
+release the GIL: ``workers`` threads use ``workers`` cores with no process
+start-up and no copying.
 
 **Packing.** :class:`PackingPlan` packs many signed integers per plaintext. Each
 slot holds ``value + bound`` (an offset, so slots are non-negative) and has
@@ -47,8 +68,11 @@ so protocols authenticate ciphertexts in transit.
 from __future__ import annotations
 
 import atexit
+import functools
+import math
+import os
 import secrets
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any, Sequence
@@ -71,9 +95,14 @@ __all__ = [
     "add",
     "NoisePool",
     "POOL_METHODS",
+    "DEFAULT_POOL_METHOD",
+    "djn_exponent_bits",
+    "djn_base",
+    "usable_cores",
     "warm_up",
     "PackingPlan",
     "encrypt_packed",
+    "decrypt_many",
     "decrypt_packed",
     "sum_ciphertexts",
     "ciphertexts_to_bytes",
@@ -88,10 +117,17 @@ __all__ = [
 DEFAULT_KEY_BITS = 2048
 #: Smallest n accepted anywhere; test keys only (insecure, fast).
 MIN_KEY_BITS = 64
-#: "standard": r uniform in Z*_n; "djn": r = h^α with short α (DJN 2010 §4.1), opt-in.
-POOL_METHODS = ("standard", "djn")
-#: Fixed-base comb window for DJN pools: 2^8 entries per 8 exponent bits (~16 MB at 2048 bits).
+#: "djn": r = h^α with a short α (DJN 2010; module docstring), the default;
+#: "standard": r uniform in Z*_n (textbook Paillier).
+POOL_METHODS = ("djn", "standard")
+DEFAULT_POOL_METHOD = "djn"
+#: Fixed-base comb window for DJN pools: one byte of α per table row, 2^8 entries
+#: per row (~19 MB of tables at 2048 bits, with or without the factors).
 _DJN_WINDOW = 8
+#: DJN tables kept per process (one entry per key, pool base and factors).
+_DJN_TABLES_KEPT = 4
+#: Decryption batches per worker thread: finer batches even out a busy core.
+_BATCHES_PER_WORKER = 4
 #: Below this many items a process pool costs more than it saves.
 PARALLEL_MIN_ITEMS = 64
 
@@ -264,8 +300,38 @@ def warm_up(workers: int) -> None:
             f.result()
 
 
-def _comb_table(base: Any, mod: Any, exp_bits: int) -> list[list[Any]]:
-    """rows[i][j] = base^(j·2^(w·i)) mod ``mod`` for a fixed-base comb."""
+def usable_cores() -> int:
+    """How many CPUs this process may run on (``os.sched_getaffinity``, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not every OS has CPU affinity
+        return max(1, os.cpu_count() or 1)
+
+
+# ------------------------------------------------------------------ DJN noise
+def djn_exponent_bits(n_bits: int) -> int:
+    """DJN 2010's exponent length for a ``n_bits``-bit n: ⌈n_bits / 2⌉ (1024 at 2048)."""
+    return (n_bits + 1) // 2
+
+
+@functools.lru_cache(maxsize=16)
+def djn_base(n: int) -> int:
+    """This process's DJN base ``h = −x² mod n`` for the key ``n``, drawn once.
+
+    ``x`` comes from the OS CSPRNG and is a unit; ``h² ≠ 1`` rules out the
+    order-≤2 bases that tiny test moduli could hit. The base is the pool
+    owner's, cached so that its comb tables serve every later round; it is
+    never sent (DJN publish it; secrecy only helps).
+    """
+    while True:
+        x = secrets.randbelow(n - 2) + 2
+        h = (-x * x) % n
+        if math.gcd(x, n) == 1 and h * h % n != 1:
+            return h
+
+
+def _comb_table(base: Any, mod: Any, exp_bits: int) -> tuple[tuple[Any, ...], ...]:
+    """rows[i][j] = base^(j·2^(w·i)) mod ``mod`` for a fixed-base comb (w = 8)."""
     gmpy2 = _gmpy2()
     rows, b = [], gmpy2.mpz(base) % mod
     for _ in range(-(-exp_bits // _DJN_WINDOW)):
@@ -273,42 +339,58 @@ def _comb_table(base: Any, mod: Any, exp_bits: int) -> list[list[Any]]:
         for _ in range(1, 1 << _DJN_WINDOW):
             acc = acc * b % mod
             row.append(acc)
-        rows.append(row)
+        rows.append(tuple(row))
         b = acc * b % mod
-    return rows
+    return tuple(rows)
 
 
-def _comb_pow(rows: list[list[Any]], exponent: int, mod: Any) -> Any:
-    """base^exponent mod ``mod`` from a :func:`_comb_table` (one mulmod per window)."""
-    acc, mask, i = rows[0][0], (1 << _DJN_WINDOW) - 1, 0
-    while exponent:
-        digit = exponent & mask
+def _comb_pow(rows: Sequence[Sequence[Any]], exponent: int, mod: Any) -> Any:
+    """base^exponent mod ``mod`` from a :func:`_comb_table`: one mulmod per non-zero byte."""
+    acc = rows[0][0]
+    for row, digit in zip(rows, exponent.to_bytes(len(rows), "little")):
         if digit:
-            acc = acc * rows[i][digit] % mod
-        exponent >>= _DJN_WINDOW
-        i += 1
+            acc = acc * row[digit] % mod
     return acc
 
 
-def _djn_chunk(n: int, p: int, q: int, h: int, count: int) -> list[int]:
-    """``count`` DJN obfuscators (hⁿ)^α mod n², α uniform of ⌈|n|/2⌉ bits."""
+@functools.lru_cache(maxsize=_DJN_TABLES_KEPT)
+def _djn_tables(n: int, p: int, q: int, h: int) -> tuple[Any, ...]:
+    """Comb tables of ``h_s = hⁿ``: mod p² and q² when the factors are given
+    (p, q > 0), else mod n². Built once per process and (n, p, q, h)."""
     gmpy2 = _gmpy2()
-    abits = (n.bit_length() + 1) // 2
-    out: list[int] = []
+    bits = djn_exponent_bits(n.bit_length())
     if p:
         p2, q2 = gmpy2.mpz(p * p), gmpy2.mpz(q * q)
-        inv = gmpy2.invert(p2, q2)
-        tp = _comb_table(gmpy2.powmod(h, n, p2), p2, abits)
-        tq = _comb_table(gmpy2.powmod(h, n, q2), q2, abits)
-        for _ in range(count):
-            alpha = secrets.randbits(abits)
-            a, b = _comb_pow(tp, alpha, p2), _comb_pow(tq, alpha, q2)
-            out.append(int(a + p2 * ((b - a) * inv % q2)))
-    else:
+        return (_comb_table(gmpy2.powmod(h, n, p2), p2, bits), _comb_table(gmpy2.powmod(h, n, q2), q2, bits))
+    n2 = gmpy2.mpz(n * n)
+    return (_comb_table(gmpy2.powmod(h, n, n2), n2, bits),)
+
+
+def _djn_obfuscators(n: int, p: int, q: int, h: int, exponents: Sequence[int]) -> list[int]:
+    """``(hⁿ)^α mod n²`` for each α in ``exponents``, from the cached tables."""
+    gmpy2 = _gmpy2()
+    tables = _djn_tables(n, p, q, h)
+    if not p:
         n2 = gmpy2.mpz(n * n)
-        table = _comb_table(gmpy2.powmod(h, n, n2), n2, abits)
-        out = [int(_comb_pow(table, secrets.randbits(abits), n2)) for _ in range(count)]
+        return [int(_comb_pow(tables[0], alpha, n2)) for alpha in exponents]
+    p2, q2 = gmpy2.mpz(p * p), gmpy2.mpz(q * q)
+    inv = gmpy2.invert(p2, q2)
+    tp, tq = tables
+    out = []
+    for alpha in exponents:
+        a, b = _comb_pow(tp, alpha, p2), _comb_pow(tq, alpha, q2)
+        out.append(int(a + p2 * ((b - a) * inv % q2)))
     return out
+
+
+def _draw_exponents(count: int, bits: int) -> list[int]:
+    """``count`` fresh DJN exponents, uniform in [0, 2^bits), from the OS CSPRNG."""
+    return [secrets.randbits(bits) for _ in range(count)]
+
+
+def _djn_chunk(n: int, p: int, q: int, h: int, count: int) -> list[int]:
+    """``count`` DJN obfuscators with fresh exponents (runs in worker processes too)."""
+    return _djn_obfuscators(n, p, q, h, _draw_exponents(count, djn_exponent_bits(n.bit_length())))
 
 
 def map_chunks(fn: Any, jobs: list[tuple[Any, ...]], workers: int) -> list[Any]:
@@ -322,7 +404,7 @@ def map_chunks(fn: Any, jobs: list[tuple[Any, ...]], workers: int) -> list[Any]:
 
 def check_workers(workers: int) -> int:
     """``workers`` if it is a positive int; ``ConfigError`` otherwise."""
-    if not isinstance(workers, int) or workers < 1:
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ConfigError("workers must be a positive int", workers=workers)
     return workers
 
@@ -330,15 +412,19 @@ def check_workers(workers: int) -> int:
 class NoisePool:
     """Single-use precomputed obfuscators ``rⁿ mod n²``.
 
-    ``NoisePool(pk, sk=None, *, method="standard")``; :meth:`fill` adds
-    ``count`` fresh elements (CRT-fast when ``sk`` is given, across ``workers``
+    ``NoisePool(pk, sk=None, *, method="djn")``; :meth:`fill` adds ``count``
+    fresh elements (CRT-fast when ``sk`` is given, across ``workers``
     processes); :meth:`take` removes and returns one. An empty pool raises
-    :class:`ConfigError`, never reuses. ``method="djn"`` draws r = h^α (module
-    docstring; DJN 2010) with a secret h chosen per pool. Elements are secret:
-    anyone holding one can strip the noise from the ciphertext it was used for.
+    :class:`ConfigError`, never reuses. ``method="djn"`` (default) draws
+    r = h^α with this process's base h for the key (:func:`djn_base`) and a
+    fresh ⌈|n|/2⌉-bit α per element; ``"standard"`` draws r uniform in Z*_n.
+    Elements are secret: anyone holding one can strip the noise from the
+    ciphertext it was used for.
     """
 
-    def __init__(self, pk: PaillierPublicKey, sk: PaillierSecretKey | None = None, *, method: str = "standard") -> None:
+    def __init__(
+        self, pk: PaillierPublicKey, sk: PaillierSecretKey | None = None, *, method: str = DEFAULT_POOL_METHOD
+    ) -> None:
         if sk is not None and sk.public != pk:
             raise ConfigError("secret key does not match public key")
         if method not in POOL_METHODS:
@@ -347,8 +433,7 @@ class NoisePool:
         self.method = method
         self._secret = sk
         self._items: list[int] = []
-        # DJN: h = -x^2 mod n for a fresh x, kept by the pool owner
-        self._h = (-pow(secrets.randbelow(pk.n - 2) + 2, 2, pk.n)) % pk.n if method == "djn" else 0
+        self._h = djn_base(pk.n) if method == "djn" else 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -495,23 +580,44 @@ def encrypt_packed(pk: PaillierPublicKey, plan: PackingPlan, values: NDArray[np.
     return [int((n * m + 1) * pool.take() % n2) for m in plaintexts]
 
 
-def _decrypt_chunk(n: int, p: int, q: int, cts: list[int]) -> list[int]:
-    sk = PaillierSecretKey(PaillierPublicKey(n), p, q)
-    return [decrypt_raw(sk, c) for c in cts]
+def _decrypt_batch(sk: PaillierSecretKey, cts: Sequence[int]) -> list[int]:
+    """CRT decryption of one batch; gmpy2's list powmods release the GIL, so
+    batches in different threads run on different cores."""
+    gmpy2 = _gmpy2()
+    hp, hq, p_inv, p, q, p2, q2 = sk._crt
+    xs = gmpy2.powmod_base_list(cts, p - 1, p2)
+    ys = gmpy2.powmod_base_list(cts, q - 1, q2)
+    out = []
+    for x, y in zip(xs, ys):
+        m_p = (x - 1) // p * hp % p
+        m_q = (y - 1) // q * hq % q
+        out.append(int(m_p + p * ((m_q - m_p) * p_inv % q)))
+    return out
+
+
+def decrypt_many(sk: PaillierSecretKey, cts: Sequence[int], *, workers: int = 1) -> list[int]:
+    """:func:`decrypt_raw` of each ciphertext, in shared-nothing batches over ``workers`` threads.
+
+    Each batch reads only the key and its own ciphertexts and returns its own
+    plaintexts, so ``workers`` cores give close to ``workers``× (no process
+    start-up, nothing copied). Below :data:`PARALLEL_MIN_ITEMS` one thread runs.
+    """
+    check_workers(workers)
+    cts = [int(c) for c in cts]
+    if workers == 1 or len(cts) < PARALLEL_MIN_ITEMS:
+        return _decrypt_batch(sk, cts)
+    n_batches = min(len(cts), workers * _BATCHES_PER_WORKER)
+    step = -(-len(cts) // n_batches)
+    batches = [cts[i : i + step] for i in range(0, len(cts), step)]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="paillier-decrypt") as ex:
+        return [m for batch in ex.map(functools.partial(_decrypt_batch, sk), batches) for m in batch]
 
 
 def decrypt_packed(
     sk: PaillierSecretKey, plan: PackingPlan, cts: Sequence[int], length: int, n_contributors: int, *, workers: int = 1
 ) -> NDArray[np.int64]:
-    """Decrypt (CRT, across ``workers`` processes) and unpack a summed vector."""
-    check_workers(workers)
-    cts = list(cts)
-    if len(cts) < PARALLEL_MIN_ITEMS:
-        workers = 1
-    step = -(-len(cts) // workers) if cts else 1
-    jobs = [(sk.public.n, sk.p, sk.q, cts[i : i + step]) for i in range(0, len(cts), step)]
-    plaintexts = [m for chunk in map_chunks(_decrypt_chunk, jobs, workers) for m in chunk]
-    return plan.unpack(plaintexts, length, n_contributors)
+    """Decrypt (CRT, across ``workers`` threads: :func:`decrypt_many`) and unpack a summed vector."""
+    return plan.unpack(decrypt_many(sk, cts, workers=workers), length, n_contributors)
 
 
 def sum_ciphertexts(pk: PaillierPublicKey, vectors: Sequence[Sequence[int]]) -> list[int]:
