@@ -9,7 +9,8 @@ Why a hand-written kernel: torch has no ``uint32`` arithmetic, so the torch
 block function (:mod:`secagg.prg_torch`) works on ``int32`` bit patterns and
 emulates each logical right shift with an arithmetic shift and a mask. Triton
 has ``uint32``: additions wrap modulo ``2**32``, right shifts are logical, and a
-rotation ``(x << n) | (x >> (32 - n))`` compiles to one funnel shift. Each
+rotation is ``(x << n) | (x >> (32 - n))``, which the compiler may fuse into one
+funnel shift. Each
 program keeps ``BLOCK`` blocks' states in registers for all 20 rounds and
 writes only the keystream.
 
