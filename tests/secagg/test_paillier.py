@@ -62,10 +62,11 @@ def test_crt_pool_element_is_r_to_the_n(keypair):
         assert P.encrypt_raw(pk, m, rn) == phe.PaillierPublicKey(pk.n).raw_encrypt(m, r_value=r)
 
 
+@pytest.mark.parametrize("method", P.POOL_METHODS)
 @pytest.mark.parametrize("with_secret", [True, False])
-def test_pool_elements_decrypt_and_are_single_use(keypair, with_secret):
+def test_pool_elements_decrypt_and_are_single_use(keypair, with_secret, method):
     pk, sk = keypair
-    pool = P.NoisePool(pk, sk if with_secret else None)
+    pool = P.NoisePool(pk, sk if with_secret else None, method=method)
     pool.fill(3)
     seen = set()
     for m in (5, 6, 7):
@@ -103,9 +104,10 @@ def test_djn_comb_matches_powmod_and_phe(keypair):
         assert P.encrypt_raw(pk, 5, rn) == phe.PaillierPublicKey(pk.n).raw_encrypt(5, r_value=r)
 
 
-def test_pool_fill_with_two_workers(keypair):
+@pytest.mark.parametrize("method", P.POOL_METHODS)
+def test_pool_fill_with_two_workers(keypair, method):
     pk, sk = keypair
-    pool = P.NoisePool(pk, sk)
+    pool = P.NoisePool(pk, sk, method=method)
     pool.fill(P.PARALLEL_MIN_ITEMS, workers=2)
     assert len(pool) == P.PARALLEL_MIN_ITEMS
     items = [pool.take() for _ in range(P.PARALLEL_MIN_ITEMS)]
