@@ -449,13 +449,17 @@ if _MISSING_CLI_MODULE is None:
 def main() -> None:
     """Console-script entry point (``secagg``).
 
-    Without the ``fl`` extra it prints one line naming the extra and exits 1.
+    Without the ``fl`` extra, ``secagg --help`` (or no arguments) prints what
+    the command needs and exits 0; any other command prints one line naming the
+    extra and exits 1.
     """
     if _MISSING_CLI_MODULE is not None:
-        sys.stderr.write(
-            f"error: the secagg command ('secagg run') needs the '{CLI_EXTRA}' extra "
-            f"({_MISSING_CLI_MODULE} is not installed); install it with: pip install 'secagg[{CLI_EXTRA}]'\n"
-        )
+        need = f"needs the '{CLI_EXTRA}' extra ({_MISSING_CLI_MODULE} is not installed); "
+        need += f"install it with: pip install 'secagg[{CLI_EXTRA}]'"
+        if sys.argv[1:] in ([], ["--help"], ["-h"]):
+            sys.stdout.write(f"usage: secagg run [OPTIONS]\n\nThe secagg command {need}\n")
+            raise SystemExit(0)
+        sys.stderr.write(f"error: the secagg command ('secagg run') {need}\n")
         raise SystemExit(1)
     app()
 

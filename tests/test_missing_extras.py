@@ -64,6 +64,14 @@ def test_console_script_without_typer_names_the_extra():
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv", [[], ["--help"], ["-h"]])
+def test_console_script_help_without_typer_exits_zero_naming_the_extra(argv):
+    proc = _without("typer", f"from fl.cli import main\nsys.argv = ['secagg', *{argv!r}]\nmain()\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "secagg run" in proc.stdout and "pip install 'secagg[fl]'" in proc.stdout
+
+
 def test_cli_run_without_torch_names_the_extra():
     proc = _without("torch", "from fl.cli import main\nsys.argv = ['secagg', 'run', '--rounds', '1']\nmain()\n")
     assert proc.returncode == 1
