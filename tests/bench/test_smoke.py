@@ -30,6 +30,8 @@ EXPECTED_KEYS: dict[str, set[str]] = {
     "active.py": {"benchmark", "smoke", "params", "semi_honest", "active", "active_over_semi_honest",
                   "active_over_semi_honest_protocol", "goal", "goal_met", "semi_honest_correct", "active_correct"},
     "he.py": {"smoke", "machine", "paillier", "threshold", "ckks"},
+    "he_threshold.py": {"benchmark", "smoke", "key", "scaling", "limit", "exponentiations", "partial_decrypt",
+                        "proof_overhead", "verify", "per_ciphertext_proof_reference", "combine_correct", "goal_met"},
     "dp.py": {"benchmark", "smoke", "samplers", "encoder", "round"},
     "record_dp.py": {"benchmark", "smoke", "setting", "rows", "seconds_per_round"},
     "gpu.py": {"benchmark", "smoke", "device", "cuda", "keystream", "client_masking", "server_unmasking",
@@ -45,6 +47,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "flower_harness.py": ("flwr",),
     "flower_engine.py": ("flwr",),
     "he.py": ("phe", "tenseal"),
+    "he_threshold.py": ("gmpy2",),
     "record_dp.py": ("torch", "opacus"),
     "gpu.py": ("torch",),
 }
@@ -91,6 +94,8 @@ def test_smoke_run_prints_expected_json(script: str) -> None:
     if script == "secagg_vs_flower.py":
         assert all(case["ours_correct"] for case in document["cases"]), "our aggregate missed the plaintext mean"
         assert all(row["correct"] for row in document["scale"])
+    if script == "he_threshold.py":
+        assert document["combine_correct"] and document["per_ciphertext_proof_reference"]["verifies"]
     if script == "active.py":
         assert document["semi_honest_correct"] and document["active_correct"]
         assert document["params"]["threshold"] == 8 and document["params"]["max_corrupt"] == 6
