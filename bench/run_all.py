@@ -30,6 +30,7 @@ SCRIPTS = [
     "active.py",
     "core_refactor.py",
     "he.py",
+    "ckks_compact.py",
     "he_threshold.py",
     "dp.py",
     "record_dp.py",

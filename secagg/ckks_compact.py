@@ -203,7 +203,8 @@ def choose_compact_params(
         if bits > min(max_bits, SEAL_MAX_PRIME_BITS):
             continue
         params = CompactParams(n_clients, float(clip), max_weight, degree, bits, scale_bits, noise / 2.0**scale_bits)
-        if best is None or params.bytes_per_param < best.bytes_per_param:
+        # the fewest bits per value; on a tie the smaller ring (less padding in the last chunk)
+        if best is None or params.modulus_bits < best.modulus_bits:
             best = params
     if best is None:
         raise OverflowRiskError(

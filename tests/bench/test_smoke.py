@@ -30,6 +30,7 @@ EXPECTED_KEYS: dict[str, set[str]] = {
     "active.py": {"benchmark", "smoke", "params", "semi_honest", "active", "active_over_semi_honest",
                   "active_over_semi_honest_protocol", "goal", "goal_met", "semi_honest_correct", "active_correct"},
     "he.py": {"smoke", "machine", "paillier", "threshold", "ckks"},
+    "ckks_compact.py": {"benchmark", "smoke", "machine", "candidates", "rows", "ratios", "goal"},
     "he_threshold.py": {"benchmark", "smoke", "key", "scaling", "limit", "exponentiations", "partial_decrypt",
                         "proof_overhead", "verify", "per_ciphertext_proof_reference", "combine_correct", "goal_met"},
     "dp.py": {"benchmark", "smoke", "samplers", "encoder", "round"},
