@@ -12,7 +12,9 @@ so are timeouts (the CPU-time limit), ``suspicious`` (any other exit code),
 Survivors are printed with the lines their mutation changed, read from the
 mutated copy, so they can be judged without re-running mutmut.
 
-Usage: ``python tests/mutations/mutmut_report.py [--mutants DIR] [--json]``.
+Usage: ``python tests/mutations/mutmut_report.py [--mutants DIR ...] [--json]``;
+the default reads every group that ``tests/mutations/run_mutmut.py`` ran
+(``mutants/*/mutants``).
 """
 
 from __future__ import annotations
@@ -75,10 +77,12 @@ def changed_lines(funcs: dict[str, list[str]], mutant_name: str) -> list[str]:
     return [d for d in diff if d[:1] in "+-" and not d.startswith(("+++", "---"))]
 
 
-def summarise(mutants: Path) -> dict[str, object]:
+def summarise(mutant_dirs: list[Path]) -> dict[str, object]:
+    """Outcome counts per mutated module, and every mutant that was not killed, over mutmut output dirs."""
     modules: dict[str, dict[str, int]] = {}
     survivors: list[dict[str, object]] = []
-    for meta in sorted(mutants.rglob("*.py.meta")):
+    metas = [(mutants, meta) for mutants in mutant_dirs for meta in sorted(mutants.rglob("*.py.meta"))]
+    for mutants, meta in metas:
         rel = meta.relative_to(mutants).as_posix()[: -len(".meta")]
         codes = json.loads(meta.read_text())["exit_code_by_key"]
         counts = {c: 0 for c in COLUMNS}
@@ -120,13 +124,15 @@ def _row(name: str, counts: dict[str, int]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mutants", type=Path, default=Path("mutants"), help="mutmut's output directory")
+    parser.add_argument("--mutants", type=Path, nargs="+", help="mutmut output dirs (default: mutants/*/mutants)")
     parser.add_argument("--json", action="store_true", help="print the whole summary as JSON")
     args = parser.parse_args(argv)
-    if not args.mutants.is_dir():
-        print(f"{args.mutants}: no such directory; run `make mutate` first", file=sys.stderr)
+    dirs = args.mutants or sorted(Path("mutants").glob("*/mutants"))
+    missing = [d for d in dirs if not d.is_dir()]
+    if not dirs or missing:
+        print(f"no mutmut results in {missing or 'mutants/*/mutants'}; run `make mutate` first", file=sys.stderr)
         return 2
-    summary = summarise(args.mutants)
+    summary = summarise(dirs)
     if args.json:
         print(json.dumps(summary, indent=1, ensure_ascii=False))
         return 0
