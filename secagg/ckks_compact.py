@@ -438,6 +438,12 @@ class CompactServer:
         raise ConfigError("the compact CKKS server cannot decrypt: it holds no secret key")
 
 
+def _add_mod(x: NDArray[np.uint64], y: NDArray[np.uint64], modulus: np.uint64) -> NDArray[np.uint64]:
+    """(x + y) mod q for x, y in [0, q), q < 2^63: one conditional subtraction."""
+    total = x + y
+    return np.where(total >= modulus, total - modulus, total)
+
+
 class CompactAccumulator:
     """Server-side running sum of chunked client ciphertexts, coefficient-wise mod q."""
 
@@ -459,7 +465,7 @@ class CompactAccumulator:
         if not self._sum:
             self._sum = loaded
         else:
-            self._sum = [((s0 + c0) % q, (s1 + c1) % q) for (s0, s1), (c0, c1) in zip(self._sum, loaded)]
+            self._sum = [(_add_mod(s0, c0, q), _add_mod(s1, c1, q)) for (s0, s1), (c0, c1) in zip(self._sum, loaded)]
         self.count += 1
 
     def result(self) -> list[bytes]:
