@@ -25,6 +25,7 @@ import difflib
 import json
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 OUTCOME_BY_EXIT_CODE: dict[int | None, str] = {
@@ -77,6 +78,45 @@ def changed_lines(funcs: dict[str, list[str]], mutant_name: str) -> list[str]:
     return [d for d in diff if d[:1] in "+-" and not d.startswith(("+++", "---"))]
 
 
+_STRING = re.compile(r"""[rbf]*("[^"]*"|'[^']*')""")
+
+
+def _raise_lines(body: list[str]) -> set[int]:
+    """Indices of the body lines that belong to a ``raise`` statement."""
+    try:
+        tree = ast.parse(textwrap.dedent("\n".join(body)))
+    except SyntaxError:
+        return set()
+    return {
+        i - 1
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Raise) and node.end_lineno is not None
+        for i in range(node.lineno, node.end_lineno + 1)
+    }
+
+
+def kind_of_change(funcs: dict[str, list[str]], mutant_name: str) -> str:
+    """``raise`` when the mutation lies inside a raise statement (only the error's message or fields can
+    change: mutmut never deletes the statement); ``string`` when only a string literal changed or became
+    None; else ``code``."""
+    func = mutant_name.rsplit(".", 1)[-1]
+    match = _MUTANT.match(func)
+    if match is None or func not in funcs:
+        return "code"
+    orig, mutant = funcs.get(f"{match['func']}__mutmut_orig", []), funcs[func]
+    changed: list[int] = []
+    pairs: list[tuple[str, str]] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=orig, b=mutant, autojunk=False).get_opcodes():
+        if tag != "equal":
+            changed.extend(range(i1, i2))
+            pairs.append(("".join(orig[i1:i2]), "".join(mutant[j1:j2])))
+    if changed and set(changed) <= _raise_lines(orig):
+        return "raise"
+    if pairs and all(_STRING.sub("S", o) == _STRING.sub("S", n).replace("None", "S") for o, n in pairs):
+        return "string"
+    return "code"
+
+
 def summarise(mutant_dirs: list[Path]) -> dict[str, object]:
     """Outcome counts per mutated module, and every mutant that was not killed, over mutmut output dirs."""
     modules: dict[str, dict[str, int]] = {}
@@ -92,7 +132,15 @@ def summarise(mutant_dirs: list[Path]) -> dict[str, object]:
             counts[kind if kind in counts else "suspicious"] += 1
             if kind not in ("killed", "not run"):
                 funcs = funcs if funcs is not None else _function_sources(mutants / rel)
-                survivors.append({"module": rel, "mutant": name, "outcome": kind, "diff": changed_lines(funcs, name)})
+                survivors.append(
+                    {
+                        "module": rel,
+                        "mutant": name,
+                        "outcome": kind,
+                        "change": kind_of_change(funcs, name),
+                        "diff": changed_lines(funcs, name),
+                    }
+                )
         modules[rel] = {"mutants": len(codes), **counts}
     return {"modules": modules, "not_killed": survivors}
 
@@ -138,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(markdown(summary))
     for s in summary["not_killed"]:  # type: ignore[attr-defined]
-        print(f"\n{s['outcome']}: {s['mutant']}")
+        print(f"\n{s['outcome']} ({s['change']}): {s['mutant']}")
         for line in s["diff"]:
             print(f"    {line.strip()[:160]}")
     return 0
