@@ -202,7 +202,7 @@ def run(bits: int, sample: int, ref_sample: int, repeats: int, safe_primes: str 
     }
     out["machine"] = {
         "python": platform.python_version(),
-        "usable_cores": T.usable_cores(),
+        "usable_cores": P.usable_cores(),
         "load_avg_1m_before": load_before,
         "load_avg_1m_after": os.getloadavg()[0],
     }

@@ -73,9 +73,11 @@ exponentiations per ciphertext (:func:`bad_value_indices`). It names exactly
 the indices whose change would alter a plaintext, and only a party whose own
 proof failed.
 
-**Parallelism.** ``workers`` (default: the usable cores) processes compute the
-values and the composites, in the pool that :mod:`secagg.paillier` keeps for
-the life of the process; :func:`secagg.paillier.warm_up` starts it ahead.
+**Parallelism.** ``workers`` (default: the usable cores) threads compute the
+values in shared-nothing batches (gmpy2's list powmod releases the GIL). The
+composites, Python-level multiplications, run from ``_MULTI_PARALLEL_MIN_ITEMS``
+ciphertexts on in the process pool that :mod:`secagg.paillier` keeps for the
+life of the process; :func:`secagg.paillier.warm_up` starts it ahead.
 
 Ciphertexts are ordinary Paillier ciphertexts for ``n`` with g = n + 1, so
 :mod:`secagg.paillier` encrypts and packs for this key (without the factors:
@@ -89,12 +91,21 @@ import json
 import math
 import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from secagg.errors import ConfigError, IntegrityError, ThresholdError, require_extra
-from secagg.paillier import MIN_KEY_BITS, PARALLEL_MIN_ITEMS, PaillierPublicKey, check_units, check_workers, map_chunks
+from secagg.paillier import (
+    MIN_KEY_BITS,
+    PARALLEL_MIN_ITEMS,
+    PaillierPublicKey,
+    check_units,
+    check_workers,
+    map_chunks,
+    usable_cores,
+)
 
 __all__ = [
     "ThresholdPublicKey",
@@ -107,7 +118,6 @@ __all__ = [
     "verify_partial",
     "bad_value_indices",
     "combine",
-    "usable_cores",
 ]
 
 DLEQ_DOMAIN = b"secagg/paillier-threshold/v1/dleq"
@@ -119,7 +129,7 @@ CHALLENGE_BITS = 256
 RHO_BITS = 128
 #: Extra bits in the prover's nonce so z = r + e·Δ·s_i hides Δ·s_i statistically.
 SLACK_BITS = 128
-#: Value chunks per worker: smaller chunks even out the load on a shared machine.
+#: Value batches per worker thread: smaller batches even out the load on a shared machine.
 _CHUNKS_PER_WORKER = 4
 #: A composite over fewer bases (~0.2 ms each) runs in-process: a pool would cost more.
 _MULTI_PARALLEL_MIN_ITEMS = 1024
@@ -421,14 +431,6 @@ def _check_cts(pub: ThresholdPublicKey, cts: Sequence[int]) -> None:
     check_units(pub.paillier, cts)
 
 
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def _workers(workers: int | None) -> int:
     return usable_cores() if workers is None else check_workers(workers)
 
@@ -438,8 +440,9 @@ def partial_decrypt(
 ) -> PartialDecryption:
     """Party ``share.index``'s partial decryptions ``c^{2Δ s_i}`` with one batched proof.
 
-    The exponentiations run in ``workers`` processes (default: :func:`usable_cores`;
-    in-process below ``PARALLEL_MIN_ITEMS`` ciphertexts). ``ConfigError`` for
+    The exponentiations run in ``workers`` threads (default: the usable cores;
+    one below ``PARALLEL_MIN_ITEMS`` ciphertexts), the proof's composite in as
+    many processes for long vectors. ``ConfigError`` for
     ciphertexts outside [1, n²) or a share index out of range;
     ``IntegrityError(index=j)`` for a non-unit ciphertext.
     """
@@ -448,22 +451,19 @@ def partial_decrypt(
     )
 
 
-def _powmod_chunk(exp: int, mod: int, cts: list[int]) -> list[int]:
-    gmpy2 = _gmpy2()
-    e, m = gmpy2.mpz(exp), gmpy2.mpz(mod)
-    return [int(gmpy2.powmod(c, e, m)) for c in cts]
-
-
 def _partial_values(pub: ThresholdPublicKey, share: KeyShare, cts: Sequence[int], workers: int) -> tuple[int, ...]:
-    """``c^{2Δ s_i} mod n²`` for each ciphertext, in chunks over ``workers`` processes."""
-    n2 = pub.nsquare
-    exp = 2 * pub.delta * share.share
+    """``c^{2Δ s_i} mod n²`` for each ciphertext, in shared-nothing batches over
+    ``workers`` threads (gmpy2's list powmod releases the GIL)."""
+    gmpy2 = _gmpy2()
+    n2, exp = gmpy2.mpz(pub.nsquare), gmpy2.mpz(2 * pub.delta * share.share)
     cts = list(cts)
     if workers <= 1 or len(cts) < PARALLEL_MIN_ITEMS:
-        return tuple(_powmod_chunk(exp, n2, cts))
+        return tuple(int(x) for x in gmpy2.powmod_base_list(cts, exp, n2))
     step = -(-len(cts) // (workers * _CHUNKS_PER_WORKER))
-    jobs = [(exp, n2, cts[i : i + step]) for i in range(0, len(cts), step)]
-    return tuple(v for chunk in map_chunks(_powmod_chunk, jobs, workers) for v in chunk)
+    batches = [cts[i : i + step] for i in range(0, len(cts), step)]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="paillier-partial") as ex:
+        done = ex.map(lambda batch: gmpy2.powmod_base_list(batch, exp, n2), batches)
+        return tuple(int(x) for batch in done for x in batch)
 
 
 def _prove(
@@ -503,7 +503,7 @@ def verify_partial(
 ) -> None:
     """Check a partial decryption's batched proof; ``IntegrityError(party=i)`` if it fails.
 
-    The composites run in ``workers`` processes (default: :func:`usable_cores`)
+    The composites run in ``workers`` processes (default: the usable cores)
     from ``_MULTI_PARALLEL_MIN_ITEMS`` ciphertexts on. A failure names the party
     only: :func:`combine` or :func:`bad_value_indices` find the wrong entries.
     """
