@@ -360,10 +360,11 @@ def _bucket_window(count: int, bits: int) -> int:
 
 
 def _multi_pow(bases: Sequence[int], exps: Sequence[int], mod: int) -> int:
-    """Π bases[j]^exps[j] mod ``mod`` by the bucket method (Pippenger 1980; Bernstein
-    et al. 2012 §4): per window of w exponent bits, one multiplication per base
-    into the bucket of its digit, then 2·2^w to fold the buckets. For 128-bit
-    exponents that is ~16 multiplications per base, against ~160 for a powmod."""
+    """Π bases[j]^exps[j] mod ``mod`` by the bucket method (Pippenger 1980): per
+    window of w exponent bits, one multiplication per base into the bucket of
+    its digit, then 2·2^w to fold the buckets. For 128-bit exponents and
+    thousands of bases that is ~16 multiplications per base, against ~160 for a
+    powmod each."""
     gmpy2 = _gmpy2()
     m = gmpy2.mpz(mod)
     bits = max((e.bit_length() for e in exps), default=0)

@@ -20,7 +20,7 @@ pytest.importorskip("phe")
 from secagg import paillier as P  # noqa: E402
 from secagg import paillier_threshold as T  # noqa: E402
 
-TEST_KEY_BITS = 256  # insecure, generated once per session; 2048 bits in bench/he.py only
+TEST_KEY_BITS = 256  # insecure, generated once per session; 2048 bits in bench/ and slow tests only
 T_OF_L = (3, 5)
 
 
