@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Default suite runs on both cores; slow suites are behind `make test-slow`.
 PYTEST := $(BIN)/python -m pytest -n 2 -p no:cacheprovider
 
-.PHONY: install lint test test-slow bench demo clean
+.PHONY: install lint test test-slow bench demo clean mutate
 
 install: $(STAMP)
 
@@ -46,3 +46,13 @@ clean:
 # Each curated mutation of the security core must be killed by its named tests (see tests/mutations).
 mutate-curated: $(STAMP)
 	$(BIN)/python tests/mutations/run_curated.py
+
+# Mutation testing of the security core with mutmut, one module group at a time, each judged by
+# its own fast tests (tests/mutations/run_mutmut.py; results and judged survivors: MUTATION.md).
+# mutmut, not cosmic-ray: it mutates a copy (mutants/), never the sources, forks each mutant from
+# one warm pytest process, and runs only the tests that call the mutated function. Not in `make test`.
+MUTATE_JOBS ?= 2
+
+mutate: $(STAMP)
+	$(BIN)/python tests/mutations/run_mutmut.py --jobs $(MUTATE_JOBS)
+	$(BIN)/python tests/mutations/mutmut_report.py
