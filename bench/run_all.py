@@ -137,6 +137,8 @@ def main() -> int:
             "Every figure below comes from the run that wrote its section; reference systems "
             "(Flower SecAgg+, per-value phe, raw TenSEAL, raw `cryptography` ChaCha20) were "
             "measured in the same run, so compare ratios rather than absolute times.\n\n"
+            "Mutation testing of the security core (mutmut, per module: mutants, killed, survived, "
+            "timeouts; the survivors judged) is in [MUTATION.md](MUTATION.md).\n\n"
         )
         path = Path(out)
         if args.only and path.exists():
