@@ -78,7 +78,11 @@ class Group:
 # Cheapest first, so that a run cut short has judged whole modules.
 GROUPS: tuple[Group, ...] = (
     Group("aead", ("secagg/aead.py",), ("tests/secagg/test_aead.py",)),
-    Group("kex", ("secagg/kex.py",), ("tests/secagg/test_kex.py", "tests/secagg/test_hkdf.py")),
+    Group(
+        "kex",
+        ("secagg/kex.py",),
+        ("tests/secagg/test_kex.py", "tests/secagg/test_kex_mutants.py", "tests/secagg/test_hkdf.py"),
+    ),
     Group("shamir", ("secagg/shamir.py",), ("tests/secagg/test_shamir.py",)),
     Group("prg", ("secagg/prg.py",), ("tests/secagg/test_prg.py",)),
     Group("binding", ("protocols/secagg_binding.py",), PROTOCOL_TESTS, PROTOCOL_DESELECT),
