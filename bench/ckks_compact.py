@@ -10,7 +10,7 @@ run, with n = 10 clients, updates uniform in [-1, 1]. Rows:
 * ``compact_precise``: :mod:`secagg.ckks_compact` at error ≤ 1e-6;
 * ``compact_same_error``: :mod:`secagg.ckks_compact` at the stated error bound
   of ``tenseal_packed``;
-* ``compact_coarse``: :mod:`secagg.ckks_compact` at error ≤ 1e-2 (N = 1024).
+* ``compact_coarse``: :mod:`secagg.ckks_compact` at error ≤ 1e-2.
 
 Times are CPU time of this process (``time.process_time``), best of 3 (1 with
 ``--quick``/``--smoke``): encrypt is one client's cost, add is the server's

@@ -30,11 +30,23 @@ limit for one prime. A smaller q at the same N and error width is only harder
 to attack. SEAL refuses the context itself if it breaks its own copy of that
 table (``sec_level_type.tc128``).
 
-**Error.** One client's decryption error per value has a measured standard
-deviation σ (``NOISE_SIGMA``, in scaled units, doubled for margin); the bound
-for an n-client sum is ``ERROR_SIGMAS·σ·√n / Δ``. ``Δ = 2^scale_bits`` is the
-smallest power of two that meets the requested precision; q leaves
-``MARGIN_BITS`` above the largest possible sum ``n·max_weight·max(clip, 1)·Δ``.
+**Exact integer sums.** A CKKS decryption carries the encryption noise, and
+whoever holds the ciphertext and learns the decrypted values at full precision
+re-encodes them to ``c0 + a·s`` and solves for the secret key (Li and
+Micciancio, Eurocrypt 2021; ``tests/secagg/test_ckks_compact.py`` runs the
+attack on raw decryptions). So clients quantise each value to an integer
+multiple of ``quantum`` (``weight·round(x/quantum)``, then the weight itself),
+and the key holder rounds every decrypted value to the exact integer sum,
+refusing (:class:`IntegrityError`) any value not within 1/4 of an integer or
+beyond what the contributors can sum to. What leaves the key holder is a
+function of the plaintexts alone. The only error is quantisation:
+``n·max_weight·quantum/2`` for the sum.
+
+**Noise and sizes.** One client's decryption noise per value has a measured
+standard deviation σ (``NOISE_SIGMA``, in units of 1/Δ, doubled for margin).
+``Δ = 2^scale_bits`` is the smallest power of two with ``ROUNDING_SIGMAS·σ·√n/Δ
+≤ 1/4``, so rounding is exact but with negligible probability; q leaves
+``MARGIN_BITS`` above the largest possible integer sum times Δ.
 
 **Wire format** (all integers little-endian):
 
@@ -49,9 +61,10 @@ smallest power of two that meets the requested precision; q leaves
   q (u64)``: parameters only.
 
 Decoding raises :class:`DecodeError` for a wrong magic, wrong parameters, a
-wrong length or a coefficient ≥ q. CKKS is malleable:
-an in-range change is caught only by the HMAC tag of
-:func:`secagg.ckks.tag_chunk`, which these chunks use like TenSEAL's.
+wrong length or a coefficient ≥ q. An in-range change to a coefficient (NTT
+domain) or the seed scrambles the whole decrypted polynomial, which the key
+holder's integer check refuses; the HMAC tag of :func:`secagg.ckks.tag_chunk`,
+used as for TenSEAL's chunks, catches it at receipt and names the sender.
 
 **Roles.** :class:`CompactKeyHolder` holds the secret key, encrypts and
 decrypts. :class:`CompactServer` holds the public parameters only (q and N, no
@@ -70,7 +83,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from secagg.errors import ConfigError, DecodeError, OverflowRiskError, require_bytes, require_extra
+from secagg.errors import ConfigError, DecodeError, IntegrityError, OverflowRiskError, require_bytes, require_extra
 from secagg.prg import expand
 
 __all__ = [
@@ -100,8 +113,8 @@ SEED_BYTES = 32
 #: through the canonical embedding, plus encoding rounding): measured 74 (N = 1024), 104 (2048)
 #: and 147 (4096) over 200 encryptions of N uniform values each, largest error 5σ; doubled for margin.
 NOISE_SIGMA = {1024: 150.0, 2048: 210.0, 4096: 300.0}
-#: the n-client error bound is this many σ of the summed noise
-ERROR_SIGMAS = 8
+#: the summed noise stays below 1/4 of an integer out to this many (doubled) σ
+ROUNDING_SIGMAS = 16
 #: q exceeds twice the largest |sum|·Δ by this many bits (CKKS decodes centred mod q)
 MARGIN_BITS = 2
 #: above this 10-client-sum error a setting must be asked for explicitly (as in secagg.ckks)
@@ -139,7 +152,14 @@ class CompactParams:
     poly_degree: int
     modulus_bits: int
     scale_bits: int
-    error_bound: float
+    quantum: float
+    #: the largest |integer| one client puts in a value (weight·round(clip/quantum), or the weight)
+    bound: int
+
+    @property
+    def error_bound(self) -> float:
+        """Largest error of the n-client weighted sum: quantisation only."""
+        return self.n_clients * self.max_weight * self.quantum / 2
 
     @property
     def values_per_chunk(self) -> int:
@@ -194,22 +214,24 @@ def choose_compact_params(
         raise ConfigError(
             f"an error above {PRECISION_LIMIT} must be allowed explicitly (allow_coarse=True)", precision=precision
         )
-    magnitude = n_clients * max_weight * max(clip, 1.0)
+    quantum = 2 * precision / (n_clients * max_weight)
+    bound = max_weight * max(1, math.ceil(clip / quantum))
+    sum_bits = (2 * n_clients * bound).bit_length()  # sign included
     best: CompactParams | None = None
     for degree, max_bits in HE_STANDARD_MAX_LOG_Q.items():
-        noise = ERROR_SIGMAS * NOISE_SIGMA[degree] * math.sqrt(n_clients)
-        scale_bits = max(1, math.ceil(math.log2(noise / precision)))
-        bits = max(MIN_PRIME_BITS, math.ceil(math.log2(magnitude)) + scale_bits + 1 + MARGIN_BITS)
+        noise = ROUNDING_SIGMAS * NOISE_SIGMA[degree] * math.sqrt(n_clients)
+        scale_bits = math.ceil(math.log2(4 * noise))
+        bits = max(MIN_PRIME_BITS, sum_bits + scale_bits + MARGIN_BITS)
         if bits > min(max_bits, SEAL_MAX_PRIME_BITS):
             continue
-        params = CompactParams(n_clients, float(clip), max_weight, degree, bits, scale_bits, noise / 2.0**scale_bits)
+        params = CompactParams(n_clients, float(clip), max_weight, degree, bits, scale_bits, quantum, bound)
         # the fewest bits per value; on a tie the smaller ring (less padding in the last chunk)
         if best is None or params.modulus_bits < best.modulus_bits:
             best = params
     if best is None:
         raise OverflowRiskError(
             "no ring degree holds the n-client sum at this precision under the 128-bit bound",
-            magnitude=magnitude,
+            sum_bits=sum_bits,
             precision=precision,
         )
     return best
@@ -342,13 +364,18 @@ class CompactKeyHolder:
         head = _CHUNK_HEAD.pack(_CHUNK_MAGIC, _log2(p.poly_degree), p.modulus_bits)
         return head + seed + pack_coefficients(c0_seeded, p.modulus_bits)
 
-    def encrypt(self, values: NDArray[np.floating], *, seeds: Iterable[bytes] | None = None) -> Iterator[bytes]:
-        """Client chunks for ``values`` (zero-padded to whole chunks), one per N
-        values, produced lazily. Each chunk draws a fresh seed from the OS
-        CSPRNG; ``seeds`` overrides them for known-answer tests only."""
-        x = np.asarray(values, dtype=np.float64)
-        if x.ndim != 1 or not np.all(np.isfinite(x)):
-            raise ConfigError("values must be a finite 1-D array")
+    def encrypt(self, values: NDArray[np.integer], *, seeds: Iterable[bytes] | None = None) -> Iterator[bytes]:
+        """Client chunks for integers in ±bound (from :func:`encode_update`),
+        zero-padded to whole chunks, one per N values, produced lazily. Each
+        chunk draws a fresh seed from the OS CSPRNG; ``seeds`` overrides them
+        for known-answer tests only. ``OverflowRiskError`` for an integer
+        outside ±bound."""
+        ints = np.asarray(values)
+        if ints.ndim != 1 or ints.dtype.kind not in "iu":
+            raise ConfigError("values must be a 1-D integer array")
+        if ints.size and int(np.max(np.abs(ints.astype(np.int64)))) > self.params.bound:
+            raise OverflowRiskError("integer outside the planned bound", bound=self.params.bound)
+        x = ints.astype(np.float64)
         n = self.params.values_per_chunk
         seed_iter = iter(seeds) if seeds is not None else None
         for start in range(0, max(x.size, 1), n):
@@ -358,17 +385,29 @@ class CompactKeyHolder:
             seed = next(seed_iter) if seed_iter is not None else os.urandom(SEED_BYTES)
             yield self._encrypt_chunk(chunk, seed)
 
-    def decrypt(self, aggregates: Sequence[bytes]) -> NDArray[np.float64]:
-        """The summed values of aggregate chunks (``DecodeError`` on malformed bytes)."""
+    def _decrypt_values(self, c0: NDArray[np.uint64], a: NDArray[np.uint64]) -> NDArray[np.float64]:
+        """Raw CKKS decryption, noise included: never to leave the key holder."""
+        ct = self._context.from_cipher_str(self._codec.ciphertext(c0, a, self._scale))
+        z = np.asarray(self._encoder.decode_complex(self._decryptor.decrypt(ct)))[: self.params.poly_degree // 2]
+        return np.concatenate([z.real, z.imag])
+
+    def decrypt(self, aggregates: Sequence[bytes]) -> NDArray[np.int64]:
+        """The exact integer sums carried by aggregate chunks.
+
+        Raises ``DecodeError`` on malformed bytes and ``IntegrityError`` when a
+        value is not within 1/4 of an integer or exceeds what the chunk's
+        contributors can sum to (noise or tampering). The result depends on the
+        plaintexts only, never on the encryption noise."""
         p = self.params
-        half = p.poly_degree // 2
         out = []
         for blob in aggregates:
-            _, c0, a = _read_aggregate(p, self.modulus, blob)
-            ct = self._context.from_cipher_str(self._codec.ciphertext(c0, a, self._scale))
-            z = np.asarray(self._encoder.decode_complex(self._decryptor.decrypt(ct)))[:half]
-            out.append(np.concatenate([z.real, z.imag]))
-        return np.concatenate(out) if out else np.zeros(0)
+            count, c0, a = _read_aggregate(p, self.modulus, blob)
+            values = self._decrypt_values(c0, a)
+            sums = np.rint(values)
+            if not np.all(np.abs(values - sums) <= 0.25) or np.any(np.abs(sums) > count * p.bound):
+                raise IntegrityError("compact CKKS value is not a valid integer sum (noise or tampering)")
+            out.append(sums.astype(np.int64))
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 def _log2(degree: int) -> int:
@@ -478,9 +517,9 @@ class CompactAccumulator:
         return [head + pack_coefficients(c0, bits) + pack_coefficients(a, bits) for c0, a in self._sum]
 
 
-def encode_update(params: CompactParams, update: NDArray[np.floating], weight: int = 1) -> NDArray[np.float64]:
-    """``weight·update`` followed by ``weight``; ``ConfigError`` for values outside
-    ±clip, non-finite values or a weight outside [1, max_weight]."""
+def encode_update(params: CompactParams, update: NDArray[np.floating], weight: int = 1) -> NDArray[np.int64]:
+    """``weight·round(update/quantum)`` followed by ``weight``; ``ConfigError`` for
+    values outside ±clip, non-finite values or a weight outside [1, max_weight]."""
     if not isinstance(weight, (int, np.integer)) or not 1 <= weight <= params.max_weight:
         raise ConfigError("weight must be an int in [1, max_weight]", weight=weight, max_weight=params.max_weight)
     x = np.asarray(update, dtype=np.float64)
@@ -488,12 +527,14 @@ def encode_update(params: CompactParams, update: NDArray[np.floating], weight: i
         raise ConfigError("update must be 1-D")
     if not np.all(np.isfinite(x)) or (x.size and float(np.max(np.abs(x))) > params.clip):
         raise ConfigError("update outside [-clip, clip] or not finite", clip=params.clip)
-    return np.concatenate([x * float(weight), [float(weight)]])
+    ints = np.rint(x / params.quantum).astype(np.int64) * int(weight)
+    return np.concatenate([ints, np.array([int(weight)], dtype=np.int64)])
 
 
-def decode_sum(params: CompactParams, values: NDArray[np.float64], length: int) -> tuple[NDArray[np.float64], float]:
-    """``(Σ n_k·x_k, Σ n_k)`` from decrypted values (chunk padding dropped)."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size != params.n_chunks(length) * params.values_per_chunk:
+def decode_sum(params: CompactParams, sums: NDArray[np.integer], length: int) -> tuple[NDArray[np.float64], int]:
+    """``(Σ n_k·x_k, Σ n_k)`` from the key holder's integer sums (chunk padding dropped);
+    the first is within ``error_bound`` of the exact weighted sum."""
+    sums = np.asarray(sums)
+    if sums.size != params.n_chunks(length) * params.values_per_chunk:
         raise ConfigError("wrong number of values for length", length=length)
-    return values[:length].copy(), float(values[length])
+    return sums[:length].astype(np.float64) * params.quantum, int(sums[length])
