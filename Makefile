@@ -40,6 +40,16 @@ bench: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m fl.demo
 
+# The five research notebooks: rebuild each from notebooks/make_notebooks.py and execute it in
+# place (quick mode), outputs and figures included; `make lab` opens them in JupyterLab on .venv.
+.PHONY: notebooks lab
+
+notebooks: $(STAMP)
+	$(BIN)/python notebooks/make_notebooks.py
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 

@@ -1,26 +1,42 @@
-"""Write the five research notebooks in this folder, without outputs.
+"""Write the five research notebooks in this folder and execute them in place.
 
-Run ``python notebooks/make_notebooks.py`` after editing a cell here; the
-notebooks are generated so that their outputs stay stripped in git
-(``execution_count`` None, no outputs). ``tests/test_notebooks.py`` executes
-them. Every figure a notebook shows is measured when it runs; nothing here
-hard-codes a result.
+``make notebooks`` (``python notebooks/make_notebooks.py``) rebuilds every
+notebook from the cells below, runs it in a kernel on this interpreter and
+writes it back with its outputs and figures; ``--no-execute`` writes the cells
+only, and naming notebooks (``04``) rebuilds just those. Outputs are
+normalised so that a re-run changes only what it measured: consecutive stream
+chunks are merged, no timing metadata or cell ids are kept, and figures are
+small PNGs (72 dpi, optimised). ``tests/test_notebooks.py`` re-executes each
+notebook and checks that its outputs keep the committed structure
+(:func:`output_structure`). Every figure a notebook shows is measured when it
+runs; nothing here hard-codes a result.
 
-Sizes: ``SECAGG_NOTEBOOK_QUICK=1`` (the default, and what CI sets) keeps each
-notebook under 60 s on 2 cores; ``SECAGG_NOTEBOOK_QUICK=0`` measures more
-points and seeds.
+Sizes: ``SECAGG_NOTEBOOK_QUICK=1`` (the default, what CI sets and what the
+committed outputs use) keeps the notebooks to a few minutes in all on 2 cores;
+``SECAGG_NOTEBOOK_QUICK=0`` measures more points and seeds.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import nbclient
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-__all__ = ["NOTEBOOKS", "write_all"]
+__all__ = ["NOTEBOOKS", "write_all", "kernel_environment", "execute", "normalise", "output_structure"]
 
 HERE = Path(__file__).resolve().parent
+KERNEL_NAME = "python3"
+CELL_TIMEOUT_S = 600  # per cell; the slowest (record-level DP training) takes a few minutes on a loaded machine
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": KERNEL_NAME}
 
 SETUP = """\
 import os
@@ -29,6 +45,8 @@ import time
 import numpy as np
 import matplotlib.pyplot as plt
 %matplotlib inline
+# Small PNGs (72 dpi, optimised, no version stamp): the notebooks are committed with their figures.
+%config InlineBackend.print_figure_kwargs = {"bbox_inches": "tight", "dpi": 72, "pil_kwargs": {"optimize": True}}
 
 # SECAGG_NOTEBOOK_QUICK=1 (default, CI): small sizes, < 60 s on 2 cores. Set it to 0 for more points.
 QUICK = os.environ.get("SECAGG_NOTEBOOK_QUICK", "1") == "1"
@@ -427,61 +445,127 @@ that at the price of a dealer trusted during set-up and slower decryption."""),
 # ---------------------------------------------------------------------------------------- 04
 DP_HEART = [
     ("md", """\
-# 04 · Distributed DP on Fed-Heart-Disease
+# 04 · Distributed DP on Fed-Heart-Disease: a hospital or a patient as the unit
 
-Each of the 4 hospitals clips its model delta (L2), adds a discrete Gaussian noise share and only then masks
-it, so the server unmasks a noisy sum through real SecAgg+ (Kairouz, Liu & Steinke 2021; with 4 clients
-the SecAgg+ graph is complete). Privacy is
-client-level: one unit is one hospital's whole update. Each share is calibrated so that `min_survivors`
-shares already reach the target ε; the protocol refuses to unmask fewer, and ε is recomputed after every
-round from the shares actually summed.
+Each of the 4 hospitals adds a discrete Gaussian noise share to what it sends and only then masks it, so
+the server unmasks a noisy sum through real SecAgg+ (Kairouz, Liu & Steinke 2021; with 4 clients the
+SecAgg+ graph is complete). Each share is calibrated so that the honest shares the protocol insists on
+(`min_survivors`) already reach the target ε; the protocol refuses to unmask fewer, and ε is recomputed
+after every round from the shares actually summed. One δ = 1e-5 holds throughout this notebook.
 
-1. ε against test accuracy (mean over the 4 centres, FLamby's metric), trained with `fl.trainer`;
-2. what dropouts do to ε: measured per round through `protocols.dp.run_dp`, for discrete Gaussian and
-   Skellam noise, and in training."""),
+What the guarantee protects depends on the **unit** of privacy:
+
+* **client-level** (`dp_unit="client"`): one unit is one hospital's whole model update. The noise must hide
+  an entire hospital, while the signal is the sum of just 4 clipped updates.
+* **record-level** (`dp_unit="record"`): one unit is one patient. Each round is a distributed DP-SGD step:
+  every hospital Poisson-samples its records, clips each record's gradient and adds one noise share to the
+  sum. The noise now hides one patient among all the sampled records of all hospitals.
+
+The notebook measures test accuracy (mean over the 4 centres, FLamby's metric) against ε for both units,
+then what dropouts do to ε."""),
     ("code", SETUP),
     ("code", """\
+import warnings
+
 import torch
 
 torch.set_num_threads(1)  # tiny logistic model: one thread is fastest and reproducible
 
 from fl.datasets import load_dataset
 from fl.trainer import TrainConfig, Trainer
+from protocols.dp import DPUtilityWarning
 
 dataset = load_dataset("heart-disease")
 print([(c.name, c.n_train) for c in dataset.centres], "features:", dataset.n_features)
 
-ROUNDS, LOCAL_STEPS, DELTA = 10, 20, 1e-3
-# calibrating the noise for a large ε is slow (PLD accounting at small noise): stay at ε ≤ 64 in quick mode
-epsilons = [1.0, 16.0, 64.0] if QUICK else [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0]
+DELTA = 1e-5  # one δ for every run in this notebook
+# "always disease": the constant classifier, the floor any useful model must beat
+always_disease = float(np.mean([np.mean(c.y_test) for c in dataset.centres]))
+print(f"constant 'always disease' classifier: mean centre accuracy {always_disease:.3f}")
+
+CLIENT_ROUNDS, LOCAL_STEPS = 10, 20  # client-level: FedAvg, 20 local steps per round
+RECORD_ROUNDS, SAMPLING_RATE = 100, 0.05  # record-level: one DP-SGD step per round, 5 epochs in expectation
+epsilons = [1.0, 4.0, 16.0] if QUICK else [1.0, 2.0, 4.0, 8.0, 16.0, 64.0]
+record_epsilons = [1.0, 4.0] if QUICK else [1.0, 2.0, 4.0, 8.0]
 seeds = [1, 2] if QUICK else [1, 2, 3, 4, 5]
+record_seeds = seeds[:1] if QUICK else seeds
+utility_warnings = set()
 
-def train(eps, seed, dropout_rate=0.0):
-    config = TrainConfig(protocol="secagg+", rounds=ROUNDS, local_steps=LOCAL_STEPS, seed=seed,
-                         dropout_rate=dropout_rate, dp_epsilon=eps, dp_delta=DELTA if eps else None)
-    trainer = Trainer(config, dataset=dataset)
-    return trainer, trainer.run()
 
-t0 = time.perf_counter()
-accuracy = {eps: [train(eps, s)[1].final["mean_centre_accuracy"] for s in seeds] for eps in [None] + epsilons}
-print(f"{len(accuracy) * len(seeds)} trainings in {time.perf_counter() - t0:.1f} s")
-for eps, accs in accuracy.items():
-    print(f"eps={eps!s:>6}: accuracy {np.mean(accs):.3f} ± {np.std(accs):.3f}")"""),
-    ("code", """\
-fig, ax = plt.subplots(figsize=(6.5, 4))
-means = [np.mean(accuracy[e]) for e in epsilons]
-stds = [np.std(accuracy[e]) for e in epsilons]
-ax.errorbar(epsilons, means, yerr=stds, fmt="o-", capsize=3, label="SecAgg+ with distributed DP")
-ax.axhline(np.mean(accuracy[None]), color="k", ls="--", label="SecAgg+ without DP")
-ax.set(xscale="log", xlabel=f"ε after {ROUNDS} rounds (δ = {DELTA})", ylabel="mean centre test accuracy",
-       title=f"Fed-Heart-Disease, 4 hospitals, {len(seeds)} seeds")
-ax.legend()
-fig.tight_layout()"""),
+def train(eps, seed, *, unit="client", dropout_rate=0.0):
+    \"\"\"Train over SecAgg+ with distributed DP at (eps, DELTA); eps=None trains without DP.\"\"\"
+    record = unit == "record"
+    config = TrainConfig(protocol="secagg+", seed=seed, dropout_rate=dropout_rate, dp_epsilon=eps,
+                         dp_delta=DELTA if eps else None, dp_unit=unit if eps else "client",
+                         rounds=RECORD_ROUNDS if record else CLIENT_ROUNDS, local_steps=1 if record else LOCAL_STEPS,
+                         dp_sampling_rate=SAMPLING_RATE if record and eps else None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DPUtilityWarning)
+        trainer = Trainer(config, dataset=dataset)
+        run = trainer.run()
+    utility_warnings.update(str(w.message).split(":")[0] for w in caught if w.category is DPUtilityWarning)
+    return trainer, run"""),
     ("md", """\
-With only 4 clients, client-level DP is expensive: the noise in the sum must hide a whole hospital's
-update, while the signal is the sum of just 4 clipped deltas. Read the measured gap between the DP points
-and the dashed line: at single-digit ε most of the model's accuracy is lost, and only a large ε approaches
-the non-private model. More clients help, since the signal grows with n and the noise needed does not.
+## Client-level DP: a hospital is the unit
+
+FedAvg over 4 hospitals, each clipping its model delta to L2 norm 0.1 before adding its noise share."""),
+    ("code", """\
+accuracy = {"client": {}, "record": {}}
+accuracy["client"][None] = [train(None, s)[1].final["mean_centre_accuracy"] for s in seeds]
+for eps in epsilons:
+    accuracy["client"][eps] = [train(eps, s)[1].final["mean_centre_accuracy"] for s in seeds]
+for eps, accs in accuracy["client"].items():
+    print(f"client-level ε={eps!s:>5}: accuracy {np.mean(accs):.3f} ± {np.std(accs):.3f} over {len(seeds)} seeds")
+for line in sorted(utility_warnings):
+    print("trainer warned:", line)"""),
+    ("md", """\
+The trainer warns when the noise std exceeds the largest norm the clipped sum can have: with 4 hospitals the
+release is then mostly noise, and the warning names record-level DP as the fix.
+
+## Record-level DP: a patient is the unit
+
+Each round, every hospital samples each of its records with probability q = 0.05, Opacus computes one
+gradient per sampled record, the DP layer clips each to C = 1 and the hospital adds one noise share to the
+sum before masking (`fl.record_dp`). The accountant counts records sampled at rate q and the honest shares
+summed; the ledger gives each hospital its ε, and what its ε would be if its masked input were ever unmasked
+alone (protected by its own share only)."""),
+    ("code", """\
+for eps in record_epsilons:
+    runs = [train(eps, s, unit="record") for s in record_seeds]
+    accuracy["record"][eps] = [run.final["mean_centre_accuracy"] for _, run in runs]
+    trainer, run = runs[0]
+    print(f"record-level ε={eps:>5}: noise multiplier z={trainer.aggregator.noise_multiplier:.2f}, "
+          f"accuracy {np.mean(accuracy['record'][eps]):.3f} over {len(record_seeds)} seed(s), "
+          f"ε spent {run.rounds[-1]['epsilon']:.3f}")
+for name, entry in trainer.aggregator.privacy_report([c.name for c in dataset.centres]).items():
+    print(f"  {name:14} ε = {entry['epsilon']:.3f} over {entry['rounds']} rounds, "
+          f"{entry['epsilon_if_exposed']:.2f} if its masked input were unmasked alone")"""),
+    ("code", """\
+fig, ax = plt.subplots(figsize=(7, 4.2))
+units = [("client", "o-", "client-level (a hospital)"), ("record", "s-", "record-level (a patient)")]
+for unit, marker, label in units:
+    eps_axis = [e for e in accuracy[unit] if e is not None]
+    ax.errorbar(eps_axis, [np.mean(accuracy[unit][e]) for e in eps_axis],
+                yerr=[np.std(accuracy[unit][e]) for e in eps_axis], fmt=marker, capsize=3, label=label)
+ax.axhline(np.mean(accuracy["client"][None]), color="k", ls="--", label="SecAgg+ FedAvg without DP")
+ax.axhline(always_disease, color="grey", ls=":", label="constant 'always disease'")
+ax.set(xscale="log", xlabel=f"ε (δ = {DELTA:g})", ylabel="mean centre test accuracy",
+       title="Fed-Heart-Disease, 4 hospitals: accuracy against ε")
+ax.legend(fontsize=8)
+fig.tight_layout()
+
+print(f"{'ε':>5} {'client-level':>13} {'record-level':>13}   (no DP: {np.mean(accuracy['client'][None]):.3f}, "
+      f"always disease: {always_disease:.3f})")
+for eps in sorted(set(epsilons) | set(record_epsilons)):
+    cells = [f"{np.mean(accuracy[u][eps]):13.3f}" if eps in accuracy[u] else f"{'–':>13}" for u in ("client", "record")]
+    print(f"{eps:5g} {cells[0]} {cells[1]}")"""),
+    ("md", """\
+Read the table against its two reference lines. Client-level DP has to hide a whole hospital in a sum of
+four clipped updates: it needs a very large ε before its model beats the constant classifier at all.
+Record-level DP has to hide one patient in the sum of every sampled record's gradient, so at the same ε and δ
+it stays close to the non-private model. With a handful of hospitals, record-level is the unit that keeps a useful model;
+`secagg run` defaults to it. The paired comparison with Opacus' central DP-SGD on the pooled records,
+over many seeds, is in the `record_dp` section of BENCHMARKS.md (`python bench/record_dp.py`).
 
 ## What dropouts do to ε
 
@@ -503,7 +587,7 @@ fig, ax = plt.subplots(figsize=(6.5, 4))
 curves = {}
 for i, mechanism in enumerate(["ddgauss", "skellam"]):
     dp = DistributedDP(dim=d_syn, n_clients=n_syn, min_survivors=min_surv, l2_clip=0.1, noise_multiplier=1.0,
-                       bits=20, mechanism=mechanism, delta=1e-5)
+                       bits=20, mechanism=mechanism, delta=DELTA)
     curves[mechanism] = np.array([dp.epsilon_for(int(s)) for s in shares])
     ax.plot(shares, curves[mechanism], ["-", "--"][i], lw=[4, 1.5][i], alpha=[0.5, 1][i], color=f"C{i}",
             label=f"{mechanism}: accountant")
@@ -517,22 +601,23 @@ for i, mechanism in enumerate(["ddgauss", "skellam"]):
         except AbortError as exc:
             print(f"{mechanism:8} {m} dropped: aborted at {exc.stage.value} (needed {exc.needed}, got {exc.got})")
 ax.axvspan(shares[0] - 0.5, min_surv - 0.5, color="grey", alpha=0.2, label="refused: round aborts")
-ax.set(xlabel="noise shares in the unmasked sum", ylabel="ε of one round (δ = 1e-5)",
+ax.set(xlabel="noise shares in the unmasked sum", ylabel=f"ε of one round (δ = {DELTA:g})",
        title="dropout-aware accounting, n = 20, min_survivors = 15")
 ax.legend(fontsize=8)
 fig.tight_layout()
-print("max |ε_ddgauss − ε_skellam| over the curve:", float(np.abs(curves["ddgauss"] - curves["skellam"]).max()))"""),
+print("max |ε_ddgauss − ε_skellam| over the curve:", f"{np.abs(curves['ddgauss'] - curves['skellam']).max():.2g}")"""),
     ("md", """\
-Both mechanisms follow the same dropout rule; at this scale (the scaled noise spans many integers) their
-accounted ε agree to the printed precision.
+Both mechanisms follow the same dropout rule: each dropout removes one share of noise, so each round costs
+more ε, and the round is refused below `min_survivors`. At the same noise variance the two accountants charge
+different ε (the printed gap): each mechanism has its own privacy loss distribution.
 
 ### In training
 
-The same ε target (4) with a simulated dropout rate of 25 %: `min_survivors` drops from 4 to 3. The noise
-multiplier z (central noise over clip) stays the same, but each share now has std z·clip/√3 instead of
-z·clip/√4, so that 3 shares alone meet the target. Rounds in which more than one hospital drops before
-sending its input abort and spend no ε; rounds with all 4 shares carry more noise than needed and spend less
-than the worst case. The realised ε therefore ends at or below the target."""),
+The same client-level ε target (4) with a simulated dropout rate of 25 %: `min_survivors` drops from 4 to 3.
+The noise multiplier z (central noise over clip) stays the same, but each share now has std z·clip/√3
+instead of z·clip/√4, so that 3 shares alone meet the target. Rounds in which more than one hospital drops
+before sending its input abort and spend no ε; rounds with all 4 shares carry more noise than needed and
+spend less than the worst case. The realised ε therefore ends at or below the target."""),
     ("code", """\
 fig, ax = plt.subplots(1, 2, figsize=(12, 3.8))
 for i, rate in enumerate([0.0, 0.25]):
@@ -544,44 +629,19 @@ for i, rate in enumerate([0.0, 0.25]):
     rounds = [r["round"] for r in run.rounds]
     ax[0].plot(rounds, eps_curve, "o-", color=f"C{i}",
                label=f"dropout {rate:.0%} (min_survivors {trainer.aggregator.min_survivors})")
-    ax[1].plot(rounds, [r["mean_centre_accuracy"] for r in run.rounds], "o-", color=f"C{i}", label=f"dropout {rate:.0%}")
+    ax[1].plot(rounds, [r["mean_centre_accuracy"] for r in run.rounds], "o-", color=f"C{i}",
+               label=f"dropout {rate:.0%}")
     aborted = [r["round"] for r in run.rounds if r["aborted"]]
     shares_summed = [len(r["survivors"]) for r in run.rounds]
     print(f"dropout {rate:.0%}: noise multiplier {trainer.aggregator.noise_multiplier:.3f}, "
           f"per-share std {trainer.aggregator.dp.plan.local_stddev:.4f}, "
           f"shares per round {shares_summed}, aborted rounds {aborted}, final ε {eps_curve[-1]:.3f}")
 ax[0].axhline(4.0, color="k", ls="--", lw=0.8, label="target ε")
-ax[0].set(xlabel="round", ylabel="ε spent so far", title="privacy spent (δ = 1e-3)")
+ax[0].set(xlabel="round", ylabel="ε spent so far", title=f"client-level privacy spent (δ = {DELTA:g})")
 ax[1].set(xlabel="round", ylabel="mean centre test accuracy", title="accuracy")
 ax[0].legend(fontsize=8)
 ax[1].legend(fontsize=8)
 fig.tight_layout()"""),
-    ("md", """\
-## Record-level DP: one patient is the unit
-
-Client-level DP hides a whole hospital. In cross-silo medicine the unit that matters is usually one
-patient, and the signal is then the sum of many records. With `dp_unit="record"` each round is one
-distributed DP-SGD step: every hospital Poisson-samples its records (rate q), Opacus computes one gradient
-per record, the DP layer clips each record to C and rounds it, and the hospital adds a single noise share
-to the sum before masking (`fl.record_dp`). The accountant counts records sampled at rate q and hospitals
-summed; the ledger gives each hospital its ε, and what its ε would be if its masked input were ever
-unmasked alone (protected by its own share only)."""),
-    ("code", """\
-rec_eps = [4.0] if QUICK else [1.0, 2.0, 4.0, 8.0]
-for eps in rec_eps:
-    config = TrainConfig(protocol="secagg+", rounds=100, local_steps=1, seed=seeds[0], dp_epsilon=eps,
-                         dp_delta=1e-5, dp_unit="record", dp_sampling_rate=0.05)
-    trainer = Trainer(config, dataset=dataset)
-    run = trainer.run()
-    print(f"record-level ε={eps}: z={trainer.aggregator.noise_multiplier:.2f}, "
-          f"accuracy {run.final['mean_centre_accuracy']:.3f}, ε spent {run.rounds[-1]['epsilon']:.3f}")
-for name, entry in trainer.aggregator.privacy_report([c.name for c in dataset.centres]).items():
-    print(f"  {name:14} ε = {entry['epsilon']:.3f} over {entry['rounds']} rounds, "
-          f"{entry['epsilon_if_exposed']:.2f} if its masked input were unmasked alone")"""),
-    ("md", """\
-At the same ε the record-level model keeps most of the non-private accuracy that client-level DP loses:
-the noise now hides one patient's clipped gradient, not a hospital's update. `python bench/record_dp.py`
-compares it, seed by seed, with Opacus' central DP-SGD on the pooled records."""),
 ]
 
 # ---------------------------------------------------------------------------------------- 05
@@ -608,8 +668,9 @@ bugs and lets the suite find them."""),
     ("code", """\
 from hypothesis import Phase, settings
 
-# check_aggregator inherits Hypothesis' active profile: no example database on disk here, and shrinking on
-settings.register_profile("notebook", database=None, print_blob=False,
+# check_aggregator inherits Hypothesis' active profile: no example database on disk, shrinking on, and
+# derandomised, so that every run of this notebook draws the same examples and finds the same failures
+settings.register_profile("notebook", database=None, print_blob=False, derandomize=True,
                           phases=(Phase.explicit, Phase.generate, Phase.shrink))
 settings.load_profile("notebook")
 
@@ -617,9 +678,8 @@ from protocols import SecAggClient, SecAggServer
 from protocols.testing import check_aggregator
 
 EXAMPLES = 10 if QUICK else 50
-t0 = time.perf_counter()
 check_aggregator(SecAggServer, SecAggClient, max_examples=EXAMPLES, max_n=8)
-print(f"our SecAgg/SecAgg+ passed 3 properties × {EXAMPLES} examples in {time.perf_counter() - t0:.1f} s")"""),
+print(f"our SecAgg/SecAgg+ passed 3 properties × {EXAMPLES} examples")"""),
     ("md", """\
 ## What the strategies generate
 
@@ -679,7 +739,7 @@ class ForgetfulClient(SecAggClient):
         return messages.UnmaskShares(
             self.header(Stage.UNMASK),
             {v: self._held[v][0].to_bytes() for v in sorted(msg.survivors) if v in self._held},
-            {v: self._held[v][1].to_bytes() for v in sorted(msg.dropped)},
+            {v: self._held[v][1].to_bytes() for v in sorted(msg.dropped) if v in self._held},
         )
 
 class UnnormalisedServer(SecAggServer):
@@ -701,10 +761,11 @@ for name, server_cls, client_cls in [("ForgetfulClient", SecAggServer, Forgetful
     try:
         check_aggregator(make_server, client_cls, max_examples=50, max_n=8)
         outcome = "NOT FOUND"
-    except AssertionError as exc:
-        # Hypothesis attaches the shrunk example as a note on the exception
-        example = next((note for note in getattr(exc, "__notes__", []) if "test case" in note), "")
-        outcome = str(exc).splitlines()[0] + "\\n" + "\\n".join(example.splitlines()[:24])
+    except (AssertionError, ExceptionGroup) as exc:
+        # several distinct failures come as a group; Hypothesis attaches each shrunk example as a note
+        first = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
+        example = next((note for note in getattr(first, "__notes__", []) if "test case" in note), "")
+        outcome = str(first).splitlines()[0] + "\\n" + "\\n".join(example.splitlines()[:24])
     found[name] = (rounds[0], time.perf_counter() - t0)
     print(f"=== {name}: {rounds[0]} rounds, {found[name][1]:.1f} s\\n{outcome}\\n")"""),
     ("code", """\
@@ -739,9 +800,8 @@ def secagg_plus_equals_plaintext(enc, data):
     assert secure.survivors == plain.survivors
     assert np.array_equal(secure.raw_sum, plain.raw_sum)
 
-t0 = time.perf_counter()
 secagg_plus_equals_plaintext()
-print(f"held for {EXAMPLES} examples in {time.perf_counter() - t0:.1f} s")"""),
+print(f"held for {EXAMPLES} examples")"""),
 ]
 
 NOTEBOOKS = {
@@ -753,10 +813,13 @@ NOTEBOOKS = {
 }
 
 
-def write_all(folder: Path = HERE) -> list[Path]:
-    """Write every notebook into ``folder`` (outputs empty); return the paths."""
+def write_all(folder: Path = HERE, names: list[str] | None = None) -> list[Path]:
+    """Write the notebooks (all, or those whose file name starts with one of ``names``)
+    into ``folder`` with empty outputs; return the paths."""
     paths = []
     for name, cells in NOTEBOOKS.items():
+        if names and not any(name.startswith(prefix) for prefix in names):
+            continue
         nb = _nb(cells)
         nbformat.validate(nb)
         path = folder / name
@@ -765,6 +828,109 @@ def write_all(folder: Path = HERE) -> list[Path]:
     return paths
 
 
+@contextmanager
+def kernel_environment(python: str = sys.executable) -> Iterator[None]:
+    """A ``python3`` kernelspec for ``python`` first on ``JUPYTER_PATH`` (so a system-wide
+    spec cannot pick another environment), quick mode unless the caller set
+    ``SECAGG_NOTEBOOK_QUICK``, and Hypothesis' storage in a temporary directory."""
+    keys = ("JUPYTER_PATH", "SECAGG_NOTEBOOK_QUICK", "MPLBACKEND", "HYPOTHESIS_STORAGE_DIRECTORY")
+    saved = {key: os.environ.get(key) for key in keys}
+    with tempfile.TemporaryDirectory(prefix="secagg-jupyter-") as root:
+        spec_dir = Path(root) / "kernels" / KERNEL_NAME
+        spec_dir.mkdir(parents=True)
+        argv = [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        spec = {"argv": argv, "display_name": KERNELSPEC["display_name"], "language": "python"}
+        (spec_dir / "kernel.json").write_text(json.dumps(spec))
+        os.environ["JUPYTER_PATH"] = os.pathsep.join([root, *filter(None, [saved["JUPYTER_PATH"]])])
+        os.environ.setdefault("SECAGG_NOTEBOOK_QUICK", "1")
+        os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(Path(root) / "hypothesis")  # nothing written here
+        os.environ.pop("MPLBACKEND", None)  # the notebooks choose the inline backend themselves
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def execute(nb: nbformat.NotebookNode, *, timeout: int = CELL_TIMEOUT_S) -> nbformat.NotebookNode:
+    """Run every cell of ``nb`` in place (inside :func:`kernel_environment`), with ``notebooks/``
+    as the working directory, and :func:`normalise` the result. A cell that raises
+    raises ``nbclient.exceptions.CellExecutionError``."""
+    client = nbclient.NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name=KERNEL_NAME,
+        record_timing=False,
+        resources={"metadata": {"path": str(HERE)}},
+    )
+    client.execute()
+    return normalise(nb)
+
+
+def normalise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Keep only what a reader needs: merged stream chunks, no timing or transient fields, fixed metadata."""
+    nb.metadata = nbformat.from_dict({"kernelspec": KERNELSPEC, "language_info": {"name": "python"}})
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cell.pop("id", None)
+        if cell.cell_type != "code":
+            continue
+        merged: list[nbformat.NotebookNode] = []
+        for out in cell.outputs:
+            out.pop("transient", None)
+            last = merged[-1] if merged else None
+            if out.output_type == "stream" and last is not None and last.output_type == "stream" and (
+                last.name == out.name
+            ):
+                last.text += out.text
+            else:
+                merged.append(out)
+        cell.outputs = merged
+    nb.nbformat_minor = 4  # ids are optional before 4.5
+    return nb
+
+
+def output_structure(nb: nbformat.NotebookNode) -> list[tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]]:
+    """What each code cell shows, without the values: the streams it wrote (sorted, since
+    stdout and stderr may interleave either way) and, in order, the MIME types of each
+    figure or result. An error output is listed as ``("error", ename)``."""
+    shape = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        streams = sorted({out.name for out in cell.outputs if out.output_type == "stream"})
+        rich = tuple(
+            ("error", out.ename) if out.output_type == "error" else (out.output_type, *sorted(out.get("data", {})))
+            for out in cell.outputs
+            if out.output_type != "stream"
+        )
+        shape.append((tuple(streams), rich))
+    return shape
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="notebooks to rebuild, by file-name prefix (default: all)")
+    parser.add_argument("--no-execute", action="store_true", help="write the cells only, without outputs")
+    args = parser.parse_args(argv)
+    paths = write_all(names=args.names)
+    if not paths:
+        parser.error(f"no notebook starts with {args.names}")
+    if args.no_execute:
+        for path in paths:
+            print(path)
+        return 0
+    with kernel_environment():
+        for path in paths:
+            nb = execute(nbformat.read(path, as_version=4))
+            nbformat.validate(nb)
+            nbformat.write(nb, path)
+            print(f"{path} ({path.stat().st_size / 1e3:.0f} kB)", flush=True)
+    return 0
+
+
 if __name__ == "__main__":
-    for p in write_all():
-        print(p)
+    raise SystemExit(main())
