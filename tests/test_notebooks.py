@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,17 @@ make_notebooks = _load_generator()
 
 @pytest.fixture(scope="module")
 def kernel_env():
-    with make_notebooks.kernel_environment():
-        yield
+    """The generator's kernel environment, in quick mode whatever the caller set (the committed outputs are)."""
+    saved = os.environ.get("SECAGG_NOTEBOOK_QUICK")
+    os.environ["SECAGG_NOTEBOOK_QUICK"] = "1"
+    try:
+        with make_notebooks.kernel_environment():
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("SECAGG_NOTEBOOK_QUICK", None)
+        else:
+            os.environ["SECAGG_NOTEBOOK_QUICK"] = saved
 
 
 def _figures(nb) -> int:
