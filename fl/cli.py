@@ -59,7 +59,7 @@ def _round_table(rounds: list[dict[str, Any]], centres: Sequence[str] = ()) -> T
     """Per-round metrics; dropped clients by centre name (``centres[client id]``) where known."""
     table = Table(title="per-round metrics", show_lines=False)
     for col in ("round", "loss", "mean acc.", "kB up", "kB down", "s", "dropped", "ε"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="left" if col == "dropped" else "right")
     for r in rounds:
         dropped = ", ".join(_centre_name(centres, cid) for cid in r.get("dropped", [])) or "–"
         table.add_row(

@@ -189,7 +189,7 @@ def accuracy_figure(rounds: Sequence[Mapping[str, Any]], *, title: str = "") -> 
 
     xs = [r["round"] for r in rounds]
     centres = list(rounds[0]["centre_accuracy"]) if rounds else []
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
     for name in centres:
         ax.plot(xs, [r["centre_accuracy"][name] for r in rounds], marker="o", ms=3, label=name)
     ax.plot(xs, [r["mean_centre_accuracy"] for r in rounds], "k--", lw=2, label="mean over centres")
@@ -203,20 +203,21 @@ def accuracy_figure(rounds: Sequence[Mapping[str, Any]], *, title: str = "") -> 
         if names and len(marked) <= _MAX_NAMED_ROUNDS:
             ax.text(
                 r["round"],
-                0.03,
+                1.0,
                 " −" + ", ".join(names),
                 rotation=90,
                 fontsize=7,
-                va="bottom",
+                va="top",
                 ha="center",
                 color="red" if r.get("aborted") else "tab:orange",
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
             )
     ax.set(xlabel="round", ylabel="test accuracy", title=title or "accuracy per centre", ylim=(0, 1.02))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))  # one legend entry per kind of mark
-    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower right")
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
