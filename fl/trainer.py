@@ -93,12 +93,21 @@ class TrainConfig:
 
     ``protocol``: one of :data:`fl.aggregation.PROTOCOLS` (plaintext, secagg,
     secagg+, paillier, paillier-threshold, ckks). ``dp_epsilon``/``dp_delta``
-    switch on distributed DP (:mod:`fl.privacy`); ``dp_unit`` is ``"client"``
-    (a hospital's whole update, clipped to ``dp_l2_clip``, default 0.1) or
-    ``"record"`` (distributed DP-SGD, :mod:`fl.record_dp`: one step per round,
+    switch on distributed DP (:mod:`fl.privacy`); ``dp_unit`` is ``"record"``
+    (a patient: distributed DP-SGD, :mod:`fl.record_dp`: one step per round,
     so ``local_steps`` must be 1, records Poisson-sampled at
     ``dp_sampling_rate`` and clipped to ``dp_l2_clip``, default 1.0;
-    ``client_lr`` is the step size, default 0.5).
+    ``client_lr`` is the step size, default 0.5) or ``"client"`` (a
+    hospital's whole update, clipped to ``dp_l2_clip``, default 0.1).
+    ``dp_unit=None`` (the default) resolves to ``"record"`` under DP: with a
+    handful of hospitals, client-level noise drowns the summed update. The
+    one exception is a DP config that asks for ``local_steps > 1``, which
+    only client-level DP can run; it resolves to ``"client"`` (and
+    :class:`fl.privacy.DPAggregator` warns when that noise drowns the
+    update). Without DP it resolves to ``"client"`` and means nothing.
+    ``local_steps=None`` resolves to 1 under record-level DP and to 100
+    otherwise. Both are resolved in place, so :meth:`to_dict`, checkpoints
+    and reports hold the unit and step count that ran.
     ``insecure_reproducible_noise`` (DP only) derives the DP noise, rounding
     coins and record samples from ``seed`` so that equal configs give
     identical DP runs: anyone who knows the seed can then remove the noise.
@@ -115,7 +124,7 @@ class TrainConfig:
     strategy: str = "fedavg"
     protocol: str = "secagg+"
     rounds: int = 15
-    local_steps: int = 100
+    local_steps: int | None = None  # 1 under record-level DP, else 100
     client_lr: float | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     mu: float | None = None
@@ -131,12 +140,18 @@ class TrainConfig:
     dp_epsilon: float | None = None
     dp_delta: float | None = None
     dp_l2_clip: float | None = None
-    dp_unit: str = "client"
+    dp_unit: str | None = None  # "record" under DP unless local_steps > 1; else "client"
     dp_sampling_rate: float | None = None
     insecure_reproducible_noise: bool = False
     dataset_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        dp_on = self.dp_epsilon is not None
+        if self.dp_unit is None:
+            multi_step = self.local_steps is not None and self.local_steps != 1
+            object.__setattr__(self, "dp_unit", "record" if dp_on and not multi_step else "client")
+        if self.local_steps is None:
+            object.__setattr__(self, "local_steps", 1 if dp_on and self.dp_unit == "record" else 100)
         if self.model not in MODELS:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {MODELS}", model=self.model)
         if self.strategy not in STRATEGIES:
@@ -196,12 +211,19 @@ class TrainConfig:
             raise ConfigError("clip and precision must be > 0", clip=self.clip, precision=self.precision)
         make_strategy(
             self.strategy,
-            local_steps=self.local_steps,
+            local_steps=self.steps_per_round,
             client_lr=self.client_lr,
             batch_size=self.batch_size,
             mu=self.mu,
             server_lr=self.server_lr,
         )
+
+    @property
+    def steps_per_round(self) -> int:
+        """``local_steps`` as resolved by the constructor (never None)."""
+        if self.local_steps is None:  # only a config built around __init__ gets here
+            raise ConfigError("local_steps was not resolved")
+        return self.local_steps
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -273,7 +295,7 @@ class Trainer:
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.strategy = make_strategy(
             config.strategy,
-            local_steps=config.local_steps,
+            local_steps=config.steps_per_round,
             client_lr=config.client_lr,
             batch_size=config.batch_size,
             mu=config.mu,

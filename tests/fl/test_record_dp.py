@@ -92,9 +92,32 @@ def test_dp_options_need_dp() -> None:
     with pytest.raises(ConfigError, match="need dp_epsilon"):
         TrainConfig(dp_unit="record", local_steps=1)
     with pytest.raises(ConfigError, match="record-level"):
-        TrainConfig(dp_epsilon=4.0, dp_delta=1e-5, dp_sampling_rate=0.1)
+        TrainConfig(dp_epsilon=4.0, dp_delta=1e-5, dp_unit="client", dp_sampling_rate=0.1)
     with pytest.raises(ConfigError, match="unknown DP unit"):
         TrainConfig(dp_epsilon=4.0, dp_delta=1e-5, dp_unit="patient")
+
+
+@pytest.mark.parametrize(
+    "options,unit,steps",
+    [
+        ({}, "client", 100),  # no DP: the unit means nothing
+        ({"dp_epsilon": 4.0, "dp_delta": 1e-5}, "record", 1),  # DP: record-level, one DP-SGD step per round
+        ({"dp_epsilon": 4.0, "dp_delta": 1e-5, "local_steps": 1}, "record", 1),
+        ({"dp_epsilon": 4.0, "dp_delta": 1e-5, "local_steps": 5}, "client", 5),  # only client-level runs 5 steps
+        ({"dp_epsilon": 4.0, "dp_delta": 1e-5, "dp_unit": "client"}, "client", 100),
+        ({"local_steps": 7}, "client", 7),
+    ],
+)
+def test_dp_unit_and_local_steps_defaults_resolve_in_place(options: dict, unit: str, steps: int) -> None:
+    cfg = TrainConfig(**options)
+    assert (cfg.dp_unit, cfg.local_steps, cfg.steps_per_round) == (unit, steps, steps)
+    assert (cfg.to_dict()["dp_unit"], cfg.to_dict()["local_steps"]) == (unit, steps)  # what checkpoints record
+    assert TrainConfig(**cfg.to_dict()) == cfg  # a resolved config rebuilds to itself
+
+
+def test_record_unit_asked_for_with_several_local_steps_is_refused() -> None:
+    with pytest.raises(ConfigError, match="local_steps=1"):
+        TrainConfig(dp_epsilon=4.0, dp_delta=1e-5, dp_unit="record", local_steps=5)
 
 
 def test_record_level_training_through_secagg_plus_meets_the_target_per_hospital() -> None:
