@@ -21,8 +21,10 @@ of ``bench/he.py``), at 2048-bit keys, all measured in one run:
 Scaling: each figure is measured on 1 ciphertext (its fixed cost) and on a
 sample of N ciphertexts; per 1M parameters = fixed + slope × ciphertexts per 1M.
 One-worker figures are CPU time (``time.process_time``), the least disturbed
-by other load on a shared machine; worker figures are wall time. Every figure
-is the best of the repeats. The key uses random primes, not safe primes,
+by other load on a shared machine; worker figures are wall time, with their
+CPU time (all threads) as the work done. Repeats are interleaved: each repeat
+times the limit, then every row once. Times are the best of the repeats;
+ratios are the median of each repeat's ratio to that repeat's limit. The key uses random primes, not safe primes,
 unless ``--safe-primes FILE`` holds a cached pair: the exponent sizes (and so
 every timing) are the same, and generating 1024-bit safe primes takes minutes.
 
@@ -37,6 +39,7 @@ import hashlib
 import os
 import platform
 import secrets
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -70,8 +73,8 @@ def _cpu_best(fn: Callable[[], Any], repeats: int) -> float:
     return min(times)
 
 
-def _both(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
-    """(best wall time, best CPU time): the wall clock via ``timing.best_of``."""
+def _clock(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(wall time, CPU time of this process and all its threads) of one call."""
     cpu: list[float] = []
 
     def timed() -> None:
@@ -79,7 +82,7 @@ def _both(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
         fn()
         cpu.append(time.process_time() - t0)
 
-    return best_of(timed, repeats), min(cpu)
+    return best_of(timed, 1), cpu[0]
 
 
 def _key(bits: int, safe_primes: str | None) -> tuple[T.ThresholdPublicKey, list[T.KeyShare], str]:
@@ -151,49 +154,66 @@ def run(bits: int, sample: int, ref_sample: int, repeats: int, safe_primes: str 
     def powmods(batch: list[int]) -> list[int]:
         return [int(gmpy2.powmod(c, exp, n2)) for c in batch]
 
-    limit_n = _cpu_best(lambda: powmods(cts), repeats)
-    limit = limit_n / sample * cts_per_m
+    values = T._partial_values(pub, share, cts, 1)
+    r = secrets.randbits(3 * pub.n.bit_length() + T.CHALLENGE_BITS + T.SLACK_BITS)
+    # Interleaved repeats: each repeat times the limit and then every row once, so that a
+    # row and the limit it is divided by see the same load. Per 1M: fixed + slope model.
+    limits: list[float] = []
+    rows: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for _ in range(repeats):
+        limits.append(_clock(lambda: powmods(cts))[1] / sample * cts_per_m)
+        for w in WORKERS:
+            jobs = {
+                "exponentiations": (lambda: powmods(one), lambda: T._partial_values(pub, share, cts, w)),
+                "partial_decrypt": (
+                    lambda: T.partial_decrypt(pub, share, one, workers=w),
+                    lambda: T.partial_decrypt(pub, share, cts, workers=w),
+                ),
+                # the proof alone: the private prover core, on values already computed
+                "proof": (
+                    lambda: T._prove(pub, share, one, values[:1], r, w),
+                    lambda: T._prove(pub, share, cts, values, r, w),
+                ),
+            }
+            for name, (fn_one, fn_n) in jobs.items():
+                (w1, c1), (wn, cn) = _clock(fn_one), _clock(fn_n)
+                rows.setdefault((name, w), []).append(
+                    (_per_million(w1, wn, sample, cts_per_m), _per_million(c1, cn, sample, cts_per_m))
+                )
+
+    def figure(name: str, w: int) -> tuple[float, float, float]:
+        """(best time, its median ratio to the W-worker limit, best CPU time); W = 1: CPU clock."""
+        runs = rows[(name, w)]
+        clock = [c if w == 1 else wall for wall, c in runs]
+        ratios = [t / (lim / w) for t, lim in zip(clock, limits)]
+        return min(clock), statistics.median(ratios), min(c for _, c in runs)
+
+    limit = min(limits)
     out: dict[str, Any] = {
         "limit": {
             "exponent_bits": exp.bit_length(),
-            "powmod_ms": limit_n / sample * 1e3,
+            "powmod_ms": limit / cts_per_m * 1e3,
             "per_party_s": {str(w): limit / w for w in WORKERS},
+            "spread_over_repeats": max(limits) / limit,
         },
         "exponentiations": {},
         "partial_decrypt": {},
         "proof_overhead": {},
     }
-    values = T._partial_values(pub, share, cts, 1)
-    r = secrets.randbits(3 * pub.n.bit_length() + T.CHALLENGE_BITS + T.SLACK_BITS)
     for w in WORKERS:
-        # one worker: CPU time; more: wall time, with the CPU time of all threads as the work done
-        pick = (lambda wc: wc[1]) if w == 1 else (lambda wc: wc[0])
-
-        def per_m(fn_one: Callable[[], Any], fn_n: Callable[[], Any], w: int = w) -> tuple[float, float]:
-            one_wc, n_wc = _both(fn_one, repeats), _both(fn_n, repeats)
-            return _per_million(pick(one_wc), pick(n_wc), sample, cts_per_m), _per_million(
-                one_wc[1], n_wc[1], sample, cts_per_m
-            )
-
-        # the exponentiations alone, through the library's own batching
-        exps, exps_cpu = per_m(lambda: powmods(one), lambda: T._partial_values(pub, share, cts, w))
-        out["exponentiations"][str(w)] = {"per_party_s": exps, "ratio_to_limit": exps / (limit / w)}
-        total, total_cpu = per_m(
-            lambda: T.partial_decrypt(pub, share, one, workers=w), lambda: T.partial_decrypt(pub, share, cts, workers=w)
-        )
+        exps, exps_ratio, _ = figure("exponentiations", w)
+        total, total_ratio, total_cpu = figure("partial_decrypt", w)
+        proof, proof_ratio, _ = figure("proof", w)
+        out["exponentiations"][str(w)] = {"per_party_s": exps, "ratio_to_limit": exps_ratio}
         out["partial_decrypt"][str(w)] = {
             "per_party_s": total,
-            "ratio_to_limit": total / (limit / w),
-            "ratio_to_exponentiations": total / exps,
+            "ratio_to_limit": total_ratio,
+            "ratio_to_exponentiations": total_ratio / exps_ratio,
             "cpu_s": total_cpu,
             "cpu_over_one_core_limit": total_cpu / limit,
             "clock": "cpu" if w == 1 else "wall",
         }
-        # the proof alone (the private prover core, on values already computed)
-        proof, _ = per_m(
-            lambda: T._prove(pub, share, one, values[:1], r, w), lambda: T._prove(pub, share, cts, values, r, w)
-        )
-        out["proof_overhead"][str(w)] = {"per_party_s": proof, "fraction_of_limit": proof / (limit / w)}
+        out["proof_overhead"][str(w)] = {"per_party_s": proof, "fraction_of_limit": proof_ratio}
     part = T.partial_decrypt(pub, share, cts, workers=1)
     part_one = T.partial_decrypt(pub, share, one, workers=1)
     v_one = _cpu_best(lambda: T.verify_partial(pub, one, part_one, workers=1), repeats)
@@ -283,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     elif args.quick:
         bits, sample, ref_sample, repeats = 2048, 32, 2, 1
     else:
-        bits, sample, ref_sample, repeats = 2048, 256, 6, 2
+        bits, sample, ref_sample, repeats = 2048, 192, 6, 3
     result = {
         "benchmark": "he_threshold",
         "quick": args.quick,
