@@ -18,9 +18,11 @@ The unit of privacy is one patient record. Each round is one DP-SGD step
    optimiser (post-processing).
 
 Opacus computes the per-sample gradients only; its optimiser and noise
-(``torch.normal``, not a CSPRNG) are not used. Accounting is our
-distributed-DDGauss RDP with record sampling rate ``q`` and the number of
-hospitals actually summed, per round and per hospital
+(``torch.normal``, not a CSPRNG) are not used. Accounting is the tight
+accountant of :mod:`secagg.dp.pld` (the PLD of the Poisson-subsampled
+Gaussian at record rate ``q`` plus a total-variation term for the discrete
+noise, with the RDP bound as a cross-check), counting the honest noise
+shares actually summed, per round and per hospital
 (:meth:`protocols.dp.DistributedDP.client_privacy`).
 
 Why one step per round: with several local steps a hospital's later steps
