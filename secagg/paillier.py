@@ -45,7 +45,7 @@ group; the assumption is read for that subgroup. The fixed-base comb tables
 for ``h_s`` (mod p² and q² with the factors, else mod n²; 8-bit windows, about
 19 MB at 2048 bits) are built once per process, key and h and reused by every
 ``fill`` and round (worker processes keep their own copy), so an element costs
-⌈k/2⌉/8 multiplications per modulus: about 5× cheaper than the CRT standard
+⌈k/2⌉/8 multiplications per modulus: 5–6× cheaper than the CRT standard
 pool. ``method="standard"`` (r uniform in Z*_n, textbook Paillier) remains.
 
 **Decryption** (:func:`decrypt_many`) splits the ciphertexts into
