@@ -47,8 +47,11 @@ demo: $(STAMP)
 notebooks: $(STAMP)
 	$(BIN)/python notebooks/make_notebooks.py
 
+# Jupyter refuses to start as root without --allow-root; containers and CI machines often run as root.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(LAB_ARGS) notebooks/
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
