@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from secagg import shamir
-from secagg.errors import IntegrityError
+from secagg.errors import ConfigError, IntegrityError, ThresholdError
 
 
 @given(length=st.integers(1, 31), excess=st.integers(0, 7), data=st.data())
@@ -23,3 +23,22 @@ def test_consistent_shares_of_a_value_too_long_for_their_length_are_integrity_er
     shares = [dataclasses.replace(s, length=length) for s in shamir.split(secret, t + 1, t)]
     with pytest.raises(IntegrityError, match="does not fit the declared length"):
         shamir.combine(shares, t)
+
+
+@pytest.mark.parametrize("t", [True, 2.0, "2", 0])
+def test_a_threshold_that_is_not_a_positive_int_is_threshold_error(t: object) -> None:
+    shares = shamir.split(b"secret", 3, 2)
+    with pytest.raises(ThresholdError):
+        shamir.combine(shares, t)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field", ["x", "y", "length"])
+@pytest.mark.parametrize("bad", [True, 1.0, "1"])
+def test_a_share_field_that_is_not_an_int_is_malformed(field: str, bad: object) -> None:
+    """Share fields must be ints (bools and floats too are refused), whether parsed or handed in."""
+    shares = shamir.split(b"secret", 3, 2)
+    shares[0] = dataclasses.replace(shares[0], **{field: bad})
+    with pytest.raises(IntegrityError, match="malformed share"):
+        shamir.combine(shares, 2)
+    with pytest.raises(ConfigError):
+        shares[0].to_bytes()
