@@ -42,3 +42,13 @@ def test_a_share_field_that_is_not_an_int_is_malformed(field: str, bad: object) 
         shamir.combine(shares, 2)
     with pytest.raises(ConfigError):
         shares[0].to_bytes()
+
+
+def test_explicit_x_coordinates_take_the_whole_range_and_nothing_outside() -> None:
+    xs = [1, shamir.MAX_X, 7]
+    shares = shamir.split(b"secret", 3, 2, xs=xs)
+    assert [s.x for s in shares] == xs
+    assert shamir.combine(shares[:2], 2) == b"secret"
+    for bad in (0, shamir.MAX_X + 1):
+        with pytest.raises(ConfigError):
+            shamir.split(b"secret", 3, 2, xs=[bad, 2, 3])
