@@ -52,3 +52,9 @@ def test_explicit_x_coordinates_take_the_whole_range_and_nothing_outside() -> No
     for bad in (0, shamir.MAX_X + 1):
         with pytest.raises(ConfigError):
             shamir.split(b"secret", 3, 2, xs=[bad, 2, 3])
+
+
+@pytest.mark.parametrize("n, t", [(True, 1), (2, True), (3.0, 2), (3, 2.0)])
+def test_split_counts_that_are_not_ints_are_config_errors(n: object, t: object) -> None:
+    with pytest.raises(ConfigError, match="must be an integer"):
+        shamir.split(b"secret", n, t)  # type: ignore[arg-type]
