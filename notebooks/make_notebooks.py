@@ -565,7 +565,7 @@ four clipped updates: it needs a very large ε before its model beats the consta
 Record-level DP has to hide one patient in the sum of every sampled record's gradient, so at the same ε and δ
 it stays close to the non-private model. With a handful of hospitals, record-level is the unit that keeps a useful model;
 `secagg run` defaults to it. The paired comparison with Opacus' central DP-SGD on the pooled records,
-over many seeds, is in the `record_dp` section of BENCHMARKS.md (`python bench/record_dp.py`).
+over many seeds, is in the `record_dp.py` section of BENCHMARKS.md (`python bench/record_dp.py`).
 
 ## What dropouts do to ε
 
