@@ -56,14 +56,15 @@ def outcome(exit_code: int | None) -> str:
 
 
 def _function_sources(mutated: Path) -> dict[str, list[str]]:
-    """Every function in a mutated file, by its mutmut name, as source lines without the ``def`` name."""
+    """Every function in a mutated file, by its mutmut name, as source lines (signature included, the
+    function's name replaced by ``f`` so that a mutant and the original line up)."""
     source = mutated.read_text()
     lines = source.splitlines()
     out: dict[str, list[str]] = {}
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _MUTANT.match(node.name):
-            body = lines[node.body[0].lineno - 1 : node.end_lineno]
-            out[node.name] = body
+            text = lines[node.lineno - 1 : node.end_lineno]
+            out[node.name] = [text[0].replace(f"def {node.name}(", "def f(", 1), *text[1:]]
     return out
 
 
