@@ -84,7 +84,7 @@ GROUPS: tuple[Group, ...] = (
         ("tests/secagg/test_kex.py", "tests/secagg/test_kex_mutants.py", "tests/secagg/test_hkdf.py"),
     ),
     Group("shamir", ("secagg/shamir.py",), ("tests/secagg/test_shamir.py", "tests/secagg/test_shamir_mutants.py")),
-    Group("prg", ("secagg/prg.py",), ("tests/secagg/test_prg.py",)),
+    Group("prg", ("secagg/prg.py",), ("tests/secagg/test_prg.py", "tests/secagg/test_prg_mutants.py")),
     Group("binding", ("protocols/secagg_binding.py",), PROTOCOL_TESTS, PROTOCOL_DESELECT),
     Group(
         "masking",
