@@ -439,13 +439,14 @@ class NoisePool:
         return len(self._items)
 
     def fill(self, count: int, *, workers: int = 1) -> None:
+        """Add ``count`` fresh elements, on up to ``workers`` processes (each given >= 64)."""
         if not isinstance(count, int) or count < 0:
             raise ConfigError("count must be a non-negative int", count=count)
         check_workers(workers)
         p, q = (self._secret.p, self._secret.q) if self._secret else (0, 0)
-        if count < PARALLEL_MIN_ITEMS:
-            workers = 1
-        parts = [count // workers + (i < count % workers) for i in range(workers)]
+        # at least PARALLEL_MIN_ITEMS per process: the pool spawns only the processes it is given work for
+        n_parts = max(1, min(workers, count // PARALLEL_MIN_ITEMS))
+        parts = [count // n_parts + (i < count % n_parts) for i in range(n_parts)]
         if self.method == "djn":
             jobs: list[tuple[int, ...]] = [(self.public.n, p, q, self._h, c) for c in parts if c]
             fn: Any = _djn_chunk

@@ -108,9 +108,10 @@ def test_djn_comb_matches_powmod_and_phe(keypair):
 def test_pool_fill_with_two_workers(keypair, method):
     pk, sk = keypair
     pool = P.NoisePool(pk, sk, method=method)
-    pool.fill(P.PARALLEL_MIN_ITEMS, workers=2)
-    assert len(pool) == P.PARALLEL_MIN_ITEMS
-    items = [pool.take() for _ in range(P.PARALLEL_MIN_ITEMS)]
+    count = 2 * P.PARALLEL_MIN_ITEMS  # enough for two processes
+    pool.fill(count, workers=2)
+    assert len(pool) == count
+    items = [pool.take() for _ in range(count)]
     assert len(set(items)) == len(items)
     assert P.decrypt_raw(sk, P.encrypt_raw(pk, 9, items[0])) == 9
 

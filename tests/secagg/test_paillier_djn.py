@@ -142,9 +142,10 @@ def test_pool_base_is_fixed_per_key_and_differs_across_keys(keypair):
 def test_djn_fill_across_two_worker_processes(keypair, lam):
     pk, sk = keypair
     pool = P.NoisePool(pk, sk)
-    pool.fill(P.PARALLEL_MIN_ITEMS, workers=2)
-    pool.fill(P.PARALLEL_MIN_ITEMS, workers=2)  # the workers reuse the tables they built
-    items = [pool.take() for _ in range(2 * P.PARALLEL_MIN_ITEMS)]
+    count = 2 * P.PARALLEL_MIN_ITEMS  # enough for two processes
+    pool.fill(count, workers=2)
+    pool.fill(count, workers=2)  # the workers reuse the tables they built
+    items = [pool.take() for _ in range(2 * count)]
     assert len(set(items)) == len(items)
     assert all(pow(rn, lam, pk.nsquare) == 1 for rn in items)
     assert P.decrypt_raw(sk, P.encrypt_raw(pk, 42, items[0])) == 42
