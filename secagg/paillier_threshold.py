@@ -24,7 +24,7 @@ first 16 bytes of ``SHA-256(seed || j as 8 bytes BE)`` with
 ``seed = SHA-256(RHO_DOMAIN || n || i || k || c_1..c_k || c_i1..c_ik)``, each
 integer as a 4-byte big-endian length then its big-endian bytes. Both
 composites are multi-exponentiations with 128-bit exponents (bucket method),
-about 0.5% of one ``c^{2Δ s_i}`` per ciphertext; the prover gets
+under 1% of one ``c^{2Δ s_i}`` per ciphertext; the prover gets
 ``C_i = C^{Δ s_i}`` with one exponentiation. The prover picks ``r`` of
 ``3·|n| + 256 + 128`` bits (DJ01: (s+2)k + t, plus statistical slack), sends
 ``a = C^r``, ``b = v^r`` and ``z = r + e·Δ·s_i`` where ``e`` = SHA-256 of::
@@ -54,8 +54,8 @@ The verifier recomputes ``C`` and ``C_i`` and checks ``C^z = a·C_i^e`` and
    primes every other element has a square of order ≥ min(p', q'), caught as
    in 1. The factor 2 in ``c^{2Δ s_i}`` makes honest values squares; Δ makes
    the Lagrange coefficients integers.
-3. *Equality of discrete logs in a group of unknown order* (Shoup 2000 §3,
-   DJ01 §4.2). A passing ``a = C^z·C_i^{−e}`` is a square; two accepting answers
+3. *Equality of discrete logs in a group of unknown order* (Shoup 2000;
+   DJ01, threshold decryption). A passing ``a = C^z·C_i^{−e}`` is a square; two accepting answers
    to challenges e ≠ e' give ``C^{z−z'} = C_i^{e−e'}`` and ``v^{z−z'} =
    v_i^{e−e'}``, and |e − e'| < 2²⁵⁶ is invertible modulo the order of QR_{n²}
    (no prime factor below 2^{|n|/2 − 1}), so ``log_C C_i = log_v v_i = Δ s_i``
