@@ -97,7 +97,7 @@ class TrainConfig:
     (a patient: distributed DP-SGD, :mod:`fl.record_dp`: one step per round,
     so ``local_steps`` must be 1, records Poisson-sampled at
     ``dp_sampling_rate`` and clipped to ``dp_l2_clip``, default 1.0;
-    ``client_lr`` is the step size, default 0.5) or ``"client"`` (a
+    ``client_lr`` is the step size, default 0.25) or ``"client"`` (a
     hospital's whole update, clipped to ``dp_l2_clip``, default 0.1).
     ``dp_unit=None`` (the default) resolves to ``"record"`` under DP: with a
     handful of hospitals, client-level noise drowns the summed update. The
