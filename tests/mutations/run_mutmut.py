@@ -52,6 +52,7 @@ PROTOCOL_TESTS = (
     "tests/protocols/test_transcript_leak.py",
     "tests/protocols/test_session_core.py",
     "tests/protocols/test_adversarial.py",
+    "tests/protocols/test_secagg_binding_mutants.py",
 )
 
 
