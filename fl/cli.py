@@ -112,7 +112,9 @@ def run(
     local_steps: Annotated[
         Optional[int], typer.Option(min=1, help="local SGD steps per round (default 100; 1 under --dp-unit record)")
     ] = None,
-    client_lr: Annotated[Optional[float], typer.Option(help="client learning rate (default 1e-3; FedSGD 0.1)")] = None,
+    client_lr: Annotated[
+        Optional[float], typer.Option(help="client learning rate (default 1e-3; FedSGD 0.1; record-level DP 0.25)")
+    ] = None,
     server_lr: Annotated[
         Optional[float], typer.Option(help="server learning rate (default 1; FedAdam/FedYogi 0.03, FedAdagrad 0.1)")
     ] = None,
