@@ -28,3 +28,11 @@ def test_a_share_pair_naming_other_parties_blames_its_dealer() -> None:
         open_share_pair(sealed_for_another, dealer=1, holder=2)
     assert info.value.client_id == 1
     assert open_share_pair(share_pair_plaintext(1, 2, b, s), dealer=1, holder=2) == (b, s)
+
+
+@pytest.mark.parametrize("body", [b"", b"\x00\x00", b"\x00\x00\x00\x26" + bytes(10), b"\x00\x00\x00\x05" + bytes(76)])
+def test_a_truncated_or_malformed_share_pair_blames_its_dealer(body: bytes) -> None:
+    header = share_pair_plaintext(1, 2, *shamir.split(b"k" * 32, 3, 2)[:2])[:8]
+    with pytest.raises(IntegrityError) as info:
+        open_share_pair(header + body, dealer=1, holder=2)
+    assert info.value.client_id == 1
