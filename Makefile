@@ -64,8 +64,10 @@ mutate-curated: $(STAMP)
 # its own fast tests (tests/mutations/run_mutmut.py; results and judged survivors: MUTATION.md).
 # mutmut, not cosmic-ray: it mutates a copy (mutants/), never the sources, forks each mutant from
 # one warm pytest process, and runs only the tests that call the mutated function. Not in `make test`.
+# `make mutate MUTATE_ARGS=--all` adds the session core, client and server (about 2 h more).
 MUTATE_JOBS ?= 2
+MUTATE_ARGS ?=
 
 mutate: $(STAMP)
-	$(BIN)/python tests/mutations/run_mutmut.py --jobs $(MUTATE_JOBS)
+	$(BIN)/python tests/mutations/run_mutmut.py --jobs $(MUTATE_JOBS) $(MUTATE_ARGS)
 	$(BIN)/python tests/mutations/mutmut_report.py
