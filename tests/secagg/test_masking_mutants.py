@@ -1,0 +1,41 @@
+"""secagg.masking: contracts that mutation testing (make mutate) found unchecked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from secagg.errors import ConfigError
+from secagg.masking import apply_masks
+
+MASKS = dict(bits=32, self_seed=bytes(range(16)), pair_seeds=[(bytes(range(1, 17)), 1), (bytes(16), -1)])
+
+
+def _encoded(n: int = 8) -> np.ndarray:
+    return np.arange(1, n + 1, dtype=np.uint32) * 1000
+
+
+def test_a_separate_out_buffer_gets_exactly_the_masked_words() -> None:
+    """A caller's own output buffer, holding anything beforehand, ends with the same words as a fresh one."""
+    expected = apply_masks(_encoded(), backend="numpy", **MASKS)
+    out = np.full(8, 0xDEADBEEF, dtype=np.uint32)
+    got = apply_masks(_encoded(), backend="numpy", out=out, **MASKS)
+    assert got is out
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_an_out_buffer_right_after_the_input_is_not_an_overlap() -> None:
+    buffer = np.zeros(16, dtype=np.uint32)
+    buffer[:8] = _encoded()
+    got = apply_masks(buffer[:8], backend="numpy", out=buffer[8:], **MASKS)
+    np.testing.assert_array_equal(got, apply_masks(_encoded(), backend="numpy", **MASKS))
+    source = buffer[8:].copy()
+    got = apply_masks(buffer[8:], backend="numpy", out=buffer[:8], **MASKS)  # out right before the input
+    np.testing.assert_array_equal(got, apply_masks(source, backend="numpy", **MASKS))
+
+
+def test_out_at_the_inputs_address_with_another_word_size_is_refused() -> None:
+    buffer = np.zeros(8, dtype=np.uint32)
+    narrow = buffer.view(np.uint8)[:8]  # the same first bytes, 1-byte words
+    with pytest.raises(ConfigError, match="same words"):
+        apply_masks(narrow, bits=8, self_seed=None, pair_seeds=[], backend="numpy", out=buffer)
