@@ -95,7 +95,11 @@ GROUPS: tuple[Group, ...] = (
     Group(
         "masking",
         ("secagg/masking.py",),
-        ("tests/secagg/test_masking.py", "tests/protocols/test_secagg_secrets.py"),
+        (
+            "tests/secagg/test_masking.py",
+            "tests/secagg/test_masking_mutants.py",
+            "tests/protocols/test_secagg_secrets.py",
+        ),
         # The torch backend's equivalence to numpy is not the security core.
         ("-k", "not torch"),
     ),
