@@ -7,6 +7,7 @@ import pytest
 
 from secagg.errors import ConfigError
 from secagg.masking import apply_masks
+from secagg.prg import expand
 
 MASKS = dict(bits=32, self_seed=bytes(range(16)), pair_seeds=[(bytes(range(1, 17)), 1), (bytes(16), -1)])
 
@@ -39,3 +40,17 @@ def test_out_at_the_inputs_address_with_another_word_size_is_refused() -> None:
     narrow = buffer.view(np.uint8)[:8]  # the same first bytes, 1-byte words
     with pytest.raises(ConfigError, match="same words"):
         apply_masks(narrow, bits=8, self_seed=None, pair_seeds=[], backend="numpy", out=buffer)
+
+
+@pytest.mark.parametrize("bits", [31, 32, 33, 64])
+@pytest.mark.parametrize("offset", [0, 5, 1000])
+def test_masking_at_the_word_size_boundary_is_the_prg_formula(bits: int, offset: int) -> None:
+    """At 32 bits a value takes one PRG word, at 33 two: the formula holds on both sides, at any offset."""
+    seed = bytes(range(32))
+    encoded = np.arange(1, 20, dtype=np.uint64) * 7919  # below 2**31: valid at every width here
+    dtype = np.uint32 if bits <= 32 else np.uint64
+    prg_words = expand(seed, encoded.size, bits, offset=offset).astype(dtype)
+    want = (encoded.astype(dtype) + prg_words) & dtype((1 << bits) - 1)
+    got = apply_masks(encoded.astype(dtype), bits=bits, self_seed=seed, pair_seeds=[], offset=offset, backend="numpy")
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)
