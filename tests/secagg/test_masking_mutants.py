@@ -54,3 +54,21 @@ def test_masking_at_the_word_size_boundary_is_the_prg_formula(bits: int, offset:
     got = apply_masks(encoded.astype(dtype), bits=bits, self_seed=seed, pair_seeds=[], offset=offset, backend="numpy")
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("bits, per_value", [(32, 1), (64, 2)])
+def test_the_last_prg_block_can_be_used_and_not_one_word_more(bits: int, per_value: int) -> None:
+    """Masks may run up to the last word of ChaCha20 block 2**32 - 1, never past it (the stream would repeat)."""
+    last_offset = (1 << 36) // per_value - 1  # the value whose words end the last block
+    one = np.ones(1, dtype=np.uint32 if bits == 32 else np.uint64)
+    masked = apply_masks(one, bits=bits, self_seed=bytes(32), pair_seeds=[], offset=last_offset, backend="numpy")
+    np.testing.assert_array_equal(masked, one + expand(bytes(32), 1, bits, offset=last_offset))
+    with pytest.raises(ConfigError, match="counter"):
+        apply_masks(one, bits=bits, self_seed=bytes(32), pair_seeds=[], offset=last_offset + 1, backend="numpy")
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint8, np.int32])
+def test_any_integer_dtype_in_range_masks_like_the_word_dtype(dtype: type) -> None:
+    encoded = np.arange(40, dtype=dtype)
+    got = apply_masks(encoded, backend="numpy", **MASKS)
+    np.testing.assert_array_equal(got, apply_masks(encoded.astype(np.uint32), backend="numpy", **MASKS))
