@@ -56,7 +56,7 @@ def test_masking_at_the_word_size_boundary_is_the_prg_formula(bits: int, offset:
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("bits, per_value", [(32, 1), (64, 2)])
+@pytest.mark.parametrize("bits, per_value", [(32, 1), (33, 2), (64, 2)])
 def test_the_last_prg_block_can_be_used_and_not_one_word_more(bits: int, per_value: int) -> None:
     """Masks may run up to the last word of ChaCha20 block 2**32 - 1, never past it (the stream would repeat)."""
     last_offset = (1 << 36) // per_value - 1  # the value whose words end the last block
