@@ -72,3 +72,9 @@ def test_any_integer_dtype_in_range_masks_like_the_word_dtype(dtype: type) -> No
     encoded = np.arange(40, dtype=dtype)
     got = apply_masks(encoded, backend="numpy", **MASKS)
     np.testing.assert_array_equal(got, apply_masks(encoded.astype(np.uint32), backend="numpy", **MASKS))
+
+
+@pytest.mark.parametrize("pair", [(bytes(16),), (bytes(16), 1, 1), [bytes(16)]])
+def test_a_pair_seed_entry_that_is_not_a_pair_is_config_error(pair: object) -> None:
+    with pytest.raises(ConfigError, match="pairs"):
+        apply_masks(_encoded(), bits=32, self_seed=None, pair_seeds=[pair], backend="numpy")  # type: ignore[list-item]
