@@ -78,3 +78,13 @@ def test_any_integer_dtype_in_range_masks_like_the_word_dtype(dtype: type) -> No
 def test_a_pair_seed_entry_that_is_not_a_pair_is_config_error(pair: object) -> None:
     with pytest.raises(ConfigError, match="pairs"):
         apply_masks(_encoded(), bits=32, self_seed=None, pair_seeds=[pair], backend="numpy")  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    "field, bad", [("bits", True), ("bits", 32.0), ("offset", True), ("offset", 1.0), ("chunk", 8.0)]
+)
+def test_bools_and_floats_are_not_counts(field: str, bad: object) -> None:
+    kwargs: dict = dict(bits=32, self_seed=bytes(16), pair_seeds=[], backend="numpy")
+    kwargs[field] = bad
+    with pytest.raises(ConfigError):
+        apply_masks(_encoded(), **kwargs)
