@@ -192,6 +192,7 @@ def bench_round(quick: bool) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         result = run_dp("secagg+", updates, dp, dropouts=dropouts, neighbors=6)
         with_dp = time.perf_counter() - t0
+        assert result.dp is not None  # run_dp always reports
         rows.append(
             {
                 "dim": d,
@@ -202,7 +203,7 @@ def bench_round(quick: bool) -> list[dict[str, Any]]:
                 "secagg_plus_round_s": plain,
                 "secagg_plus_dp_round_s": with_dp,
                 "overhead_ratio": with_dp / plain,
-                "epsilon_round": result.extras["dp"].epsilon_round,
+                "epsilon_round": result.dp.epsilon_round,
             }
         )
     return rows

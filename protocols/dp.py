@@ -294,7 +294,8 @@ class DistributedDP:
     ) -> DPRoundReport:
         """Account the round with the survivors actually summed; strip the padding from the aggregate.
 
-        Mutates ``result.aggregate`` (length ``dim``) and sets ``result.extras["dp"]``.
+        Mutates ``result.aggregate`` (length ``dim``) and sets ``result.dp`` (and,
+        for older callers, ``result.extras["dp"]``) to the report.
         ``ids[i]`` is the caller's id for protocol client ``i`` (for
         :meth:`client_privacy`; default the protocol ids). Raises
         :class:`~secagg.errors.PrivacyBudgetExceeded` (after recording) if
@@ -318,6 +319,7 @@ class DistributedDP:
             },
         )
         self._reports.append(report)
+        result.dp = report
         result.extras["dp"] = report
         return report
 
@@ -386,7 +388,7 @@ def run_dp(
     Checks the budget first, runs :func:`protocols.sim.run` with the round's
     DP encoder and ``min_survivors = dp.protocol_min_survivors``, then
     accounts the round with the survivors actually summed. ``seed`` makes the
-    noise reproducible too (simulation only). The result's ``extras["dp"]``
+    noise reproducible too (simulation only). The result's ``dp`` field
     holds the :class:`DPRoundReport`. Warns (:class:`DPUtilityWarning`) when
     the noise drowns the clipped sum (:meth:`DistributedDP.utility_warning`).
     """

@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -72,6 +72,9 @@ from numpy.typing import NDArray
 from secagg.errors import AbortError, ConfigError, DecodeError, ProtocolError, SecAggError
 
 from .messages import PROTOCOL_IDS, SERVER_ID, DecodeLimits, Header, Message, Stage, decode, decode_header
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .dp import DPRoundReport
 
 __all__ = [
     "Stage",
@@ -153,7 +156,10 @@ class AggregateResult:
     and, per client id, the bytes that client sent in that stage;
     ``stage_seconds[stage]`` holds the time of each party (``"server"`` or a
     client id). ``raw_sum`` holds the modular integer sum before decoding, when the
-    protocol has one (used to compare protocols bit for bit).
+    protocol has one (used to compare protocols bit for bit). ``dp`` is the
+    round's privacy report (ε of the round and so far, δ, the shares summed)
+    when the round ran under distributed DP (:func:`protocols.dp.run_dp`),
+    else ``None``; ``extras["dp"]`` holds the same object, for older callers.
     """
 
     aggregate: NDArray[np.float64]
@@ -167,6 +173,7 @@ class AggregateResult:
     stage_bytes: dict[str, dict[Any, int]] = field(default_factory=dict)
     stage_seconds: dict[str, dict[Any, float]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    dp: "DPRoundReport | None" = None
 
 
 @runtime_checkable

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from protocols.dp import DistributedDP, run_dp
+from protocols.dp import DistributedDP, DPRoundReport, run_dp
 from secagg.dp import PrivacyBudget
 from secagg.errors import ConfigError, PrivacyBudgetExceeded
 
@@ -33,7 +33,8 @@ def test_secagg_plus_with_dropouts_unmasks_the_sum_plus_planned_noise(mechanism:
     result = run_dp("secagg+", updates, dp, dropouts={2: "masked_input", 9: "share_keys", 7: "unmask"}, neighbors=8)
     # 2 and 9 never sent a masked input; 7 did (dropping later does not remove its share).
     assert result.dropped == [2, 9] and len(result.survivors) == 10
-    report = result.extras["dp"]
+    report = result.dp
+    assert isinstance(report, DPRoundReport) and result.extras["dp"] is report
     assert report.n_shares == 10
     err = result.aggregate - np.sum([clipped(updates[i]) for i in result.survivors], axis=0)
     assert err.shape == (DIM,)
@@ -48,8 +49,8 @@ def test_secagg_plus_with_dropouts_unmasks_the_sum_plus_planned_noise(mechanism:
 def test_epsilon_per_round_uses_the_shares_actually_summed() -> None:
     dp = layer(dim=256)
     updates = [np.full(256, 0.01) for _ in range(12)]
-    full = run_dp("secagg+", updates, dp, neighbors=8).extras["dp"]
-    fewer = run_dp("secagg+", updates, dp, dropouts={0: "share_keys", 5: "share_keys"}, neighbors=8).extras["dp"]
+    full = run_dp("secagg+", updates, dp, neighbors=8).dp
+    fewer = run_dp("secagg+", updates, dp, dropouts={0: "share_keys", 5: "share_keys"}, neighbors=8).dp
     assert (full.n_shares, fewer.n_shares) == (12, 10)
     assert full.epsilon_round == pytest.approx(dp.epsilon_for(12))
     assert fewer.epsilon_round == pytest.approx(dp.epsilon_for(10)) and fewer.epsilon_round > full.epsilon_round

@@ -33,7 +33,7 @@ def test_secagg_plus_with_dropouts_unmasks_the_clipped_record_sum_plus_planned_n
     result = run_dp("secagg+", batches, dp, dropouts={3: "masked_input", 5: "unmask"}, neighbors=4, seed=5)
     assert result.dropped == [3] and result.survivors == [0, 1, 2, 4, 5]
     assert result.weight_sum == 5  # one per silo, never the (private) batch sizes
-    report = result.extras["dp"]
+    report = result.dp
     assert report.n_shares == 5 and report.noise_variance == pytest.approx(5 / 4)
     err = result.aggregate - np.sum([clip_rows(batches[i]).sum(axis=0) for i in result.survivors], axis=0)
     planned = report.noise_variance
