@@ -256,18 +256,16 @@ def _torch_limbs(torch: Any, part: Any, device: Any) -> tuple[Any, Any]:
 class _HostWriter:
     """Writes finished device pieces into a host array.
 
-    On CUDA (with ``staged``) a piece is copied without blocking into one of two
+    On CUDA a piece is copied without blocking into one of two
     pinned staging buffers, and the previous piece is copied from its buffer
     into the host array while the device works on this one: the host copy
     overlaps the device's work instead of following it. A buffer is refilled
     only after the host has drained it. Elsewhere each piece is copied directly.
     """
 
-    staged = True  # module-level switch, kept so benchmarks can time both paths
-
     def __init__(self, torch: Any, words: NDArray[np.int32], device: Any, piece_words: int) -> None:
         self._torch, self._words = torch, words
-        self._cuda = device.type == "cuda" and self.staged
+        self._cuda = device.type == "cuda"
         size = min(piece_words, words.size)
         self._buffers = [torch.empty(size, dtype=torch.int32, pin_memory=True) for _ in range(2)] if self._cuda else []
         self._pending: tuple[Any, Any, int, int] | None = None

@@ -28,11 +28,12 @@ Kernels (``kernel=``): ``"eager"`` (the row formulation above), ``"compiled"``
 imports (``"compiled"`` otherwise) and ``"eager"`` on the CPU; the
 ``compile`` flag and the ``SECAGG_TORCH_COMPILE`` variable pick between eager
 and compiled. On one NVIDIA H200 the Triton kernel ran at 358 GB/s, the
-compiled one at 104 GB/s and the eager one at 10 GB/s (``bench/gpu.py``); the ``gpu``-marked tests check every
-kernel bit for bit on CUDA. On the 2-core CPU box inductor took 90-510 s to
-build the kernel (depending on load) and then ran at 0.12-0.43 GB/s on one
-thread, against 0.06-0.19 GB/s eager and 1-3 GB/s for ``cryptography``: not
-worth it there. If compiling fails, the eager kernel runs and a
+compiled one at 104 GB/s and the eager one at 10 GB/s (``bench/gpu.py``); the
+``gpu``-marked tests check every kernel bit for bit on CUDA. On the 2-core CPU
+box inductor took 90-510 s to build the kernel (depending on load) and then
+ran at 0.12-0.43 GB/s on one thread, against 0.06-0.19 GB/s eager and 1-3 GB/s
+for ``cryptography``: not worth it there. If compiling fails, the eager kernel
+runs and a
 :class:`RuntimeWarning` says so.
 
 torch is an optional extra (``fl``); it is imported on first use.
