@@ -65,16 +65,6 @@ GOAL_RATIO = 1.2
 GOAL_PROOF_OVERHEAD = 0.20
 
 
-def _cpu_best(fn: Callable[[], Any], repeats: int) -> float:
-    """Best CPU time of this process (all its threads) over ``repeats`` calls."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.process_time()
-        fn()
-        times.append(time.process_time() - t0)
-    return min(times)
-
-
 def _clock(fn: Callable[[], Any]) -> tuple[float, float]:
     """(wall time, CPU time of this process and all its threads) of one call."""
     cpu: list[float] = []
@@ -233,9 +223,11 @@ def run(
         verify, verify_ratio, _ = figure("verify", w)
         out["verify"][str(w)] = {"per_party_s": verify, "fraction_of_limit": verify_ratio}
     ref_cts, ref_vals = cts[:ref_sample], values[:ref_sample]
-    t_ref = _cpu_best(lambda: _reference_proofs(pub, share, ref_cts, ref_vals), repeats)
+    t_ref = best_of(lambda: _reference_proofs(pub, share, ref_cts, ref_vals), repeats, time.process_time)
     proofs = _reference_proofs(pub, share, ref_cts, ref_vals)
-    t_ref_v = _cpu_best(lambda: _reference_verify(pub, share.index, ref_cts, ref_vals, proofs), repeats)
+    t_ref_v = best_of(
+        lambda: _reference_verify(pub, share.index, ref_cts, ref_vals, proofs), repeats, time.process_time
+    )
     out["per_ciphertext_proof_reference"] = {
         "prove_per_party_s": t_ref / ref_sample * cts_per_m,
         "prove_fraction_of_limit": t_ref / ref_sample * cts_per_m / limit,
